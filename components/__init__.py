@@ -1,0 +1,1 @@
+"""flexnet-beacon: Pulumi components and the pure decisions they are built from."""

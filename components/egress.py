@@ -1,0 +1,76 @@
+"""The beacon's egress allowlist: named domain groups, as a pure function of config.
+
+Groups (each can be switched off with egressDisabledGroups, and extended in config):
+- crl: hosts of the CRL distribution points the beacon must reach to check revocation
+  (crlUrls, crlDomains; derived from the certificates by components/trust.py later).
+- flexera-parent: the beacon's parent (Flexera One or an upstream server).
+- aws-endpoints: what SSM, the converge script and the logs need in the stack's region.
+- windows-update: Microsoft's update and certificate trust list hosts.
+
+'.example.com' means the domain and all its subdomains (Network Firewall domain list form).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from .config import EGRESS_GROUPS, BeaconConfig, domain_problem
+
+# Microsoft's documented Windows Update endpoints, plus the CTL/CRL hosts Windows uses to keep
+# its trusted roots and check Microsoft-signed binaries.
+WINDOWS_UPDATE_DOMAINS = (
+    ".windowsupdate.com",
+    ".update.microsoft.com",
+    ".windowsupdate.microsoft.com",
+    ".delivery.mp.microsoft.com",
+    ".download.microsoft.com",
+    "go.microsoft.com",
+    "crl.microsoft.com",
+    "www.microsoft.com",
+)
+
+
+def aws_endpoint_domains(region: str) -> tuple[str, ...]:
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    services = ("ssm", "ssmmessages", "ec2messages", "secretsmanager", "logs", "monitoring")
+    hosts = tuple(f"{svc}.{region}.{suffix}" for svc in services)
+    # Leading dot: the regional S3 endpoint and its virtual-hosted buckets (SSM agent updates,
+    # staged installers).
+    return hosts + (f".s3.{region}.{suffix}",)
+
+
+def builtin_domains(group: str, region: str) -> tuple[str, ...]:
+    if group == "aws-endpoints":
+        return aws_endpoint_domains(region)
+    if group == "windows-update":
+        return WINDOWS_UPDATE_DOMAINS
+    return ()
+
+
+def egress_allowlist(cfg: BeaconConfig, crl_hosts: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Enabled group -> sorted, de-duplicated domains. `crl_hosts` come from the certificates."""
+    allowlist: dict[str, list[str]] = {}
+    for group in EGRESS_GROUPS:
+        setting = cfg.egress_groups[group]
+        if not setting.enabled:
+            continue
+        extra = setting.extra_domains + (crl_hosts if group == "crl" else ())
+        domains = _normalise(builtin_domains(group, cfg.region) + extra)
+        for domain in domains:
+            problem = domain_problem(domain)
+            if problem:  # config is validated; this guards hosts derived from certificates
+                raise ValueError(f"egress group {group}: {domain!r} is not usable: {problem}")
+        allowlist[group] = domains
+    return allowlist
+
+
+def _normalise(domains: tuple[str, ...]) -> list[str]:
+    unique = {d.lower().rstrip(".") if not d.endswith("..") else d for d in domains}
+    # A host already covered by a '.domain' entry in the same group is redundant.
+    wildcards = {d for d in unique if d.startswith(".")}
+    kept = {d for d in unique if d.startswith(".") or not any(d == w[1:] or d.endswith(w) for w in wildcards)}
+    return sorted(kept)
+
+
+def flatten(allowlist: Mapping[str, list[str]]) -> list[str]:
+    return sorted({d for domains in allowlist.values() for d in domains})
