@@ -68,7 +68,7 @@ KEYS: tuple[Key, ...] = (
     Key("logKmsKeyArn", "string", "", "KMS key ARN to encrypt the log groups (optional)."),
     Key("permissionsBoundaryArn", "string", "", "IAM permissions boundary policy ARN for the beacon role (optional)."),
     Key("alarmTopicArn", "string", "", "SNS topic ARN notified when an instance is recovered (optional)."),
-    Key("protection", "boolean", None, "Delete protection on the firewall and termination protection on the beacons. Default: on for stacks whose name starts with 'prod'."),
+    Key("protection", "string", "auto", "Delete protection on the firewall and termination protection on the beacons: auto (on for stacks whose name starts with 'prod'), true or false."),
     Key("owner", "string", "unassigned", "Owner tag value on every resource."),
     Key("costCentre", "string", "unassigned", "Cost centre tag value on every resource."),
 )
@@ -150,7 +150,10 @@ def _parse_scalar(key: Key, raw: str) -> Any:
     if key.type == "integer":
         if not re.fullmatch(r"[+-]?\d+", raw.strip()):
             raise ValueError("an integer")
-        return int(raw)
+        try:
+            return int(raw)
+        except ValueError:  # more digits than int() will convert (sys.get_int_max_str_digits)
+            raise ValueError("an integer") from None
     if key.type == "boolean":
         low = raw.strip().lower()
         if low not in ("true", "false"):
@@ -162,13 +165,13 @@ def _parse_scalar(key: Key, raw: str) -> Any:
 def _parse(key: Key, raw: Any) -> Any:
     if key.type != "array":
         if not isinstance(raw, str):
-            raise ValueError(f"a {key.type}")
+            raise ValueError("an integer" if key.type == "integer" else f"a {key.type}")
         return _parse_scalar(key, raw)
     value = raw
     if isinstance(raw, str):
         try:
             value = json.loads(raw)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
             raise ValueError(f"a list of {key.items}s (YAML list or JSON array)") from None
     if not isinstance(value, list):
         raise ValueError(f"a list of {key.items}s (YAML list or JSON array)")
@@ -217,12 +220,18 @@ def domain_problem(name: str) -> str | None:
     return None
 
 
+_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+
+
 def url_host_problem(url: str) -> tuple[str | None, str | None]:
     """For a CRL/AIA URL: (host, None) or (None, expectation)."""
     from urllib.parse import urlsplit
 
     if not isinstance(url, str):
         return None, "an http:// or https:// URL"
+    # urlsplit silently drops tabs/newlines and leading blanks; insist on RFC 3986 characters.
+    if not _URL_CHARS.fullmatch(url):
+        return None, "an http:// or https:// URL of RFC 3986 characters (no spaces, quotes or control characters; percent-encode them)"
     try:
         parts = urlsplit(url)
         host = parts.hostname
@@ -244,12 +253,14 @@ def _cidr(value: str) -> ipaddress.IPv4Network | None:
         net = ipaddress.ip_network(value, strict=True)
     except (ValueError, TypeError):
         return None
+    if str(net) != value:  # '10.0.0.1' (no prefix) or '10.0.0.0/255.0.0.0': AWS wants a.b.c.d/n
+        return None
     return net if isinstance(net, ipaddress.IPv4Network) else None
 
 
 _ARN = re.compile(
     r"arn:(?P<partition>aws|aws-cn|aws-us-gov):(?P<service>[a-z0-9-]+):(?P<region>[a-z0-9-]*):"
-    r"(?P<account>\d{12}|aws)?:(?P<resource>.+)"
+    r"(?P<account>[0-9]{12}|aws):(?P<resource>[A-Za-z0-9_+=,.@:/-]+)"
 )
 
 
@@ -259,15 +270,16 @@ def arn_problem(value: str, service: str, region: str | None, resource_prefix: s
     if not m or m["service"] != service:
         return what
     if region is not None and m["region"] != region:
-        return f"{what} (in the stack's region {region})"
+        return f"{what} (in the stack's region {region})" if region else f"{what} (a global ARN: empty region field)"
     if resource_prefix and not m["resource"].startswith(resource_prefix):
         return what
     return None
 
 
 _TAG_VALUE = re.compile(r"[\w\s.:/=+\-@]*", re.UNICODE)
-_INSTANCE_TYPE = re.compile(r"(?P<family>[a-z]+)(?P<gen>\d+)(?P<attrs>[a-z-]*)\.(?P<size>[a-z0-9-]+)")
-_REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # \s admits tab/newline; AWS tag values do not
+_INSTANCE_TYPE = re.compile(r"(?P<family>[a-z]+)(?P<gen>[0-9]+)(?P<attrs>[a-z-]*)\.(?P<size>[a-z0-9-]+)|u-[0-9]+tb[0-9]\.[a-z0-9]+")
+_REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]")
 
 
 def instance_type_problem(value: str) -> str | None:
@@ -275,6 +287,10 @@ def instance_type_problem(value: str) -> str | None:
     if not m:
         return "an EC2 instance type like m6i.large"
     # Graviton (ARM) families carry a 'g' after the generation digit (m6g, c7gn, t4g); a1 is ARM too.
+    if m["family"] is None:  # high-memory u-*tb* (x86_64)
+        return None
+    if m["family"] == "mac":
+        return "a non-Mac instance type: EC2 Mac instances run macOS only"
     if "g" in m["attrs"] or m["family"] == "a":
         return "an x86_64 instance type: Windows Server does not run on Graviton (ARM) instances"
     if m["size"] in ("nano", "micro", "small"):
@@ -423,6 +439,9 @@ def _build(raw: Mapping[str, Any], stack: str, region: str | None) -> tuple[Beac
             if item not in EGRESS_GROUPS:
                 bad("egressDisabledGroups", item, f"one of {', '.join(EGRESS_GROUPS)}")
 
+    if ok("protection") and values["protection"] not in ("auto", "true", "false"):
+        bad("protection", values["protection"], "auto, true or false")
+
     # Logs, ARNs, tags.
     for key_name in ("flowLogRetentionDays", "firewallLogRetentionDays"):
         if ok(key_name) and values[key_name] not in LOG_RETENTION_DAYS:
@@ -440,7 +459,7 @@ def _build(raw: Mapping[str, Any], stack: str, region: str | None) -> tuple[Beac
     for key_name in ("owner", "costCentre"):
         if ok(key_name):
             value = values[key_name]
-            if not value or len(value) > 256 or not _TAG_VALUE.fullmatch(value):
+            if not value or len(value) > 256 or not _TAG_VALUE.fullmatch(value) or _CONTROL.search(value):
                 bad(key_name, value, "a tag value of 1-256 letters, digits, spaces and _ . : / = + - @")
 
     if issues:
@@ -453,9 +472,7 @@ def _build(raw: Mapping[str, Any], stack: str, region: str | None) -> tuple[Beac
         group: EgressGroupConfig(enabled=group not in disabled, extra_domains=tuple(extra[group]))
         for group in EGRESS_GROUPS
     }
-    protection = values["protection"]
-    if protection is None:
-        protection = stack.startswith("prod")
+    protection = {"auto": stack.startswith("prod"), "true": True, "false": False}[values["protection"]]
     warnings = []
     if values["owner"] == "unassigned" or values["costCentre"] == "unassigned":
         warnings.append("owner/costCentre are 'unassigned': set them so the bill can be attributed")
@@ -520,6 +537,8 @@ def stack_file_to_raw(document: Mapping[str, Any]) -> tuple[dict[str, str], str 
     secrets: list[str] = []
     region = None
     for full_key, value in config.items():
+        if value is None:  # `key:` with nothing after it: unset, as in Pulumi
+            continue
         namespace, _, key = str(full_key).partition(":")
         if isinstance(value, dict) and set(value) == {"secure"}:
             secrets.append(full_key)

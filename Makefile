@@ -1,0 +1,38 @@
+# The two commands that work on a fresh clone: `make plan` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STACK ?= dev
+
+.PHONY: plan plan-all test bench doctor clean docs
+
+$(VENV)/.installed-runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-runtime requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+## plan: create .venv, install, render the dev stack offline into build/plan/dev (STACK=prod for prod)
+plan: $(VENV)/.installed-runtime
+	$(PY) -m scripts.plan --stack $(STACK)
+
+plan-all: $(VENV)/.installed-runtime
+	for s in $$(ls stacks | sed -n 's/^Pulumi\.\(.*\)\.yaml$$/\1/p'); do $(PY) -m scripts.plan --stack $$s || exit $$?; done
+
+## test: every test (unit, mocks, plan determinism, TLS on loopback)
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest -q
+
+## docs: regenerate the config block of Pulumi.yaml and the README table from components/config.py
+docs: $(VENV)/.installed-runtime
+	$(PY) -m scripts.configdoc --write
+
+bench: $(VENV)/.installed-dev
+	$(PY) -m bench.plan
+
+clean:
+	rm -rf build .pytest_cache

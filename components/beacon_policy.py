@@ -1,0 +1,84 @@
+"""IAM and security-group decisions for a beacon host, as pure data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Sequence
+
+WINDOWS_2022_AMI_PARAMETER = "/aws/service/ami-windows-latest/Windows_Server-2022-English-Full-Base"
+
+
+def partition_for(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def assume_role_policy(partition: str) -> str:
+    service = "ec2.amazonaws.com.cn" if partition == "aws-cn" else "ec2.amazonaws.com"
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
+        },
+        sort_keys=True,
+    )
+
+
+def stack_read_policy(partition: str, region: str, account_id: str, name_prefix: str) -> str:
+    """Read access to this stack's secrets and parameters only (names under `name_prefix`)."""
+    prefix = name_prefix.rstrip("/")
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "ReadStackSecrets",
+                    "Effect": "Allow",
+                    "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+                    "Resource": f"arn:{partition}:secretsmanager:{region}:{account_id}:secret:{prefix}/*",
+                },
+                {
+                    "Sid": "ReadStackParameters",
+                    "Effect": "Allow",
+                    "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
+                    "Resource": f"arn:{partition}:ssm:{region}:{account_id}:parameter/{prefix}/*",
+                },
+            ],
+        },
+        sort_keys=True,
+    )
+
+
+def ssm_core_policy_arn(partition: str) -> str:
+    return f"arn:{partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
+
+
+def recover_action_arn(partition: str, region: str) -> str:
+    return f"arn:{partition}:automate:{region}:ec2:recover"
+
+
+@dataclass(frozen=True)
+class SgRule:
+    protocol: str
+    from_port: int
+    to_port: int
+    cidrs: tuple[str, ...]
+    description: str
+
+
+def ingress_rules(allowed_cidrs: Sequence[str], allow_http: bool) -> list[SgRule]:
+    ports = [443] + ([80] if allow_http else [])
+    return [SgRule("tcp", p, p, tuple(allowed_cidrs), f"agents tcp/{p}") for p in ports]
+
+
+def egress_rules(egress_ports: Sequence[int], resolver_ip: str) -> list[SgRule]:
+    rules = [SgRule("tcp", p, p, ("0.0.0.0/0",), f"egress tcp/{p} (domains filtered by the firewall)") for p in sorted(set(egress_ports))]
+    rules += [
+        SgRule("udp", 53, 53, (f"{resolver_ip}/32",), "DNS to the VPC resolver"),
+        SgRule("tcp", 53, 53, (f"{resolver_ip}/32",), "DNS to the VPC resolver"),
+    ]
+    return rules

@@ -1,0 +1,291 @@
+"""BeaconNetwork: the dedicated VPC, routed per AZ through the Network Firewall.
+
+Per AZ: a /28 firewall subnet (default route to the internet gateway) and a protected subnet
+for the beacons (default route to the firewall endpoint of the same AZ). The IGW edge route
+table sends each protected subnet's CIDR to that same endpoint, so traffic is inspected in
+both directions by one endpoint: routing is symmetric per AZ.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_aws as aws
+from pulumi import ResourceOptions
+
+from .firewall import BeaconFirewall, BeaconFirewallArgs
+from .firewall_rules import RuleGroupSpec
+from .layout import AzLayout
+from .tagging import component_tags
+
+
+@dataclass
+class BeaconNetworkArgs:
+    vpc_cidr: str
+    zones: Sequence[AzLayout]
+    rule_groups: Sequence[RuleGroupSpec]
+    protection: bool
+    log_group_prefix: str  # e.g. /flexnet-beacon/dev
+    flow_log_retention_days: int
+    firewall_log_retention_days: int
+    log_kms_key_arn: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def flow_log_assume_role_policy() -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        },
+        sort_keys=True,
+    )
+
+
+def flow_log_write_policy(log_group_arn: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                    "Resource": [log_group_arn, f"{log_group_arn}:*"],
+                }
+            ],
+        },
+        sort_keys=True,
+    )
+
+
+class BeaconNetwork(pulumi.ComponentResource):
+    def __init__(self, name: str, args: BeaconNetworkArgs, opts: Optional[ResourceOptions] = None):
+        super().__init__("flexnet-beacon:index:BeaconNetwork", name, None, opts)
+        child = ResourceOptions(parent=self)
+        tags = lambda part: component_tags(args.tags, "network", f"{name}-{part}")  # noqa: E731
+
+        self.vpc = aws.ec2.Vpc(
+            f"{name}-vpc",
+            aws.ec2.VpcArgs(
+                cidr_block=args.vpc_cidr,
+                enable_dns_support=True,
+                enable_dns_hostnames=True,
+                tags=tags("vpc"),
+            ),
+            opts=child,
+        )
+
+        # Take over the defaults with no rules: nothing may lean on them by accident.
+        self.default_security_group = aws.ec2.DefaultSecurityGroup(
+            f"{name}-default-sg",
+            aws.ec2.DefaultSecurityGroupArgs(vpc_id=self.vpc.id, ingress=[], egress=[], tags=tags("default-sg")),
+            opts=child,
+        )
+        self.default_network_acl = aws.ec2.DefaultNetworkAcl(
+            f"{name}-default-nacl",
+            aws.ec2.DefaultNetworkAclArgs(
+                default_network_acl_id=self.vpc.default_network_acl_id,
+                ingress=[],
+                egress=[],
+                tags=tags("default-nacl"),
+            ),
+            # Our subnets move to their own NACL; the provider would otherwise fight over them.
+            opts=ResourceOptions.merge(child, ResourceOptions(ignore_changes=["subnetIds"])),
+        )
+
+        self.internet_gateway = aws.ec2.InternetGateway(
+            f"{name}-igw", aws.ec2.InternetGatewayArgs(vpc_id=self.vpc.id, tags=tags("igw")), opts=child
+        )
+
+        self.firewall_subnets: list[aws.ec2.Subnet] = []
+        self.protected_subnets: list[aws.ec2.Subnet] = []
+        for zone in args.zones:
+            suffix = f"az{zone.index + 1}"
+            self.firewall_subnets.append(
+                aws.ec2.Subnet(
+                    f"{name}-firewall-{suffix}",
+                    aws.ec2.SubnetArgs(
+                        vpc_id=self.vpc.id,
+                        cidr_block=zone.firewall_cidr,
+                        availability_zone=zone.availability_zone,
+                        map_public_ip_on_launch=False,
+                        tags=tags(f"firewall-{suffix}"),
+                    ),
+                    opts=child,
+                )
+            )
+            self.protected_subnets.append(
+                aws.ec2.Subnet(
+                    f"{name}-protected-{suffix}",
+                    aws.ec2.SubnetArgs(
+                        vpc_id=self.vpc.id,
+                        cidr_block=zone.protected_cidr,
+                        availability_zone=zone.availability_zone,
+                        # Beacons get an Elastic IP; nothing else gets a public address.
+                        map_public_ip_on_launch=False,
+                        tags=tags(f"protected-{suffix}"),
+                    ),
+                    opts=child,
+                )
+            )
+
+        # Stateless filtering is the firewall's and the security groups' job: the subnets'
+        # own NACL allows all, while the default NACL stays empty.
+        self.network_acl = aws.ec2.NetworkAcl(
+            f"{name}-nacl",
+            aws.ec2.NetworkAclArgs(
+                vpc_id=self.vpc.id,
+                subnet_ids=[s.id for s in self.firewall_subnets + self.protected_subnets],
+                ingress=[aws.ec2.NetworkAclIngressArgs(rule_no=100, action="allow", protocol="-1", cidr_block="0.0.0.0/0", from_port=0, to_port=0)],
+                egress=[aws.ec2.NetworkAclEgressArgs(rule_no=100, action="allow", protocol="-1", cidr_block="0.0.0.0/0", from_port=0, to_port=0)],
+                tags=tags("nacl"),
+            ),
+            opts=child,
+        )
+
+        self.firewall = BeaconFirewall(
+            f"{name}-nfw",
+            BeaconFirewallArgs(
+                vpc_id=self.vpc.id,
+                firewall_subnet_ids=[s.id for s in self.firewall_subnets],
+                rule_groups=args.rule_groups,
+                delete_protection=args.protection,
+                alert_log_group_name=f"{args.log_group_prefix}/firewall-alert",
+                flow_log_group_name=f"{args.log_group_prefix}/firewall-flow",
+                log_retention_days=args.firewall_log_retention_days,
+                log_kms_key_arn=args.log_kms_key_arn,
+                tags=args.tags,
+            ),
+            opts=child,
+        )
+
+        # Firewall subnets: out to the internet gateway.
+        self.firewall_route_tables: list[aws.ec2.RouteTable] = []
+        self.protected_route_tables: list[aws.ec2.RouteTable] = []
+        self.edge_routes: list[aws.ec2.Route] = []
+        self.endpoint_ids: dict[str, pulumi.Output[str]] = {}
+        self.edge_route_table = aws.ec2.RouteTable(
+            f"{name}-edge-rt", aws.ec2.RouteTableArgs(vpc_id=self.vpc.id, tags=tags("edge-rt")), opts=child
+        )
+        self.edge_association = aws.ec2.RouteTableAssociation(
+            f"{name}-edge-assoc",
+            aws.ec2.RouteTableAssociationArgs(
+                route_table_id=self.edge_route_table.id, gateway_id=self.internet_gateway.id
+            ),
+            opts=child,
+        )
+        for zone, firewall_subnet, protected_subnet in zip(args.zones, self.firewall_subnets, self.protected_subnets):
+            suffix = f"az{zone.index + 1}"
+            endpoint_id = self.firewall.endpoint_id(zone.availability_zone)
+            self.endpoint_ids[zone.availability_zone] = endpoint_id
+
+            firewall_rt = aws.ec2.RouteTable(
+                f"{name}-firewall-rt-{suffix}",
+                aws.ec2.RouteTableArgs(vpc_id=self.vpc.id, tags=tags(f"firewall-rt-{suffix}")),
+                opts=child,
+            )
+            aws.ec2.Route(
+                f"{name}-firewall-default-{suffix}",
+                aws.ec2.RouteArgs(
+                    route_table_id=firewall_rt.id,
+                    destination_cidr_block="0.0.0.0/0",
+                    gateway_id=self.internet_gateway.id,
+                ),
+                opts=child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-firewall-assoc-{suffix}",
+                aws.ec2.RouteTableAssociationArgs(route_table_id=firewall_rt.id, subnet_id=firewall_subnet.id),
+                opts=child,
+            )
+            self.firewall_route_tables.append(firewall_rt)
+
+            protected_rt = aws.ec2.RouteTable(
+                f"{name}-protected-rt-{suffix}",
+                aws.ec2.RouteTableArgs(vpc_id=self.vpc.id, tags=tags(f"protected-rt-{suffix}")),
+                opts=child,
+            )
+            aws.ec2.Route(
+                f"{name}-protected-default-{suffix}",
+                aws.ec2.RouteArgs(
+                    route_table_id=protected_rt.id,
+                    destination_cidr_block="0.0.0.0/0",
+                    vpc_endpoint_id=endpoint_id,
+                ),
+                opts=child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-protected-assoc-{suffix}",
+                aws.ec2.RouteTableAssociationArgs(route_table_id=protected_rt.id, subnet_id=protected_subnet.id),
+                opts=child,
+            )
+            self.protected_route_tables.append(protected_rt)
+
+            # Return path: traffic arriving at the IGW for this AZ's beacons goes through the
+            # same AZ's endpoint it left by.
+            self.edge_routes.append(
+                aws.ec2.Route(
+                    f"{name}-edge-{suffix}",
+                    aws.ec2.RouteArgs(
+                        route_table_id=self.edge_route_table.id,
+                        destination_cidr_block=zone.protected_cidr,
+                        vpc_endpoint_id=endpoint_id,
+                    ),
+                    opts=child,
+                )
+            )
+
+        self.flow_log_group = aws.cloudwatch.LogGroup(
+            f"{name}-flow-logs",
+            aws.cloudwatch.LogGroupArgs(
+                name=f"{args.log_group_prefix}/vpc-flow",
+                retention_in_days=args.flow_log_retention_days,
+                kms_key_id=args.log_kms_key_arn or None,
+                tags=tags("flow-logs"),
+            ),
+            opts=child,
+        )
+        self.flow_log_role = aws.iam.Role(
+            f"{name}-flow-logs-role",
+            aws.iam.RoleArgs(assume_role_policy=flow_log_assume_role_policy(), tags=tags("flow-logs-role")),
+            opts=child,
+        )
+        self.flow_log_role_policy = aws.iam.RolePolicy(
+            f"{name}-flow-logs-policy",
+            aws.iam.RolePolicyArgs(
+                role=self.flow_log_role.id,
+                policy=self.flow_log_group.arn.apply(flow_log_write_policy),
+            ),
+            opts=child,
+        )
+        self.flow_log = aws.ec2.FlowLog(
+            f"{name}-flow-log",
+            aws.ec2.FlowLogArgs(
+                vpc_id=self.vpc.id,
+                traffic_type="ALL",
+                log_destination_type="cloud-watch-logs",
+                log_destination=self.flow_log_group.arn,
+                iam_role_arn=self.flow_log_role.arn,
+                max_aggregation_interval=60,
+                tags=tags("flow-log"),
+            ),
+            opts=child,
+        )
+
+        self.register_outputs(
+            {
+                "vpc_id": self.vpc.id,
+                "firewall_subnet_ids": [s.id for s in self.firewall_subnets],
+                "protected_subnet_ids": [s.id for s in self.protected_subnets],
+                "flow_log_group": self.flow_log_group.name,
+            }
+        )

@@ -1,0 +1,135 @@
+"""The whole deployment from a validated BeaconConfig: decisions first, then components."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+from pulumi import ResourceOptions
+
+from . import beacon_policy
+from .beacon import BeaconHost, BeaconHostArgs
+from .config import PROJECT, BeaconConfig
+from .egress import egress_allowlist
+from .firewall_rules import rule_groups
+from .layout import beacon_zone_indexes, split_vpc, vpc_resolver_ip
+from .network import BeaconNetwork, BeaconNetworkArgs
+from .tagging import base_tags
+
+AGENT_PATHS = {"download": "/ManageSoftDL/", "upload": "/ManageSoftRL/"}
+
+
+def availability_zones(cfg: BeaconConfig) -> list[str]:
+    if cfg.availability_zones:
+        return list(cfg.availability_zones)
+    found = aws.get_availability_zones(
+        state="available",
+        filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])],
+    )
+    names = sorted(found.names)
+    if len(names) < cfg.az_count:
+        raise pulumi.RunError(
+            f"azCount: got {cfg.az_count}; expected at most {len(names)}, the available zones in {cfg.region}: {', '.join(names)}"
+        )
+    return names[: cfg.az_count]
+
+
+def agent_urls(hostname: str) -> dict[str, str]:
+    return {kind: f"https://{hostname}{path}" for kind, path in AGENT_PATHS.items()}
+
+
+def build(cfg: BeaconConfig) -> dict[str, Any]:
+    """Create every resource; return the stack outputs."""
+    zones = split_vpc(cfg.vpc_cidr, availability_zones(cfg))
+    allowlist = egress_allowlist(cfg)
+    tags = base_tags(cfg)
+
+    network = BeaconNetwork(
+        "net",
+        BeaconNetworkArgs(
+            vpc_cidr=cfg.vpc_cidr,
+            zones=zones,
+            rule_groups=rule_groups(
+                vpc_cidr=cfg.vpc_cidr,
+                beacon_cidrs=[z.protected_cidr for z in zones],
+                agent_cidrs=cfg.allowed_ingress_cidrs,
+                allow_http=cfg.allow_http,
+                egress_ports=cfg.egress_ports,
+                allowlist=allowlist,
+            ),
+            protection=cfg.protection,
+            log_group_prefix=f"/{PROJECT}/{cfg.stack}",
+            flow_log_retention_days=cfg.flow_log_retention_days,
+            firewall_log_retention_days=cfg.firewall_log_retention_days,
+            log_kms_key_arn=cfg.log_kms_key_arn,
+            tags=tags,
+        ),
+    )
+
+    account_id = aws.get_caller_identity_output().account_id
+    ami_id = cfg.ami_id or aws.ssm.get_parameter_output(name=beacon_policy.WINDOWS_2022_AMI_PARAMETER).value
+    hosts: list[BeaconHost] = []
+    for i, zone_index in enumerate(beacon_zone_indexes(cfg.beacon_count, len(zones))):
+        zone = zones[zone_index]
+        hosts.append(
+            BeaconHost(
+                f"beacon-{i + 1}",
+                BeaconHostArgs(
+                    index=i,
+                    region=cfg.region,
+                    account_id=account_id,
+                    vpc_id=network.vpc.id,
+                    subnet_id=network.protected_subnets[zone_index].id,
+                    availability_zone=zone.availability_zone,
+                    ami_id=ami_id,
+                    ami_pinned=bool(cfg.ami_id),
+                    instance_type=cfg.instance_type,
+                    root_volume_gb=cfg.root_volume_gb,
+                    allowed_ingress_cidrs=cfg.allowed_ingress_cidrs,
+                    allow_http=cfg.allow_http,
+                    egress_ports=cfg.egress_ports,
+                    resolver_ip=vpc_resolver_ip(cfg.vpc_cidr),
+                    name_prefix=cfg.name_prefix,
+                    protection=cfg.protection,
+                    hostname=cfg.beacon_hostnames[i] if cfg.beacon_hostnames else "",
+                    permissions_boundary_arn=cfg.permissions_boundary_arn,
+                    alarm_topic_arn=cfg.alarm_topic_arn,
+                    tags=tags,
+                ),
+                # The beacon boots into a network whose routes and firewall already exist, so
+                # its first converge run can reach SSM and the CRL hosts.
+                opts=ResourceOptions(depends_on=[network]),
+            )
+        )
+
+    return {
+        "vpcId": network.vpc.id,
+        "firewallSubnetIds": [s.id for s in network.firewall_subnets],
+        "protectedSubnetIds": [s.id for s in network.protected_subnets],
+        "firewallArn": network.firewall.firewall.arn,
+        "firewallEndpoints": network.endpoint_ids,
+        "logGroups": {
+            "vpcFlow": network.flow_log_group.name,
+            "firewallAlert": network.firewall.log_groups["ALERT"].name,
+            "firewallFlow": network.firewall.log_groups["FLOW"].name,
+        },
+        "egressAllowlist": allowlist,
+        "beacons": [
+            {
+                "name": f"beacon-{i + 1}",
+                "availabilityZone": zones[zone_index].availability_zone,
+                "instanceId": host.instance.id,
+                "publicIp": host.public_ip,
+                "publicDns": host.public_dns,
+                "hostname": host.hostname,
+                "agentUrls": host.hostname.apply(agent_urls),
+            }
+            for i, (host, zone_index) in enumerate(zip(hosts, beacon_zone_indexes(cfg.beacon_count, len(zones))))
+        ],
+    }
+
+
+def export(outputs: dict[str, Any]) -> None:
+    for key, value in outputs.items():
+        pulumi.export(key, value)

@@ -1,0 +1,131 @@
+"""Offline plan: render a stack under Pulumi mocks, the counterpart of `pulumi preview`.
+
+    python -m scripts.plan --stack dev [--out build/plan]
+
+Reads stacks/Pulumi.<stack>.yaml, validates it (exit 2 with every problem, nothing written),
+runs __main__.py under mocks and writes build/plan/<stack>/: resources.json, outputs.json,
+firewall-rules.suricata, diagram.md. Identical inputs give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components import config as beacon_config
+
+ROOT = Path(__file__).resolve().parent.parent
+STACKS = ROOT / "stacks"
+
+
+class PlanError(Exception):
+    """Bad input: printed as one message, exit code 2."""
+
+
+def read_stack_file(stack: str, stacks_dir: Path = STACKS) -> dict[str, Any]:
+    if not stack or "/" in stack or "\\" in stack or stack.startswith("."):
+        raise PlanError(f"--stack: got {stack!r}; expected a stack name like dev or prod")
+    path = stacks_dir / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in stacks_dir.glob("Pulumi.*.yaml"))
+        raise PlanError(f"--stack: got {stack!r}; expected one of {', '.join(known) or '(no stacks)'} ({path} does not exist)")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise PlanError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
+        raise PlanError(f"{path}: expected a mapping with a 'config:' mapping")
+    return document
+
+
+def dump_json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any]:
+    from scripts.diagram import render
+    from scripts.offline import run_program
+
+    document = read_stack_file(stack, stacks_dir)
+    raw, region, secret_keys = beacon_config.stack_file_to_raw(document)
+    cfg = beacon_config.load(raw, stack, region)  # raises ConfigInvalid before anything runs
+
+    run = run_program(stack, raw, region or "", secret_keys)
+    errors = [msg for level, msg in run.log if level == "error"]
+    if errors:
+        raise PlanError("the program reported errors:\n  " + "\n  ".join(errors))
+
+    resources = [
+        {
+            "type": r.type,
+            "name": r.name,
+            "parent": r.parent.split("::")[-1] if r.parent else "",
+            "custom": r.custom,
+            "inputs": r.inputs,
+            **({"ignoreChanges": r.ignore_changes} if r.ignore_changes else {}),
+        }
+        for r in run.resources
+    ]
+    from components.egress import egress_allowlist
+    from components.firewall_rules import rule_groups
+    from components.layout import split_vpc
+
+    zones = [b for b in sorted({s["inputs"]["availabilityZone"] for s in resources if s["type"] == "aws:ec2/subnet:Subnet"})]
+    layout = split_vpc(cfg.vpc_cidr, zones)
+    groups = rule_groups(cfg.vpc_cidr, [z.protected_cidr for z in layout], cfg.allowed_ingress_cidrs, cfg.allow_http, cfg.egress_ports, egress_allowlist(cfg))
+    rules_text = "".join(f"# rule group {g.key} (capacity {g.capacity}): {g.description}\n{g.rules_string}\n" for g in groups)
+
+    out = out_root / stack
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "resources.json": dump_json(resources),
+        "outputs.json": dump_json(run.outputs),
+        "firewall-rules.suricata": rules_text,
+        "diagram.md": render(stack, resources, run.outputs),
+    }
+    for name, text in files.items():
+        (out / name).write_text(text, encoding="utf-8")
+
+    warnings = list(cfg.warnings) + [msg for level, msg in run.log if level == "warning" and msg not in cfg.warnings]
+    warnings += [f"data source {token} has no mock answer; its result is empty in this plan" for token in run.unknown_calls]
+    return {
+        "stack": stack,
+        "out": out,
+        "files": sorted(files),
+        "counts": Counter(r["type"] for r in resources if r["custom"]),
+        "components": Counter(r["type"] for r in resources if not r["custom"]),
+        "warnings": warnings,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.plan", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", required=True, help="stack name: reads stacks/Pulumi.<stack>.yaml")
+    parser.add_argument("--out", default=str(ROOT / "build" / "plan"), help="output root (default build/plan)")
+    args = parser.parse_args(argv)
+    try:
+        summary = plan(args.stack, Path(args.out))
+    except beacon_config.ConfigInvalid as invalid:
+        print(f"stacks/Pulumi.{args.stack}.yaml: {invalid.render()}", file=sys.stderr)
+        return 2
+    except PlanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    total = sum(summary["counts"].values())
+    print(f"plan for stack {summary['stack']}: {total} resources in {sum(summary['components'].values())} components -> {summary['out']}")
+    for typ, count in sorted(summary["counts"].items()):
+        print(f"  {count:3d}  {typ}")
+    for warning in summary["warnings"]:
+        print(f"warning: {warning}")
+    print("wrote " + ", ".join(summary["files"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

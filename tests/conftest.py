@@ -1,0 +1,66 @@
+"""Shared helpers: run the Pulumi program under mocks with a stack file plus overrides."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from components.config import stack_file_to_raw  # noqa: E402
+from scripts.offline import ProgramRun, run_program  # noqa: E402
+
+
+class Planned:
+    """One mocked program run, with lookups tests need."""
+
+    def __init__(self, run: ProgramRun):
+        self.run = run
+        self.resources = run.resources
+        self.outputs = run.outputs
+
+    def of_type(self, suffix: str) -> list[Any]:
+        return [r for r in self.resources if r.type.endswith(suffix)]
+
+    def one(self, suffix: str, name: str | None = None) -> Any:
+        found = [r for r in self.of_type(suffix) if name is None or r.name == name]
+        assert len(found) == 1, f"expected one {suffix} {name or ''}, found {[r.name for r in found]}"
+        return found[0]
+
+    def by_name(self, name: str) -> Any:
+        found = [r for r in self.resources if r.name == name]
+        assert len(found) == 1, name
+        return found[0]
+
+
+def stack_raw(stack: str) -> tuple[dict[str, str], str]:
+    raw, region, _ = stack_file_to_raw(yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text()))
+    assert region
+    return raw, region
+
+
+def plan_stack(stack: str = "dev", overrides: dict[str, Any] | None = None, stack_name: str | None = None) -> Planned:
+    raw, region = stack_raw(stack)
+    for key, value in (overrides or {}).items():
+        if key == "aws:region":
+            region = value
+        else:
+            raw[key] = value if isinstance(value, str) else json.dumps(value)
+    return Planned(run_program(stack_name or stack, raw, region))
+
+
+@pytest.fixture(scope="session")
+def dev() -> Planned:
+    return plan_stack("dev")
+
+
+@pytest.fixture(scope="session")
+def prod() -> Planned:
+    return plan_stack("prod")

@@ -1,0 +1,121 @@
+"""BeaconFirewall under mocks: strict order, default drop, rule groups, logging, protection."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.firewall import endpoint_for_az
+from conftest import Planned, plan_stack
+
+
+def test_policy_strict_order_default_drop(dev: Planned) -> None:
+    policy = dev.one("firewallPolicy:FirewallPolicy").inputs["firewallPolicy"]
+    assert policy["statefulEngineOptions"]["ruleOrder"] == "STRICT_ORDER"
+    assert policy["statefulDefaultActions"] == ["aws:drop_established", "aws:alert_established"]
+    assert policy["statelessDefaultActions"] == ["aws:forward_to_sfe"]
+    assert policy["statelessFragmentDefaultActions"] == ["aws:forward_to_sfe"]
+    refs = policy["statefulRuleGroupReferences"]
+    priorities = [r["priority"] for r in refs]
+    assert priorities == sorted(priorities) and len(set(priorities)) == len(priorities)
+
+
+def test_rule_groups_strict_order_and_capacity(dev: Planned) -> None:
+    groups = dev.of_type("ruleGroup:RuleGroup")
+    assert {g.name for g in groups} == {"net-nfw-ingress", "net-nfw-egress-handshake", "net-nfw-egress-domains"}
+    arns = {r["resourceArn"] for r in dev.one("firewallPolicy:FirewallPolicy").inputs["firewallPolicy"]["statefulRuleGroupReferences"]}
+    assert len(arns) == 3
+    for group in groups:
+        inputs = group.inputs
+        assert inputs["type"] == "STATEFUL"
+        body = inputs["ruleGroup"]
+        assert body["statefulRuleOptions"]["ruleOrder"] == "STRICT_ORDER"
+        rules = [line for line in body["rulesSource"]["rulesString"].splitlines() if line.strip()]
+        assert inputs["capacity"] >= 2 * len(rules)
+
+
+def test_ingress_rule_uses_allowed_cidrs_and_protected_subnets() -> None:
+    p = plan_stack("prod", {"allowedIngressCidrs": ["203.0.113.0/24", "198.51.100.0/24"]})
+    group = p.one("ruleGroup:RuleGroup", "net-nfw-ingress").inputs["ruleGroup"]
+    ip_sets = {s["key"]: s["ipSet"]["definitions"] for s in group["ruleVariables"]["ipSets"]}
+    assert ip_sets["AGENT_NET"] == ["203.0.113.0/24", "198.51.100.0/24"]
+    protected = sorted(s.inputs["cidrBlock"] for s in p.of_type("subnet:Subnet") if "-protected-" in s.name)
+    assert sorted(ip_sets["BEACON_NET"]) == protected
+    rules = group["rulesSource"]["rulesString"]
+    assert "-> $BEACON_NET 443" in rules and " 80 " not in rules
+
+
+def test_http_only_when_configured() -> None:
+    p = plan_stack("dev", {"allowHttp": "true"})
+    rules = p.one("ruleGroup:RuleGroup", "net-nfw-ingress").inputs["ruleGroup"]["rulesSource"]["rulesString"]
+    assert "-> $BEACON_NET 80 " in rules
+
+
+def test_egress_allowlist_in_rules_and_outputs(dev: Planned) -> None:
+    rules = dev.one("ruleGroup:RuleGroup", "net-nfw-egress-domains").inputs["ruleGroup"]["rulesSource"]["rulesString"]
+    allow = dev.outputs["egressAllowlist"]
+    for group, domains in allow.items():
+        for domain in domains:
+            assert f'content:"{domain}"' in rules, (group, domain)
+    assert "crl.example.com" in allow["crl"]
+    assert "ssm.us-east-1.amazonaws.com" in allow["aws-endpoints"]
+
+
+def test_disabled_group_and_extension() -> None:
+    p = plan_stack("dev", {"egressDisabledGroups": ["windows-update"], "awsEndpointsExtraDomains": ["kms.us-east-1.amazonaws.com"]})
+    allow = p.outputs["egressAllowlist"]
+    assert "windows-update" not in allow
+    assert "kms.us-east-1.amazonaws.com" in allow["aws-endpoints"]
+    rules = p.one("ruleGroup:RuleGroup", "net-nfw-egress-domains").inputs["ruleGroup"]["rulesSource"]["rulesString"]
+    assert "windowsupdate" not in rules
+
+
+def test_logging_alert_and_flow(dev: Planned) -> None:
+    logging = dev.one("loggingConfiguration:LoggingConfiguration").inputs["loggingConfiguration"]
+    configs = {c["logType"]: c for c in logging["logDestinationConfigs"]}
+    assert set(configs) == {"ALERT", "FLOW"}
+    for log_type, c in configs.items():
+        assert c["logDestinationType"] == "CloudWatchLogs"
+        assert c["logDestination"]["logGroup"] == f"/flexnet-beacon/dev/firewall-{log_type.lower()}"
+    assert dev.outputs["logGroups"]["firewallAlert"] == "/flexnet-beacon/dev/firewall-alert"
+
+
+@pytest.mark.parametrize("stack,expected", [("dev", False), ("prod", True)])
+def test_delete_protection_in_prod(stack: str, expected: bool, request: pytest.FixtureRequest) -> None:
+    firewall = request.getfixturevalue(stack).one("networkfirewall/firewall:Firewall").inputs
+    assert firewall["deleteProtection"] is expected
+    assert firewall["subnetChangeProtection"] is expected
+
+
+def test_protection_auto_follows_stack_name() -> None:
+    p = plan_stack("dev", {"protection": "auto"}, stack_name="prod-eu")
+    assert p.one("networkfirewall/firewall:Firewall").inputs["deleteProtection"] is True
+    p = plan_stack("prod", {"protection": "auto"}, stack_name="staging")
+    assert p.one("networkfirewall/firewall:Firewall").inputs["deleteProtection"] is False
+
+
+def test_endpoint_for_az_matches_by_zone() -> None:
+    statuses = [
+        {
+            "syncStates": [
+                {"availabilityZone": "eu-west-1b", "attachments": [{"endpointId": "vpce-b"}]},
+                {"availabilityZone": "eu-west-1a", "attachments": [{"endpointId": "vpce-a"}]},
+            ]
+        }
+    ]
+    assert endpoint_for_az(statuses, "eu-west-1a") == "vpce-a"
+    assert endpoint_for_az(statuses, "eu-west-1b") == "vpce-b"
+    snake = [{"sync_states": [{"availability_zone": "eu-west-1c", "attachments": [{"endpoint_id": "vpce-c"}]}]}]
+    assert endpoint_for_az(snake, "eu-west-1c") == "vpce-c"
+    with pytest.raises(ValueError, match="eu-west-1c"):
+        endpoint_for_az(statuses, "eu-west-1c")
+    with pytest.raises(ValueError):
+        endpoint_for_az(None, "eu-west-1a")
+
+
+def test_firewall_resources_parented_to_component(dev: Planned) -> None:
+    for r in dev.resources:
+        if r.type.startswith("aws:networkfirewall/"):
+            assert r.parent.endswith("BeaconFirewall::net-nfw"), (r.name, r.parent)
+    assert json.dumps(dev.outputs["firewallArn"]).startswith('"arn:aws:networkfirewall:')

@@ -1,0 +1,122 @@
+"""BeaconNetwork under mocks: per-AZ symmetric routing through the firewall, flow logs, defaults."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from conftest import Planned, plan_stack
+
+
+@pytest.mark.parametrize("stack,zones", [("dev", 1), ("prod", 2)])
+def test_zone_and_beacon_counts(stack: str, zones: int, request: pytest.FixtureRequest) -> None:
+    p: Planned = request.getfixturevalue(stack)
+    subnets = p.of_type("subnet:Subnet")
+    assert len({s.inputs["availabilityZone"] for s in subnets}) == zones
+    assert len([s for s in subnets if "-firewall-" in s.name]) == zones
+    assert len([s for s in subnets if "-protected-" in s.name]) == zones
+    assert len(p.of_type("ec2/instance:Instance")) == zones  # dev 1 beacon, prod 2
+    firewall = p.one("networkfirewall/firewall:Firewall")
+    assert len(firewall.inputs["subnetMappings"]) == zones
+
+
+def test_vpc_dns_on(dev: Planned) -> None:
+    vpc = dev.one("ec2/vpc:Vpc")
+    assert vpc.inputs["enableDnsSupport"] is True
+    assert vpc.inputs["enableDnsHostnames"] is True
+    assert vpc.inputs["cidrBlock"] == "10.80.0.0/22"
+
+
+def _routes(p: Planned) -> dict[str, dict]:
+    return {r.name: r.inputs for r in p.of_type("ec2/route:Route")}
+
+
+def test_routes_per_az_use_that_azs_endpoint() -> None:
+    p = plan_stack("prod", {"azCount": 3, "beaconCount": 3})
+    endpoints = p.outputs["firewallEndpoints"]
+    assert len(set(endpoints.values())) == 3, "one endpoint per AZ"
+    subnets = {s.name: s.inputs for s in p.of_type("subnet:Subnet")}
+    routes = _routes(p)
+    for n in (1, 2, 3):
+        zone = subnets[f"net-protected-az{n}"]["availabilityZone"]
+        assert subnets[f"net-firewall-az{n}"]["availabilityZone"] == zone
+        protected_default = routes[f"net-protected-default-az{n}"]
+        assert protected_default["destinationCidrBlock"] == "0.0.0.0/0"
+        assert protected_default["vpcEndpointId"] == endpoints[zone]
+        edge = routes[f"net-edge-az{n}"]
+        # Symmetric: traffic back to this AZ's beacons enters through the same endpoint.
+        assert edge["destinationCidrBlock"] == subnets[f"net-protected-az{n}"]["cidrBlock"]
+        assert edge["vpcEndpointId"] == endpoints[zone]
+        firewall_default = routes[f"net-firewall-default-az{n}"]
+        assert firewall_default["destinationCidrBlock"] == "0.0.0.0/0"
+        assert firewall_default["gatewayId"].startswith("igw-")
+        assert "vpcEndpointId" not in firewall_default
+
+
+def test_route_tables_associated_with_their_subnets(prod: Planned) -> None:
+    tables = {}
+    for assoc in prod.of_type("routeTableAssociation:RouteTableAssociation"):
+        tables[assoc.name] = assoc.inputs
+    subnet_ids = {s.name: s for s in prod.of_type("subnet:Subnet")}
+    routes = _routes(prod)
+    for n in (1, 2):
+        protected_assoc = tables[f"net-protected-assoc-az{n}"]
+        firewall_assoc = tables[f"net-firewall-assoc-az{n}"]
+        assert protected_assoc["routeTableId"] == routes[f"net-protected-default-az{n}"]["routeTableId"]
+        assert firewall_assoc["routeTableId"] == routes[f"net-firewall-default-az{n}"]["routeTableId"]
+        assert protected_assoc["subnetId"] != firewall_assoc["subnetId"]
+    assert len(subnet_ids) == 4
+
+
+def test_igw_edge_association(prod: Planned) -> None:
+    edge = prod.one("routeTableAssociation:RouteTableAssociation", "net-edge-assoc")
+    assert edge.inputs["gatewayId"].startswith("igw-")
+    assert "subnetId" not in edge.inputs
+    edge_routes = [r for n, r in _routes(prod).items() if n.startswith("net-edge-")]
+    assert {r["routeTableId"] for r in edge_routes} == {edge.inputs["routeTableId"]}
+    assert len(edge_routes) == 2
+
+
+def test_no_direct_internet_route_for_beacons(prod: Planned) -> None:
+    for name, route in _routes(prod).items():
+        if "protected" in name:
+            assert "gatewayId" not in route, f"{name} bypasses the firewall"
+
+
+def test_subnets_inside_vpc_and_disjoint(prod: Planned) -> None:
+    vpc = ipaddress.ip_network(prod.one("ec2/vpc:Vpc").inputs["cidrBlock"])
+    nets = [ipaddress.ip_network(s.inputs["cidrBlock"]) for s in prod.of_type("subnet:Subnet")]
+    for i, a in enumerate(nets):
+        assert a.subnet_of(vpc)
+        for b in nets[i + 1:]:
+            assert not a.overlaps(b)
+    assert all(s.inputs["mapPublicIpOnLaunch"] is False for s in prod.of_type("subnet:Subnet"))
+
+
+def test_default_sg_and_nacl_taken_over_empty(dev: Planned) -> None:
+    sg = dev.one("defaultSecurityGroup:DefaultSecurityGroup")
+    assert sg.inputs.get("ingress", []) == [] and sg.inputs.get("egress", []) == []
+    nacl = dev.one("defaultNetworkAcl:DefaultNetworkAcl")
+    assert nacl.inputs.get("ingress", []) == [] and nacl.inputs.get("egress", []) == []
+    assert nacl.inputs["defaultNetworkAclId"].startswith("acl-")
+    # Our subnets use their own NACL, so the empty default does not cut them off.
+    own = dev.one("ec2/networkAcl:NetworkAcl")
+    assert len(own.inputs["subnetIds"]) == 2
+
+
+def test_flow_logs_to_cloudwatch(dev: Planned) -> None:
+    flow = dev.one("ec2/flowLog:FlowLog")
+    assert flow.inputs["trafficType"] == "ALL"
+    assert flow.inputs["logDestinationType"] == "cloud-watch-logs"
+    group = dev.one("cloudwatch/logGroup:LogGroup", "net-flow-logs")
+    assert flow.inputs["logDestination"].endswith(":log-group:" + group.inputs["name"])
+    assert group.inputs["retentionInDays"] == 14  # dev stack value
+    assert flow.inputs["iamRoleArn"]
+    policy = dev.one("iam/rolePolicy:RolePolicy", "net-flow-logs-policy")
+    assert group.inputs["name"] in policy.inputs["policy"]
+
+
+def test_flow_log_retention_from_config() -> None:
+    p = plan_stack("dev", {"flowLogRetentionDays": 731})
+    assert p.one("cloudwatch/logGroup:LogGroup", "net-flow-logs").inputs["retentionInDays"] == 731
