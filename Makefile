@@ -25,6 +25,7 @@ plan-all: $(VENV)/.installed-runtime
 
 ## test: every test (unit, mocks, plan determinism, TLS on loopback)
 test: $(VENV)/.installed-dev
+	./.ci/install-debian-packages
 	$(PY) -m pytest -q
 
 ## docs: regenerate the config block of Pulumi.yaml and the README table from components/config.py

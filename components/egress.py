@@ -54,18 +54,19 @@ def egress_allowlist(cfg: BeaconConfig, crl_hosts: tuple[str, ...] = ()) -> dict
         setting = cfg.egress_groups[group]
         if not setting.enabled:
             continue
-        extra = setting.extra_domains + (crl_hosts if group == "crl" else ())
-        domains = _normalise(builtin_domains(group, cfg.region) + extra)
-        for domain in domains:
+        candidates = builtin_domains(group, cfg.region) + setting.extra_domains + (crl_hosts if group == "crl" else ())
+        # A fully qualified name's trailing dot is dropped (crl.example.com. -> crl.example.com).
+        candidates = tuple(d.lower()[:-1] if d.endswith(".") and not d.endswith("..") else d.lower() for d in candidates)
+        for domain in candidates:
             problem = domain_problem(domain)
             if problem:  # config is validated; this guards hosts derived from certificates
                 raise ValueError(f"egress group {group}: {domain!r} is not usable: {problem}")
-        allowlist[group] = domains
+        allowlist[group] = _normalise(candidates)
     return allowlist
 
 
 def _normalise(domains: tuple[str, ...]) -> list[str]:
-    unique = {d.lower().rstrip(".") if not d.endswith("..") else d for d in domains}
+    unique = {d.lower() for d in domains}
     # A host already covered by a '.domain' entry in the same group is redundant.
     wildcards = {d for d in unique if d.startswith(".")}
     kept = {d for d in unique if d.startswith(".") or not any(d == w[1:] or d.endswith(w) for w in wildcards)}

@@ -114,7 +114,11 @@ def egress_domain_rules(vpc_cidr: str, allowlist: Mapping[str, Sequence[str]]) -
         rules.append(f'alert tcp ${HOME_NET} any -> $EXTERNAL_NET any (msg:"egress allowlist empty"; flow:to_server, established; sid:{sid}; rev:1;)')
     return RuleGroupSpec(
         key="egress-domains",
-        description="Egress allowlist by TLS SNI and HTTP Host: " + ", ".join(allowlist) if allowlist else "Egress allowlist (empty)",
+        description=(
+            "Egress allowlist by TLS SNI and HTTP Host: " + ", ".join(g for g, d in allowlist.items() if d)
+            if any(allowlist.values())
+            else "Egress allowlist (empty)"
+        ),
         rules=tuple(rules),
         ip_sets={HOME_NET: (vpc_cidr,)},
     )

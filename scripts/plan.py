@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "build" / "plan"), help="output root (default build/plan)")
     args = parser.parse_args(argv)
     try:
-        summary = plan(args.stack, Path(args.out))
+        summary = plan(args.stack, Path(args.out), STACKS)
     except beacon_config.ConfigInvalid as invalid:
         print(f"stacks/Pulumi.{args.stack}.yaml: {invalid.render()}", file=sys.stderr)
         return 2

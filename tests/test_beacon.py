@@ -1,0 +1,148 @@
+"""BeaconHost under mocks: hardened instance, scoped IAM, exact security group, EIP, recovery."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from components.beacon_policy import WINDOWS_2022_AMI_PARAMETER
+from conftest import Planned, plan_stack
+from scripts.offline import MOCK_AMI
+
+
+def test_instance_hardening(prod: Planned) -> None:
+    for instance in prod.of_type("ec2/instance:Instance"):
+        inputs = instance.inputs
+        meta = inputs["metadataOptions"]
+        assert meta["httpTokens"] == "required"
+        assert meta["httpPutResponseHopLimit"] == 1
+        assert meta["httpEndpoint"] == "enabled"
+        root = inputs["rootBlockDevice"]
+        assert root["encrypted"] is True
+        assert root["volumeType"] == "gp3"
+        assert root["volumeSize"] == 80  # prod stack value
+        assert "keyName" not in inputs, "beacons have no key pair"
+        assert inputs["associatePublicIpAddress"] is False
+        assert inputs["disableApiTermination"] is True  # prod
+        assert inputs["instanceType"] == "m6i.large"
+
+
+def test_dev_has_no_termination_protection(dev: Planned) -> None:
+    assert dev.one("ec2/instance:Instance").inputs["disableApiTermination"] is False
+
+
+def test_ami_from_public_parameter_is_ignored_after_create(dev: Planned) -> None:
+    instance = dev.one("ec2/instance:Instance")
+    assert instance.inputs["ami"] == MOCK_AMI
+    assert instance.ignore_changes == ["ami"]
+    assert WINDOWS_2022_AMI_PARAMETER.endswith("Windows_Server-2022-English-Full-Base")
+
+
+def test_pinned_ami_is_not_ignored() -> None:
+    p = plan_stack("dev", {"amiId": "ami-0123456789abcdef0"})
+    instance = p.one("ec2/instance:Instance")
+    assert instance.inputs["ami"] == "ami-0123456789abcdef0"
+    assert instance.ignore_changes == []
+
+
+def test_beacons_round_robin_over_zones() -> None:
+    p = plan_stack("prod", {"beaconCount": 5})
+    zones = [b["availabilityZone"] for b in p.outputs["beacons"]]
+    assert zones == ["us-east-1a", "us-east-1b", "us-east-1a", "us-east-1b", "us-east-1a"]
+    subnets = {s.name: s.inputs for s in p.of_type("subnet:Subnet")}
+    protected_ids = p.outputs["protectedSubnetIds"]
+    for i, instance in enumerate(sorted(p.of_type("ec2/instance:Instance"), key=lambda r: r.name)):
+        assert instance.inputs["subnetId"] == protected_ids[[0, 1, 0, 1, 0][i]]
+    assert len(subnets) == 4
+
+
+def test_security_group_exactly_as_specified() -> None:
+    p = plan_stack("dev", {"allowedIngressCidrs": ["203.0.113.0/24"], "egressPorts": [443, 80]})
+    sg = p.one("ec2/securityGroup:SecurityGroup").inputs
+    ingress = [(r["protocol"], r["fromPort"], r["toPort"], r["cidrBlocks"]) for r in sg["ingress"]]
+    assert ingress == [("tcp", 443, 443, ["203.0.113.0/24"])]
+    egress = sorted((r["protocol"], r["fromPort"], r["toPort"], tuple(r["cidrBlocks"])) for r in sg["egress"])
+    assert egress == sorted(
+        [
+            ("tcp", 80, 80, ("0.0.0.0/0",)),
+            ("tcp", 443, 443, ("0.0.0.0/0",)),
+            ("udp", 53, 53, ("10.80.0.2/32",)),
+            ("tcp", 53, 53, ("10.80.0.2/32",)),
+        ]
+    )
+
+
+def test_security_group_http_ingress_only_when_configured() -> None:
+    sg = plan_stack("dev", {"allowHttp": "true"}).one("ec2/securityGroup:SecurityGroup").inputs
+    assert sorted(r["fromPort"] for r in sg["ingress"]) == [80, 443]
+
+
+def test_iam_scoped_to_this_stack(prod: Planned) -> None:
+    for policy in prod.of_type("iam/rolePolicy:RolePolicy"):
+        if not policy.name.endswith("-stack-read"):
+            continue
+        document = json.loads(policy.inputs["policy"])
+        resources = [s["Resource"] for s in document["Statement"]]
+        assert resources == [
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:flexnet-beacon/prod/*",
+            "arn:aws:ssm:us-east-1:123456789012:parameter/flexnet-beacon/prod/*",
+        ]
+        actions = {a for s in document["Statement"] for a in s["Action"]}
+        assert all(a.split(":")[1].startswith(("Get", "Describe")) for a in actions), actions
+    attachments = prod.of_type("iam/rolePolicyAttachment:RolePolicyAttachment")
+    assert {a.inputs["policyArn"] for a in attachments} == {"arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}
+    assert len(attachments) == 2
+
+
+def test_role_trusts_ec2_and_has_boundary_when_configured() -> None:
+    arn = "arn:aws:iam::123456789012:policy/beacon-boundary"
+    p = plan_stack("dev", {"permissionsBoundaryArn": arn})
+    role = p.one("iam/role:Role", "beacon-1-role").inputs
+    assert role["permissionsBoundary"] == arn
+    trust = json.loads(role["assumeRolePolicy"])
+    assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+    profile = p.one("iam/instanceProfile:InstanceProfile").inputs
+    assert profile["role"].startswith("beacon-1-role")
+    instance = p.one("ec2/instance:Instance").inputs
+    assert instance["iamInstanceProfile"]
+
+
+def test_eip_and_outputs(prod: Planned) -> None:
+    eips = prod.of_type("ec2/eip:Eip")
+    assert len(eips) == 2 and all(e.inputs["domain"] == "vpc" and e.inputs["instance"].startswith("i-") for e in eips)
+    for beacon in prod.outputs["beacons"]:
+        assert beacon["instanceId"].startswith("i-")
+        assert beacon["publicIp"].startswith("198.51.100.")
+        assert beacon["agentUrls"] == {
+            "download": f"https://{beacon['hostname']}/ManageSoftDL/",
+            "upload": f"https://{beacon['hostname']}/ManageSoftRL/",
+        }
+
+
+def test_configured_hostnames_in_agent_urls() -> None:
+    p = plan_stack("prod", {"beaconHostnames": ["b1.example.com", "B2.example.com"]})
+    assert [b["agentUrls"]["download"] for b in p.outputs["beacons"]] == [
+        "https://b1.example.com/ManageSoftDL/",
+        "https://b2.example.com/ManageSoftDL/",
+    ]
+
+
+@pytest.mark.parametrize("topic", ["", "arn:aws:sns:us-east-1:123456789012:beacon-alarms"])
+def test_recover_alarm(topic: str) -> None:
+    p = plan_stack("dev", {"alarmTopicArn": topic} if topic else {})
+    alarm = p.one("metricAlarm:MetricAlarm").inputs
+    assert alarm["metricName"] == "StatusCheckFailed_System"
+    assert alarm["namespace"] == "AWS/EC2"
+    assert alarm["dimensions"] == {"InstanceId": p.outputs["beacons"][0]["instanceId"]}
+    expected = ["arn:aws:automate:us-east-1:ec2:recover"] + ([topic] if topic else [])
+    assert alarm["alarmActions"] == expected
+
+
+def test_other_partitions() -> None:
+    p = plan_stack("dev", {"aws:region": "cn-north-1", "crlUrls": [], "crlDomains": ["crl.example.cn"]})
+    role = p.one("iam/role:Role", "beacon-1-role").inputs
+    assert json.loads(role["assumeRolePolicy"])["Statement"][0]["Principal"]["Service"] == "ec2.amazonaws.com.cn"
+    policy = json.loads(p.one("iam/rolePolicy:RolePolicy", "beacon-1-stack-read").inputs["policy"])
+    assert policy["Statement"][0]["Resource"].startswith("arn:aws-cn:secretsmanager:cn-north-1:")
+    assert "ssm.cn-north-1.amazonaws.com.cn" in p.outputs["egressAllowlist"]["aws-endpoints"]
