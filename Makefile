@@ -33,7 +33,7 @@ docs: $(VENV)/.installed-runtime
 	$(PY) -m scripts.configdoc --write
 
 bench: $(VENV)/.installed-dev
-	$(PY) -m bench.plan
+	$(PY) -m bench.plan --write BENCHMARKS.md
 
 clean:
 	rm -rf build .pytest_cache
