@@ -69,6 +69,29 @@ KEYS: tuple[Key, ...] = (
     Key("permissionsBoundaryArn", "string", "", "IAM permissions boundary policy ARN for the beacon role (optional)."),
     Key("alarmTopicArn", "string", "", "SNS topic ARN notified when an instance is recovered (optional)."),
     Key("protection", "string", "auto", "Delete protection on the firewall and termination protection on the beacons: auto (on for stacks whose name starts with 'prod'), true or false."),
+    # IIS client-certificate mapping (components/iis_state.py, components/windows/).
+    Key("iisSiteName", "string", "Default Web Site", "IIS site that serves the beacon (its ManageSoftDL and ManageSoftRL applications)."),
+    Key("serverCertificateSecretArn", "string", "", "Secrets Manager ARN of the beacon's PFX (binary secret, name under flexnet-beacon/<stack>/; see scripts.ops publish-server-cert)."),
+    Key("serverCertificatePasswordSecretArn", "string", "", "Secrets Manager ARN of the PFX password (name under flexnet-beacon/<stack>/)."),
+    Key("clientCaCertificates", "array", [], "PEM or DER files (paths relative to the project) of the CA chain that issues device certificates: self-signed ones go to Root, others to CA, issuing CAs also to ClientAuthIssuer and into the Issuer mapping rule.", items="string"),
+    Key("exclusiveClientTrust", "boolean", True, "Trust only the issuing CAs for client certificates (HTTP.sys sslctlstorename=ClientAuthIssuer)."),
+    Key("clientAuthTrustMode", "integer", 2, "SCHANNEL ClientAuthTrustMode: 0 machine trust, 1 exclusive root trust, 2 exclusive CA trust."),
+    Key("revocationChecking", "boolean", True, "HTTP.sys checks client certificate revocation (CRLs must be reachable: see crlUrls)."),
+    Key("mappingMode", "string", "many-to-one", "IIS client certificate mapping: many-to-one (rules on Issuer/Subject) or one-to-one (listed certificates)."),
+    Key("extraMappingRules", "array", [], "More rules for the Allow mapping, ANDed with the Issuer CN rule: Field.SubField=match ('~=' case-insensitive, '*' wildcard), e.g. Subject.O=Example Corp.", items="string"),
+    Key("denyMappingRules", "array", [], "Rules that each become a Deny mapping for a sub-population, e.g. Subject.OU=Contractors.", items="string"),
+    Key("oneToOneCertificates", "array", [], "One-to-one mode: device certificate files (public PEM/DER) mapped to the mapped account.", items="string"),
+    Key("mappedAccountType", "string", "local", "Account the mapping logs devices on as: local (created on the instance with a random password that never leaves it) or domain."),
+    Key("mappedAccountName", "string", "FlexNetAgent", "User name of the mapped account (Windows user name, at most 20 characters)."),
+    Key("mappedAccountDomain", "string", "", "Domain of a domain mapped account (NetBIOS or DNS name)."),
+    Key("mappedAccountPasswordSecretArn", "string", "", "Secrets Manager ARN of a domain mapped account's password (name under flexnet-beacon/<stack>/)."),
+    Key("convergeSchedule", "string", "rate(30 minutes)", "State Manager schedule of the converge run: rate(N minutes|hours|days) with at least 30 minutes, or cron(...)."),
+    Key("convergeReportOnly", "boolean", False, "Report drift only; change nothing on the beacons."),
+    Key("convergeTimeoutSeconds", "integer", 1800, "Timeout of one converge run (60-172800 seconds)."),
+    Key("complianceSeverity", "string", "HIGH", "Compliance severity of the association: CRITICAL, HIGH, MEDIUM, LOW or UNSPECIFIED."),
+    Key("beaconInstallerS3Uri", "string", "", "Optional s3://bucket/key of the FlexNet beacon installer (.msi or .exe); installed unattended when set."),
+    Key("beaconInstallerSha256", "string", "", "SHA-256 of the installer (required with beaconInstallerS3Uri)."),
+    Key("beaconInstallerArguments", "array", [], "Installer arguments, passed as data (e.g. /qn, PROPERTY=value).", items="string"),
     Key("owner", "string", "unassigned", "Owner tag value on every resource."),
     Key("costCentre", "string", "unassigned", "Cost centre tag value on every resource."),
 )
@@ -131,6 +154,28 @@ class BeaconConfig:
     protection: bool
     owner: str
     cost_centre: str
+    iis_site_name: str = "Default Web Site"
+    server_certificate_secret_arn: str = ""
+    server_certificate_password_secret_arn: str = ""
+    client_ca_certificates: tuple[str, ...] = ()
+    exclusive_client_trust: bool = True
+    client_auth_trust_mode: int = 2
+    revocation_checking: bool = True
+    mapping_mode: str = "many-to-one"
+    extra_mapping_rules: tuple[str, ...] = ()
+    deny_mapping_rules: tuple[str, ...] = ()
+    one_to_one_certificates: tuple[str, ...] = ()
+    mapped_account_type: str = "local"
+    mapped_account_name: str = "FlexNetAgent"
+    mapped_account_domain: str = ""
+    mapped_account_password_secret_arn: str = ""
+    converge_schedule: str = "rate(30 minutes)"
+    converge_report_only: bool = False
+    converge_timeout_seconds: int = 1800
+    compliance_severity: str = "HIGH"
+    beacon_installer_s3_uri: str = ""
+    beacon_installer_sha256: str = ""
+    beacon_installer_arguments: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -462,6 +507,8 @@ def _build(raw: Mapping[str, Any], stack: str, region: str | None) -> tuple[Beac
             if not value or len(value) > 256 or not _TAG_VALUE.fullmatch(value) or _CONTROL.search(value):
                 bad(key_name, value, "a tag value of 1-256 letters, digits, spaces and _ . : / = + - @")
 
+    _validate_iis(values, ok, bad, region, stack)
+
     if issues:
         return None, issues
 
@@ -506,9 +553,114 @@ def _build(raw: Mapping[str, Any], stack: str, region: str | None) -> tuple[Beac
         protection=protection,
         owner=values["owner"],
         cost_centre=values["costCentre"],
+        iis_site_name=values["iisSiteName"],
+        server_certificate_secret_arn=values["serverCertificateSecretArn"],
+        server_certificate_password_secret_arn=values["serverCertificatePasswordSecretArn"],
+        client_ca_certificates=tuple(values["clientCaCertificates"]),
+        exclusive_client_trust=values["exclusiveClientTrust"],
+        client_auth_trust_mode=values["clientAuthTrustMode"],
+        revocation_checking=values["revocationChecking"],
+        mapping_mode=values["mappingMode"],
+        extra_mapping_rules=tuple(values["extraMappingRules"]),
+        deny_mapping_rules=tuple(values["denyMappingRules"]),
+        one_to_one_certificates=tuple(values["oneToOneCertificates"]),
+        mapped_account_type=values["mappedAccountType"],
+        mapped_account_name=values["mappedAccountName"],
+        mapped_account_domain=values["mappedAccountDomain"],
+        mapped_account_password_secret_arn=values["mappedAccountPasswordSecretArn"],
+        converge_schedule=values["convergeSchedule"],
+        converge_report_only=values["convergeReportOnly"],
+        converge_timeout_seconds=values["convergeTimeoutSeconds"],
+        compliance_severity=values["complianceSeverity"],
+        beacon_installer_s3_uri=values["beaconInstallerS3Uri"],
+        beacon_installer_sha256=values["beaconInstallerSha256"].lower(),
+        beacon_installer_arguments=tuple(values["beaconInstallerArguments"]),
         warnings=tuple(warnings),
     )
     return cfg, []
+
+
+_SITE_NAME = re.compile(r"[^\\/?;:@&=+$,|\"<>\x00-\x1f\x7f]{1,64}")
+_WINDOWS_USER = re.compile(r"[^\\/\[\]:;|=,+*?<>@\"\x00-\x1f\x7f]{1,20}")
+_NETBIOS_OR_DNS = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,14}|([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", re.IGNORECASE)
+_SCHEDULE = re.compile(r"rate\((?P<n>[0-9]{1,4}) (?P<unit>minutes?|hours?|days?)\)|cron\([0-9A-Za-z*?/,#\- ]{9,100}\)")
+_CERT_PATH = re.compile(r"[A-Za-z0-9._/\- ]{1,255}")
+_SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNSPECIFIED")
+
+
+def _secret_arn_problem(value: str, region: str | None, stack: str) -> str | None:
+    problem = arn_problem(value, "secretsmanager", region, "secret:")
+    if problem:
+        return problem
+    name = value.split(":secret:", 1)[1]
+    prefix = f"{PROJECT}/{stack}/"
+    if not name.startswith(prefix):
+        return f"a secret named under {prefix} (the only secrets the beacon's role may read)"
+    return None
+
+
+def _validate_iis(values: dict[str, Any], ok: Callable[[str], bool], bad: Callable[[str, Any, str], None], region: str | None, stack: str) -> None:
+    from .mapping_rules import parse_rule
+
+    if ok("iisSiteName") and not _SITE_NAME.fullmatch(values["iisSiteName"]):
+        bad("iisSiteName", values["iisSiteName"], "an IIS site name of 1-64 characters without \\ / ? ; : @ & = + $ , | \" < > or control characters")
+    bad_arns = set()
+    for key_name in ("serverCertificateSecretArn", "serverCertificatePasswordSecretArn", "mappedAccountPasswordSecretArn"):
+        if ok(key_name) and values[key_name]:
+            problem = _secret_arn_problem(values[key_name], region, stack)
+            if problem:
+                bad(key_name, values[key_name], problem)
+                bad_arns.add(key_name)
+    if ok("serverCertificateSecretArn") and ok("serverCertificatePasswordSecretArn") and not bad_arns:
+        if bool(values["serverCertificateSecretArn"]) != bool(values["serverCertificatePasswordSecretArn"]):
+            missing = "serverCertificatePasswordSecretArn" if values["serverCertificateSecretArn"] else "serverCertificateSecretArn"
+            bad(missing, "", "set together with its partner: the PFX secret and its password secret")
+    for key_name in ("clientCaCertificates", "oneToOneCertificates"):
+        if ok(key_name):
+            for path in values[key_name]:
+                if not _CERT_PATH.fullmatch(path) or ".." in path.split("/"):
+                    bad(key_name, path, "a certificate file path relative to the project (letters, digits, . _ - / and spaces; no ..)")
+    for key_name, setting in (("clientAuthTrustMode", (0, 1, 2)),):
+        if ok(key_name) and values[key_name] not in setting:
+            bad(key_name, values[key_name], "0, 1 or 2")
+    if ok("mappingMode") and values["mappingMode"] not in ("many-to-one", "one-to-one"):
+        bad("mappingMode", values["mappingMode"], "many-to-one or one-to-one")
+    if ok("mappingMode") and values["mappingMode"] == "one-to-one" and ok("oneToOneCertificates") and not values["oneToOneCertificates"]:
+        bad("oneToOneCertificates", [], "at least one device certificate file when mappingMode is one-to-one")
+    for key_name in ("extraMappingRules", "denyMappingRules"):
+        if ok(key_name):
+            for text in values[key_name]:
+                try:
+                    parse_rule(text)
+                except ValueError as exc:
+                    bad(key_name, text, str(exc))
+    if ok("mappedAccountType") and values["mappedAccountType"] not in ("local", "domain"):
+        bad("mappedAccountType", values["mappedAccountType"], "local or domain")
+    if ok("mappedAccountName") and (not _WINDOWS_USER.fullmatch(values["mappedAccountName"]) or values["mappedAccountName"].strip(" .") != values["mappedAccountName"]):
+        bad("mappedAccountName", values["mappedAccountName"], "a Windows user name of 1-20 characters without \\ / [ ] : ; | = , + * ? < > @ \" or control characters")
+    if ok("mappedAccountType") and values["mappedAccountType"] == "domain":
+        if ok("mappedAccountDomain") and not _NETBIOS_OR_DNS.fullmatch(values["mappedAccountDomain"] or ""):
+            bad("mappedAccountDomain", values["mappedAccountDomain"], "the account's domain (NetBIOS name or DNS name) when mappedAccountType is domain")
+        if ok("mappedAccountPasswordSecretArn") and not values["mappedAccountPasswordSecretArn"]:
+            bad("mappedAccountPasswordSecretArn", "", "a Secrets Manager ARN of the domain account's password when mappedAccountType is domain")
+    if ok("convergeSchedule"):
+        m = _SCHEDULE.fullmatch(values["convergeSchedule"])
+        if not m or (m["n"] and m["unit"].startswith("minute") and int(m["n"]) < 30) or (m["n"] and int(m["n"]) < 1):
+            bad("convergeSchedule", values["convergeSchedule"], "rate(N minutes|hours|days) of at least 30 minutes, or cron(...)")
+    if ok("convergeTimeoutSeconds") and not 60 <= values["convergeTimeoutSeconds"] <= 172800:
+        bad("convergeTimeoutSeconds", values["convergeTimeoutSeconds"], "an integer from 60 to 172800")
+    if ok("complianceSeverity") and values["complianceSeverity"] not in _SEVERITIES:
+        bad("complianceSeverity", values["complianceSeverity"], ", ".join(_SEVERITIES))
+    if ok("beaconInstallerS3Uri") and values["beaconInstallerS3Uri"]:
+        uri = values["beaconInstallerS3Uri"]
+        if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9!_.*'()/ -]{1,1024}\.(msi|exe)", uri):
+            bad("beaconInstallerS3Uri", uri, "s3://bucket/path/installer.msi (or .exe)")
+        elif ok("beaconInstallerSha256") and not re.fullmatch(r"[0-9a-fA-F]{64}", values["beaconInstallerSha256"]):
+            bad("beaconInstallerSha256", values["beaconInstallerSha256"], "the installer's SHA-256 as 64 hex digits (checked on the beacon before running it)")
+    if ok("beaconInstallerArguments"):
+        for arg in values["beaconInstallerArguments"]:
+            if not re.fullmatch(r"[^\x00-\x1f\x7f]{1,512}", arg):
+                bad("beaconInstallerArguments", arg, "arguments of 1-512 printable characters")
 
 
 # --- reading from the Pulumi runtime ---------------------------------------------------------
