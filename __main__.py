@@ -3,15 +3,15 @@
 import pulumi
 
 from components import config
-from components.stack import build, export
+from components.stack import build, export, prepare
 
 try:
-    beacon_config = config.load(*config.raw_from_pulumi())
+    prepared = prepare(*config.raw_from_pulumi())
 except config.ConfigInvalid as invalid:
     # RunError: Pulumi prints the message without a traceback; nothing has been created yet.
     raise pulumi.RunError(invalid.render()) from None
 
-for warning in beacon_config.warnings:
+for warning in prepared.cfg.warnings:
     pulumi.log.warn(warning)
 
-export(build(beacon_config))
+export(build(prepared))

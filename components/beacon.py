@@ -33,6 +33,8 @@ class BeaconHostArgs:
     protection: bool
     hostname: str = ""
     user_data: Optional[str] = None
+    converge_log_group: str = ""
+    installer_s3_uri: str = ""
     permissions_boundary_arn: str = ""
     alarm_topic_arn: str = ""
     tags: dict[str, str] = field(default_factory=dict)
@@ -75,7 +77,9 @@ class BeaconHost(pulumi.ComponentResource):
             aws.iam.RolePolicyArgs(
                 role=self.role.id,
                 policy=pulumi.Output.from_input(args.account_id).apply(
-                    lambda account: policy.stack_read_policy(partition, args.region, account, args.name_prefix)
+                    lambda account: policy.stack_read_policy(
+                        partition, args.region, account, args.name_prefix, args.converge_log_group, args.installer_s3_uri
+                    )
                 ),
             ),
             opts=child,

@@ -28,9 +28,42 @@ def assume_role_policy(partition: str) -> str:
     )
 
 
-def stack_read_policy(partition: str, region: str, account_id: str, name_prefix: str) -> str:
-    """Read access to this stack's secrets and parameters only (names under `name_prefix`)."""
+def s3_object_arn(partition: str, s3_uri: str) -> str:
+    bucket_and_key = s3_uri[len("s3://"):]
+    return f"arn:{partition}:s3:::{bucket_and_key}"
+
+
+def stack_read_policy(
+    partition: str,
+    region: str,
+    account_id: str,
+    name_prefix: str,
+    log_group_name: str = "",
+    installer_s3_uri: str = "",
+) -> str:
+    """This stack's secrets and parameters (names under `name_prefix`), its converge log group
+    and the staged installer object: nothing else."""
     prefix = name_prefix.rstrip("/")
+    extra = []
+    if log_group_name:
+        group_arn = f"arn:{partition}:logs:{region}:{account_id}:log-group:{log_group_name}"
+        extra.append(
+            {
+                "Sid": "WriteConvergeReports",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                "Resource": [group_arn, f"{group_arn}:log-stream:*"],
+            }
+        )
+    if installer_s3_uri:
+        extra.append(
+            {
+                "Sid": "ReadBeaconInstaller",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": s3_object_arn(partition, installer_s3_uri),
+            }
+        )
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -47,6 +80,7 @@ def stack_read_policy(partition: str, region: str, account_id: str, name_prefix:
                     "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
                     "Resource": f"arn:{partition}:ssm:{region}:{account_id}:parameter/{prefix}/*",
                 },
+                *extra,
             ],
         },
         sort_keys=True,

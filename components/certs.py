@@ -8,8 +8,9 @@ Nothing here touches the network, the clock (callers pass ``at``) or a PKI direc
   :func:`aia_urls`, :func:`fingerprints`, :func:`thumbprint`, :func:`serial_hex`,
   :func:`eku_names`, :func:`is_ca`, :func:`is_self_signed`, :func:`subject_alt_names`,
   :func:`certificate_summary`, :func:`crl_summary`;
-- IIS many-to-one mapping rules: :class:`MappingRule`, :func:`parse_mapping_rule`,
-  :func:`issuer_rule`, :func:`wildcard_match`, :func:`rule_matches`, :func:`first_unmatched`;
+- IIS many-to-one mapping rules (grammar from components/mapping_rules.py):
+  :func:`parse_mapping_rule`, :func:`issuer_rule`, :func:`wildcard_match`, :func:`rule_matches`,
+  :func:`first_unmatched`, :func:`issuing_cas`, :func:`allow_mappings`, :func:`deny_mappings`;
 - the verdict an IIS beacon (HTTP.sys + SChannel + iisClientCertificateMappingAuthentication)
   would give a device certificate: :func:`build_path`, :func:`revocation_problem`,
   :func:`iis_verdict` -> :class:`Verdict`.
@@ -20,10 +21,16 @@ Order of the checks in :func:`iis_verdict` (the first failure decides):
    pathLenConstraint);
 2. time (403.17): every certificate of the path valid at ``at``;
 3. usage (reported as 403.16, "untrusted or invalid"): a CA certificate used as a client, an
-   EKU without clientAuth (anywhere in the path), a keyUsage without digitalSignature/keyAgreement;
+   EKU without clientAuth (certificate or intermediate; none = any purpose, as in Windows and
+   OpenSSL), a keyUsage without digitalSignature/keyAgreement;
 4. revocation (403.13): for every certificate but the root, a CRL from its issuer with a valid
    signature, fresh at ``at`` (thisUpdate <= at <= nextUpdate), not listing its serial;
-5. mapping (401.2): every rule of the Allow mapping matches.
+5. mapping (401.2): no Deny mapping matches (all its rules) and some Allow mapping does.
+
+The path is built here rather than with cryptography.x509.verification.ClientVerifier: that
+verifier applies the web PKI profile (a SAN is required on the leaf, which device certificates
+for IIS many-to-one mapping do not need) and reports one error for every cause, where the IIS
+status depends on the cause. tests/test_pki.py checks ClientVerifier agrees on what the CLI issues.
 """
 
 from __future__ import annotations
@@ -40,31 +47,40 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .mapping_rules import MappingRule, parse_rule
+
 __all__ = [
     "IIS_STATUS",
     "MappingRule",
     "Verdict",
     "aia_urls",
+    "allow_mappings",
     "build_path",
     "cdp_urls",
     "certificate_summary",
     "common_name",
     "crl_summary",
+    "deny_mappings",
     "eku_names",
     "fingerprints",
     "first_unmatched",
     "iis_verdict",
     "is_ca",
     "is_self_signed",
+    "iso",
+    "key_usage_names",
     "issuer_rule",
+    "issuing_cas",
     "load_certificates",
     "load_crls",
     "name_values",
     "parse_mapping_rule",
+    "public_key_description",
     "read_certificates",
     "read_crls",
     "read_x509",
     "revocation_problem",
+    "revocation_reason",
     "rule_matches",
     "serial_hex",
     "subject_alt_names",
@@ -93,7 +109,6 @@ SUBFIELDS = {
     "S": NameOID.STATE_OR_PROVINCE_NAME,
     "C": NameOID.COUNTRY_NAME,
 }
-FIELDS = ("Subject", "Issuer")
 
 _EKU_NAMES = {
     ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
@@ -191,9 +206,9 @@ def name_values(name: x509.Name, subfield: str) -> list[str]:
 
 
 def common_name(name: x509.Name) -> str | None:
-    """The (last, most specific) CN of a name, or None."""
+    """The first CN of a name (as components/trust.common_name), or None."""
     values = name_values(name, "CN")
-    return values[-1] if values else None
+    return values[0] if values else None
 
 
 def _extension(cert: x509.Certificate | x509.CertificateRevocationList, ext_type: type) -> Any:
@@ -396,85 +411,74 @@ def crl_summary(crl: x509.CertificateRevocationList) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Many-to-one mapping rules
-
-
-_RULE = re.compile(r"^\s*(?P<field>[A-Za-z]+)\.(?P<sub>[A-Za-z]+)\s*(?P<op>~=|=)(?P<pattern>.*)$", re.S)
-
-
-@dataclass(frozen=True)
-class MappingRule:
-    """One rule of an IIS many-to-one mapping (manyToOneMappings/add/rules/add)."""
-
-    field: str  # Subject | Issuer            (certificateField)
-    subfield: str  # CN OU O L S C            (certificateSubField)
-    pattern: str  # '*' wildcards             (matchCriteria)
-    case_sensitive: bool = True  # "=" true, "~=" false (compareCaseSensitive)
-
-    def text(self) -> str:
-        """The config spelling, e.g. 'Issuer.CN=Example Devices CA'."""
-        return f"{self.field}.{self.subfield}{'=' if self.case_sensitive else '~='}{self.pattern}"
-
-    def to_iis(self) -> dict[str, Any]:
-        """The attributes of the IIS rules/add element."""
-        return {
-            "certificateField": self.field,
-            "certificateSubField": self.subfield,
-            "matchCriteria": self.pattern,
-            "compareCaseSensitive": self.case_sensitive,
-        }
+# Many-to-one mapping rules (the grammar and MappingRule live in components/mapping_rules.py,
+# shared with the IIS desired state; matching against certificates is here)
 
 
 def parse_mapping_rule(text: str) -> MappingRule:
-    """'Subject.O=Example Corp' / 'Issuer.CN~=devices*' -> MappingRule.
-
-    "=" compares case-sensitively, "~=" case-insensitively; '*' is a wildcard. Field and subfield
-    names are case-insensitive. Raises ValueError with what was expected.
-    """
-    expected = "FIELD.SUBFIELD=PATTERN or FIELD.SUBFIELD~=PATTERN with FIELD Subject|Issuer and SUBFIELD CN|OU|O|L|S|C, e.g. 'Subject.O=Example Corp'"
+    """'Subject.O=Example Corp' / 'Issuer.CN~=devices*' -> MappingRule ("=" case-sensitive,
+    "~=" case-insensitive, '*' wildcard). Raises ValueError naming the rule and what is expected."""
     if not isinstance(text, str):
-        raise ValueError(f"mapping rule: got {text!r}; expected a string {expected}")
-    match = _RULE.match(text)
-    if not match:
-        raise ValueError(f"mapping rule: got {text!r}; expected {expected}")
-    field_name = {f.lower(): f for f in FIELDS}.get(match["field"].lower())
-    sub = match["sub"].upper()
-    if field_name is None:
-        raise ValueError(f"mapping rule {text!r}: field {match['field']!r}; expected Subject or Issuer")
-    if sub not in SUBFIELDS:
-        raise ValueError(f"mapping rule {text!r}: subfield {match['sub']!r}; expected one of CN, OU, O, L, S, C")
-    pattern = match["pattern"]
-    if not pattern.strip():
-        raise ValueError(f"mapping rule {text!r}: empty match criteria; expected a value ('*' wildcards allowed)")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in pattern):
-        raise ValueError(f"mapping rule {text!r}: control characters in the match criteria")
-    return MappingRule(field_name, sub, pattern, match["op"] == "=")
+        raise ValueError(f"mapping rule {text!r}: expected a string like 'Subject.O=Example Corp'")
+    try:
+        return parse_rule(text)
+    except ValueError as exc:
+        raise ValueError(f"mapping rule {text!r}: expected {exc}") from None
 
 
 def issuer_rule(issuer_cn: str) -> MappingRule:
-    """The default many-to-one rule: Issuer CN equals the issuing CA's CN (case-sensitive)."""
+    """The many-to-one rule every Allow mapping starts with: Issuer CN = the issuing CA's CN."""
     return MappingRule("Issuer", "CN", issuer_cn, True)
 
 
 def wildcard_match(pattern: str, value: str, case_sensitive: bool = True) -> bool:
-    """Whole-value match where '*' stands for any run of characters (also none)."""
+    """IIS matchCriteria semantics: whole value, '*' = any run of characters (also none, also
+    line breaks); every other character is literal."""
     regex = ".*".join(re.escape(part) for part in pattern.split("*"))
-    return re.fullmatch(regex, value, 0 if case_sensitive else re.IGNORECASE | re.DOTALL) is not None
+    flags = re.DOTALL | (0 if case_sensitive else re.IGNORECASE)
+    return re.fullmatch(regex, value, flags) is not None
 
 
 def rule_matches(cert: x509.Certificate, rule: MappingRule) -> bool:
     """Does the certificate's field/subfield match? With several values of the attribute (two
-    OUs), any one matching is enough; an absent attribute never matches."""
-    name = cert.subject if rule.field == "Subject" else cert.issuer
-    return any(wildcard_match(rule.pattern, value, rule.case_sensitive) for value in name_values(name, rule.subfield))
+    OUs) any one matching is enough; an absent attribute never matches."""
+    name = cert.subject if rule.certificate_field == "Subject" else cert.issuer
+    values = name_values(name, rule.certificate_sub_field)
+    return any(wildcard_match(rule.match_criteria, v, rule.compare_case_sensitive) for v in values)
 
 
 def first_unmatched(cert: x509.Certificate, rules: Sequence[MappingRule]) -> MappingRule | None:
-    """The first rule that does not match (all must match for an Allow mapping), or None."""
+    """The first rule that does not match (IIS ANDs the rules of a mapping), or None."""
     for rule in rules:
         if not rule_matches(cert, rule):
             return rule
     return None
+
+
+def issuing_cas(cas: Sequence[x509.Certificate]) -> list[x509.Certificate]:
+    """The CAs of a chain that sign device certificates: those that issue no other CA of the set
+    (the same choice components/trust.classify makes for ClientAuthIssuer and the Issuer rule)."""
+    unique: list[x509.Certificate] = []
+    for ca in cas:
+        if ca not in unique:
+            unique.append(ca)
+    issuers_of_others = {c.issuer for c in unique if c.subject != c.issuer}
+    return [c for c in unique if c.subject not in issuers_of_others]
+
+
+def allow_mappings(issuing: Sequence[x509.Certificate], extra_rules: Sequence[MappingRule] = ()) -> list[list[MappingRule]]:
+    """One Allow mapping per issuing CA: its Issuer CN rule ANDed with the extra rules."""
+    mappings = []
+    for ca in issuing:
+        cn = common_name(ca.subject)
+        if cn is not None:
+            mappings.append([issuer_rule(cn), *extra_rules])
+    return mappings
+
+
+def deny_mappings(issuing: Sequence[x509.Certificate], deny_rules: Sequence[MappingRule]) -> list[list[MappingRule]]:
+    """One Deny mapping per issuing CA and deny rule (Issuer CN rule AND the deny rule)."""
+    return [[issuer_rule(cn), rule] for ca in issuing if (cn := common_name(ca.subject)) is not None for rule in deny_rules]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,7 +491,7 @@ class Verdict:
 
     status: None when accepted, else the IIS status ("403.16", "403.17", "403.13", "401.2").
     reason: a stable code: accepted, untrusted, expired, not-yet-valid, ca-as-client,
-            wrong-usage, revoked, crl-missing, crl-invalid, crl-stale, no-mapping.
+            wrong-usage, revoked, crl-missing, crl-invalid, crl-stale, no-mapping, denied.
     """
 
     accepted: bool
@@ -495,7 +499,7 @@ class Verdict:
     reason: str
     detail: str
     path: tuple[x509.Certificate, ...] = field(default=(), compare=False)
-    rules: tuple[MappingRule, ...] = ()
+    mappings: tuple[tuple[MappingRule, ...], ...] = ()
 
     def line(self) -> str:
         return "accept" if self.accepted else f"{self.status} {self.reason}: {self.detail}"
@@ -506,14 +510,10 @@ class Verdict:
             "status": self.status,
             "reason": self.reason,
             "detail": self.detail,
-            "statusMeaning": IIS_STATUS.get(self.status or "", None),
+            "statusMeaning": IIS_STATUS.get(self.status or ""),
             "path": [c.subject.rfc4514_string() for c in self.path],
-            "rules": [r.text() for r in self.rules],
+            "allowMappings": [[str(r) for r in m] for m in self.mappings],
         }
-
-
-def _reject(status: str, reason: str, detail: str, path: Iterable[x509.Certificate] = (), rules: Sequence[MappingRule] = ()) -> Verdict:
-    return Verdict(False, status, reason, detail, tuple(path), tuple(rules))
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
@@ -641,60 +641,78 @@ def revocation_problem(
     return None
 
 
+def _describe_miss(cert: x509.Certificate, mappings: Sequence[Sequence[MappingRule]]) -> str:
+    if not mappings:
+        return "no Allow mapping is configured"
+    # The mapping of this certificate's issuer explains best; else the first one.
+    ordered = sorted(mappings, key=lambda m: 0 if m and rule_matches(cert, m[0]) else 1)
+    rule = first_unmatched(cert, ordered[0])
+    name = cert.subject if rule.certificate_field == "Subject" else cert.issuer
+    values = name_values(name, rule.certificate_sub_field)
+    got = ", ".join(repr(v) for v in values) if values else "no such attribute"
+    more = f" (and {len(mappings) - 1} other Allow mapping(s) do not match either)" if len(mappings) > 1 else ""
+    return f"rule '{rule}' does not match ({rule.certificate_field}.{rule.certificate_sub_field}: {got}){more}"
+
+
 def iis_verdict(
     cert: x509.Certificate,
     trusted: Sequence[x509.Certificate],
     crls: Sequence[x509.CertificateRevocationList],
     at: dt.datetime,
-    rules: Sequence[MappingRule] | None = None,
+    mappings: Sequence[Sequence[MappingRule]] | None = None,
     intermediates: Sequence[x509.Certificate] = (),
+    denials: Sequence[Sequence[MappingRule]] = (),
     check_revocation: bool = True,
 ) -> Verdict:
-    """Would an IIS beacon with these trust stores, CRLs and mapping accept ``cert``?
+    """Would an IIS beacon with these trust stores, CRLs and mappings accept ``cert``?
 
     trusted: the beacon's LocalMachine\\Root (self-signed roots) and \\CA (intermediates).
     crls: the CRLs the beacon can get (fetched from the CDPs or pre-loaded).
-    rules: the Allow mapping's rules, all must match; None -> the default many-to-one rule
-        Issuer.CN = CN of the certificate's issuer. An empty list matches every certificate.
+    at: the moment of the request (timezone-aware, or naive UTC).
+    mappings: the Allow mappings, each a list of rules that must all match; None ->
+        allow_mappings(issuing_cas(non-leaf trusted CAs)): Issuer CN = an issuing CA's CN.
     intermediates: certificates the client sends along with its own.
+    denials: Deny mappings, evaluated first (deny_mappings(...)).
     """
     at = _utc(at)
+    if mappings is None:
+        mappings = allow_mappings(issuing_cas([c for c in trusted if is_ca(c)]))
+    frozen = tuple(tuple(m) for m in mappings)
+
+    def reject(status: str, reason: str, detail: str, path: Iterable[x509.Certificate] = ()) -> Verdict:
+        return Verdict(False, status, reason, detail, tuple(path), frozen)
+
     path, why = build_path(cert, trusted, intermediates)
-    if rules is None:
-        issuer_cn = common_name(cert.issuer)
-        rules = [issuer_rule(issuer_cn)] if issuer_cn is not None else []
-    rules = tuple(rules)
     if path is None:
-        return _reject("403.16", "untrusted", why, (), rules)
+        return reject("403.16", "untrusted", why)
 
     for item in path:
         label = "the certificate" if item is cert else f"CA '{_dn(item.subject)}'"
         if at < item.not_valid_before_utc:
-            return _reject("403.17", "not-yet-valid", f"{label} is not valid before {iso(item.not_valid_before_utc)}", path, rules)
+            return reject("403.17", "not-yet-valid", f"{label} is not valid before {iso(item.not_valid_before_utc)}", path)
         if at > item.not_valid_after_utc:
-            return _reject("403.17", "expired", f"{label} expired {iso(item.not_valid_after_utc)}", path, rules)
+            return reject("403.17", "expired", f"{label} expired {iso(item.not_valid_after_utc)}", path)
 
     if is_ca(cert):
-        return _reject("403.16", "ca-as-client", "a CA certificate (basicConstraints cA=TRUE) cannot be a client certificate", path, rules)
+        return reject("403.16", "ca-as-client", "a CA certificate (basicConstraints cA=TRUE) cannot be a client certificate", path)
     for item in path[:-1]:
         names = eku_names(item)
         if names is not None and "clientAuth" not in names and "anyExtendedKeyUsage" not in names:
             label = "the certificate" if item is cert else f"CA '{_dn(item.subject)}'"
-            return _reject("403.16", "wrong-usage", f"{label} has EKU {', '.join(names) or '(empty)'} without clientAuth", path, rules)
+            return reject("403.16", "wrong-usage", f"{label} has EKU {', '.join(names) or '(empty)'} without clientAuth", path)
     ku = key_usage_names(cert)
     if ku is not None and "digitalSignature" not in ku and "keyAgreement" not in ku:
-        return _reject("403.16", "wrong-usage", f"keyUsage {', '.join(ku) or '(empty)'} has no digitalSignature", path, rules)
+        return reject("403.16", "wrong-usage", f"keyUsage {', '.join(ku) or '(empty)'} has no digitalSignature", path)
 
     if check_revocation:
         for child, issuer in zip(path, path[1:]):
             problem = revocation_problem(child, issuer, crls, at)
             if problem:
-                return _reject("403.13", problem[0], problem[1], path, rules)
+                return reject("403.13", problem[0], problem[1], path)
 
-    unmatched = first_unmatched(cert, rules)
-    if unmatched is not None:
-        name = cert.subject if unmatched.field == "Subject" else cert.issuer
-        values = name_values(name, unmatched.subfield)
-        got = ", ".join(repr(v) for v in values) if values else "no such attribute"
-        return _reject("401.2", "no-mapping", f"rule {unmatched.text()!r} does not match ({unmatched.field}.{unmatched.subfield}: {got})", path, rules)
-    return Verdict(True, None, "accepted", "trusted, valid, clientAuth, not revoked, mapping rules match", path, rules)
+    for denial in denials:
+        if first_unmatched(cert, denial) is None:
+            return reject("401.2", "denied", f"a Deny mapping matches ({' AND '.join(str(r) for r in denial)})", path)
+    if not any(first_unmatched(cert, mapping) is None for mapping in frozen):
+        return reject("401.2", "no-mapping", _describe_miss(cert, frozen), path)
+    return Verdict(True, None, "accepted", "trusted, valid, clientAuth, not revoked, an Allow mapping matches", path, frozen)

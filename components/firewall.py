@@ -10,6 +10,7 @@ import pulumi_aws as aws
 from pulumi import Input, Output, ResourceOptions
 
 from .firewall_rules import RuleGroupSpec
+from .log_groups import log_group
 from .tagging import component_tags
 
 STATEFUL_DEFAULT_ACTIONS = ["aws:drop_established", "aws:alert_established"]
@@ -134,15 +135,13 @@ class BeaconFirewall(pulumi.ComponentResource):
 
         self.log_groups: dict[str, aws.cloudwatch.LogGroup] = {}
         for log_type, group_name in (("ALERT", args.alert_log_group_name), ("FLOW", args.flow_log_group_name)):
-            self.log_groups[log_type] = aws.cloudwatch.LogGroup(
+            self.log_groups[log_type] = log_group(
                 f"{name}-{log_type.lower()}-logs",
-                aws.cloudwatch.LogGroupArgs(
-                    name=group_name,
-                    retention_in_days=args.log_retention_days,
-                    kms_key_id=args.log_kms_key_arn or None,
-                    tags=tags(f"{log_type.lower()}-logs"),
-                ),
-                opts=child,
+                group_name,
+                args.log_retention_days,
+                args.log_kms_key_arn,
+                tags(f"{log_type.lower()}-logs"),
+                child,
             )
 
         self.logging = aws.networkfirewall.LoggingConfiguration(

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from .certs import allow_mappings, deny_mappings
 from .config import BeaconConfig
-from .mapping_rules import MappingRule, parse_rule
-from .trust import ClientTrust, LoadedCertificate, common_name
+from .mapping_rules import parse_rule
+from .trust import ClientTrust, LoadedCertificate
 
 SCHEMA_VERSION = 1
 IIS_APP_ID = "{4dc3e181-e14b-4a21-b022-59fc669b0914}"
@@ -50,35 +51,34 @@ def trust_stores(trust: ClientTrust, exclusive: bool) -> list[dict[str, str]]:
     return entries
 
 
-def issuer_rule(ca: LoadedCertificate) -> MappingRule:
-    return MappingRule("Issuer", "CN", common_name(ca.certificate.subject), True)
-
-
 def many_to_one_mappings(trust: ClientTrust, extra_rules: Sequence[str], deny_rules: Sequence[str]) -> list[dict[str, Any]]:
-    """Deny mappings first (IIS uses the first mapping that matches), then one Allow per issuing CA."""
-    extra = [parse_rule(text) for text in extra_rules]
+    """Deny mappings first (IIS uses the first mapping that matches), then one Allow per issuing CA.
+
+    The rule lists come from components.certs, the same code `pki check` predicts verdicts with.
+    """
+    issuing = [ca.certificate for ca in trust.issuing]
     mappings: list[dict[str, Any]] = []
-    for ca in trust.issuing:
-        cn = common_name(ca.certificate.subject)
-        for number, text in enumerate(deny_rules, start=1):
-            mappings.append(
-                {
-                    "name": f"Deny {number} - {cn}"[:128],
-                    "description": f"Deny devices of {cn} matching {text}"[:256],
-                    "enabled": True,
-                    "permissionMode": "Deny",
-                    "rules": [issuer_rule(ca).as_iis(), parse_rule(text).as_iis()],
-                }
-            )
-    for ca in trust.issuing:
-        cn = common_name(ca.certificate.subject)
+    denies = deny_mappings(issuing, [parse_rule(text) for text in deny_rules])
+    for number, rules in enumerate(denies):
+        cn, deny_rule = rules[0].match_criteria, rules[1]
+        mappings.append(
+            {
+                "name": f"Deny {number % max(len(deny_rules), 1) + 1} - {cn}"[:128],
+                "description": f"Deny devices of {cn} matching {deny_rule}"[:256],
+                "enabled": True,
+                "permissionMode": "Deny",
+                "rules": [rule.as_iis() for rule in rules],
+            }
+        )
+    for rules in allow_mappings(issuing, [parse_rule(text) for text in extra_rules]):
+        cn = rules[0].match_criteria
         mappings.append(
             {
                 "name": f"Agents - {cn}"[:128],
                 "description": f"FlexNet agents with a certificate issued by {cn}"[:256],
                 "enabled": True,
                 "permissionMode": "Allow",
-                "rules": [issuer_rule(ca).as_iis()] + [rule.as_iis() for rule in extra],
+                "rules": [rule.as_iis() for rule in rules],
             }
         )
     return mappings
@@ -101,6 +101,10 @@ def one_to_one_mappings(certificates: Sequence[LoadedCertificate]) -> list[dict[
     ]
 
 
+def converge_log_group(cfg: BeaconConfig) -> str:
+    return f"/flexnet-beacon/{cfg.stack}/converge"
+
+
 def desired_state(cfg: BeaconConfig, trust: ClientTrust, one_to_one: Sequence[LoadedCertificate] = ()) -> dict[str, Any]:
     site = cfg.iis_site_name
     many_to_one = cfg.mapping_mode == "many-to-one"
@@ -116,6 +120,10 @@ def desired_state(cfg: BeaconConfig, trust: ClientTrust, one_to_one: Sequence[Lo
         "stack": cfg.stack,
         "region": cfg.region,
         "reportOnly": cfg.converge_report_only,
+        # The converge report also goes to this log group (stream = computer name).
+        "logGroupName": converge_log_group(cfg),
+        # Checked for reachability from the beacon on every run (403.13 when unreachable).
+        "crlUrls": list(cfg.crl_urls),
         "features": {"install": list(IIS_FEATURES), "remove": list(REMOVED_FEATURES)},
         "site": {
             "name": site,

@@ -2,7 +2,8 @@
 
 Form: `<Field>.<SubField><op><match>` with Field Issuer|Subject, SubField CN|OU|O|L|S|C,
 op "=" (compareCaseSensitive true) or "~=" (false), and match the matchCriteria, where IIS
-treats '*' as a wildcard. All rules of one mapping must match (IIS ANDs them).
+treats '*' as a wildcard (components/certs.wildcard_match). All rules of one mapping must match
+(IIS ANDs them).
 """
 
 from __future__ import annotations
@@ -52,10 +53,3 @@ def parse_rule(text: str) -> MappingRule:
     if not _MATCH_OK.fullmatch(match):
         raise ValueError("a match of 1-256 printable characters (no control characters)")
     return MappingRule(field, sub, match, m["op"] == "=")
-
-
-def matches(rule: MappingRule, values: list[str]) -> bool:
-    """Does any value of the certificate's sub-field match (IIS wildcard '*')?"""
-    pattern = re.escape(rule.match_criteria).replace(r"\*", ".*")
-    flags = 0 if rule.compare_case_sensitive else re.IGNORECASE
-    return any(re.fullmatch(pattern, value, flags) for value in values)

@@ -19,6 +19,7 @@ from pulumi import ResourceOptions
 from .firewall import BeaconFirewall, BeaconFirewallArgs
 from .firewall_rules import RuleGroupSpec
 from .layout import AzLayout
+from .log_groups import log_group
 from .tagging import component_tags
 
 
@@ -106,37 +107,23 @@ class BeaconNetwork(pulumi.ComponentResource):
             f"{name}-igw", aws.ec2.InternetGatewayArgs(vpc_id=self.vpc.id, tags=tags("igw")), opts=child
         )
 
-        self.firewall_subnets: list[aws.ec2.Subnet] = []
-        self.protected_subnets: list[aws.ec2.Subnet] = []
-        for zone in args.zones:
-            suffix = f"az{zone.index + 1}"
-            self.firewall_subnets.append(
-                aws.ec2.Subnet(
-                    f"{name}-firewall-{suffix}",
-                    aws.ec2.SubnetArgs(
-                        vpc_id=self.vpc.id,
-                        cidr_block=zone.firewall_cidr,
-                        availability_zone=zone.availability_zone,
-                        map_public_ip_on_launch=False,
-                        tags=tags(f"firewall-{suffix}"),
-                    ),
-                    opts=child,
-                )
+        def subnet(kind: str, zone: AzLayout, cidr: str) -> aws.ec2.Subnet:
+            part = f"{kind}-az{zone.index + 1}"
+            return aws.ec2.Subnet(
+                f"{name}-{part}",
+                aws.ec2.SubnetArgs(
+                    vpc_id=self.vpc.id,
+                    cidr_block=cidr,
+                    availability_zone=zone.availability_zone,
+                    # Beacons get an Elastic IP; nothing gets a public address by default.
+                    map_public_ip_on_launch=False,
+                    tags=tags(part),
+                ),
+                opts=child,
             )
-            self.protected_subnets.append(
-                aws.ec2.Subnet(
-                    f"{name}-protected-{suffix}",
-                    aws.ec2.SubnetArgs(
-                        vpc_id=self.vpc.id,
-                        cidr_block=zone.protected_cidr,
-                        availability_zone=zone.availability_zone,
-                        # Beacons get an Elastic IP; nothing else gets a public address.
-                        map_public_ip_on_launch=False,
-                        tags=tags(f"protected-{suffix}"),
-                    ),
-                    opts=child,
-                )
-            )
+
+        self.firewall_subnets = [subnet("firewall", z, z.firewall_cidr) for z in args.zones]
+        self.protected_subnets = [subnet("protected", z, z.protected_cidr) for z in args.zones]
 
         # Stateless filtering is the firewall's and the security groups' job: the subnets'
         # own NACL allows all, while the default NACL stays empty.
@@ -244,15 +231,13 @@ class BeaconNetwork(pulumi.ComponentResource):
                 )
             )
 
-        self.flow_log_group = aws.cloudwatch.LogGroup(
+        self.flow_log_group = log_group(
             f"{name}-flow-logs",
-            aws.cloudwatch.LogGroupArgs(
-                name=f"{args.log_group_prefix}/vpc-flow",
-                retention_in_days=args.flow_log_retention_days,
-                kms_key_id=args.log_kms_key_arn or None,
-                tags=tags("flow-logs"),
-            ),
-            opts=child,
+            f"{args.log_group_prefix}/vpc-flow",
+            args.flow_log_retention_days,
+            args.log_kms_key_arn,
+            tags("flow-logs"),
+            child,
         )
         self.flow_log_role = aws.iam.Role(
             f"{name}-flow-logs-role",

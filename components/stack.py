@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
 
 import pulumi
 import pulumi_aws as aws
@@ -10,14 +12,44 @@ from pulumi import ResourceOptions
 
 from . import beacon_policy
 from .beacon import BeaconHost, BeaconHostArgs
-from .config import PROJECT, BeaconConfig
+from .config import PROJECT, BeaconConfig, ConfigInvalid, load
 from .egress import egress_allowlist
 from .firewall_rules import rule_groups
+from .iis_mtls import BeaconMtls, BeaconMtlsArgs
+from .iis_state import converge_log_group, desired_state
 from .layout import beacon_zone_indexes, split_vpc, vpc_resolver_ip
 from .network import BeaconNetwork, BeaconNetworkArgs
+from .ssm_document import read_user_data
 from .tagging import base_tags
+from .trust import ClientTrust, LoadedCertificate, classify, load_certificate_files
 
 AGENT_PATHS = {"download": "/ManageSoftDL/", "upload": "/ManageSoftRL/"}
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything decided before the first resource: config, trust material, IIS state."""
+
+    cfg: BeaconConfig
+    trust: ClientTrust
+    one_to_one: tuple[LoadedCertificate, ...]
+    iis_state: dict[str, Any]
+
+
+def prepare(raw: Mapping[str, Any], stack: str, region: str | None, base: Path = PROJECT_ROOT) -> Prepared:
+    """Validate config and read the certificate files; ConfigInvalid lists every problem."""
+    cfg = load(raw, stack, region)
+    cas, issues = load_certificate_files("clientCaCertificates", cfg.client_ca_certificates, base)
+    devices, device_issues = load_certificate_files("oneToOneCertificates", cfg.one_to_one_certificates, base)
+    issues += device_issues
+    trust = None
+    if not issues:
+        trust, trust_issues = classify(cas)
+        issues += trust_issues
+    if issues or trust is None:
+        raise ConfigInvalid(issues)
+    return Prepared(cfg, trust, tuple(devices), desired_state(cfg, trust, devices))
 
 
 def availability_zones(cfg: BeaconConfig) -> list[str]:
@@ -39,8 +71,9 @@ def agent_urls(hostname: str) -> dict[str, str]:
     return {kind: f"https://{hostname}{path}" for kind, path in AGENT_PATHS.items()}
 
 
-def build(cfg: BeaconConfig) -> dict[str, Any]:
+def build(prepared: Prepared) -> dict[str, Any]:
     """Create every resource; return the stack outputs."""
+    cfg = prepared.cfg
     zones = split_vpc(cfg.vpc_cidr, availability_zones(cfg))
     allowlist = egress_allowlist(cfg)
     tags = base_tags(cfg)
@@ -95,6 +128,11 @@ def build(cfg: BeaconConfig) -> dict[str, Any]:
                     hostname=cfg.beacon_hostnames[i] if cfg.beacon_hostnames else "",
                     permissions_boundary_arn=cfg.permissions_boundary_arn,
                     alarm_topic_arn=cfg.alarm_topic_arn,
+                    # Static: the desired state travels in the SSM document, so no rule, CA or
+                    # certificate change can alter (or replace) an instance.
+                    user_data=read_user_data(),
+                    converge_log_group=converge_log_group(cfg),
+                    installer_s3_uri=cfg.beacon_installer_s3_uri,
                     tags=tags,
                 ),
                 # The beacon boots into a network whose routes and firewall already exist, so
@@ -102,6 +140,22 @@ def build(cfg: BeaconConfig) -> dict[str, Any]:
                 opts=ResourceOptions(depends_on=[network]),
             )
         )
+
+    mtls = BeaconMtls(
+        "mtls",
+        BeaconMtlsArgs(
+            state=prepared.iis_state,
+            instance_ids=[host.instance.id for host in hosts],
+            schedule_expression=cfg.converge_schedule,
+            compliance_severity=cfg.compliance_severity,
+            timeout_seconds=cfg.converge_timeout_seconds,
+            association_name=f"{PROJECT}-{cfg.stack}-mtls",
+            log_group_name=converge_log_group(cfg),
+            log_retention_days=cfg.firewall_log_retention_days,
+            log_kms_key_arn=cfg.log_kms_key_arn,
+            tags=tags,
+        ),
+    )
 
     return {
         "vpcId": network.vpc.id,
@@ -113,6 +167,14 @@ def build(cfg: BeaconConfig) -> dict[str, Any]:
             "vpcFlow": network.flow_log_group.name,
             "firewallAlert": network.firewall.log_groups["ALERT"].name,
             "firewallFlow": network.firewall.log_groups["FLOW"].name,
+            "converge": mtls.log_group.name,
+        },
+        "mtls": {
+            "documentName": mtls.document.name,
+            "associationId": mtls.association.association_id,
+            "stateDigest": mtls.state_digest,
+            "mappingMode": cfg.mapping_mode,
+            "issuerRules": [m["rules"][0]["matchCriteria"] for m in prepared.iis_state["authentication"]["clientCertificateMapping"]["manyToOneMappings"] if m["permissionMode"] == "Allow"],
         },
         "egressAllowlist": allowlist,
         "beacons": [

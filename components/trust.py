@@ -14,8 +14,8 @@ from typing import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
 
+from .certs import common_name, issuing_cas, load_certificates
 from .config import ConfigIssue
 
 
@@ -49,18 +49,6 @@ class LoadedCertificate:
             return False
 
 
-def common_name(name: x509.Name) -> str:
-    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(values[0].value) if values else ""
-
-
-def parse_certificates(data: bytes) -> list[x509.Certificate]:
-    """A PEM bundle (one or more certificates) or a single DER certificate."""
-    if b"-----BEGIN" in data:
-        return x509.load_pem_x509_certificates(data)
-    return [x509.load_der_x509_certificate(data)]
-
-
 def load_certificate_files(key: str, paths: Sequence[str], base: Path) -> tuple[list[LoadedCertificate], list[ConfigIssue]]:
     loaded: list[LoadedCertificate] = []
     issues: list[ConfigIssue] = []
@@ -72,7 +60,7 @@ def load_certificate_files(key: str, paths: Sequence[str], base: Path) -> tuple[
             issues.append(ConfigIssue(key, path, f"a readable certificate file relative to the project ({exc.strerror or exc})"))
             continue
         try:
-            certs = parse_certificates(data)
+            certs = load_certificates(data)
         except ValueError:
             issues.append(ConfigIssue(key, path, "a PEM (one or more certificates) or DER certificate file"))
             continue
@@ -102,10 +90,10 @@ def classify(cas: Sequence[LoadedCertificate]) -> tuple[ClientTrust | None, list
     if issues:
         return None, issues
     ordered = sorted(unique.values(), key=lambda c: (c.subject, c.thumbprint))
-    issuers_of_others = {c.certificate.issuer for c in ordered if not c.self_signed}
     roots = tuple(c for c in ordered if c.self_signed)
     intermediates = tuple(c for c in ordered if not c.self_signed)
-    issuing = tuple(c for c in ordered if c.certificate.subject not in issuers_of_others)
+    issuing_set = issuing_cas([c.certificate for c in ordered])
+    issuing = tuple(c for c in ordered if c.certificate in issuing_set)
     subjects = {c.certificate.subject for c in ordered}
     for c in intermediates:
         if c.certificate.issuer not in subjects:

@@ -111,6 +111,10 @@ class PlanMocks(pulumi.runtime.Mocks):
             octet = int(_digest(name, length=4), 16) % 250 + 1
             state["publicIp"] = f"198.51.100.{octet}"
             state["publicDns"] = f"ec2-198-51-100-{octet}.{self.region}.compute.amazonaws.com"
+        elif typ == "aws:ssm/document:Document":
+            state.update(latestVersion="1", defaultVersion="1", documentVersion="1")
+        elif typ == "aws:ssm/association:Association":
+            state["associationId"] = _digest(name, length=8) + "-" + _digest(name, "assoc", length=4)
         elif typ == "aws:ec2/instance:Instance":
             state.setdefault("privateIp", "")
         return rid, state

@@ -52,9 +52,14 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
     from scripts.diagram import render
     from scripts.offline import run_program
 
+    from components.iis_appcmd import render as render_appcmd
+    from components.ssm_document import command_document, document_content, read_converge_script, read_user_data
+    from components.stack import prepare
+
     document = read_stack_file(stack, stacks_dir)
     raw, region, secret_keys = beacon_config.stack_file_to_raw(document)
-    cfg = beacon_config.load(raw, stack, region)  # raises ConfigInvalid before anything runs
+    prepared = prepare(raw, stack, region)  # raises ConfigInvalid before anything runs
+    cfg = prepared.cfg
 
     run = run_program(stack, raw, region or "", secret_keys)
     errors = [msg for level, msg in run.log if level == "error"]
@@ -88,6 +93,12 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
         "outputs.json": dump_json(run.outputs),
         "firewall-rules.suricata": rules_text,
         "diagram.md": render(stack, resources, run.outputs),
+        "iis-state.json": dump_json(prepared.iis_state),
+        "ssm-document.json": document_content(
+            command_document(read_converge_script(), prepared.iis_state, cfg.converge_timeout_seconds)
+        ) + "\n",
+        "user-data.ps1": read_user_data(),
+        "appcmd.txt": render_appcmd(prepared.iis_state),
     }
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")

@@ -83,16 +83,25 @@ def test_iam_scoped_to_this_stack(prod: Planned) -> None:
         if not policy.name.endswith("-stack-read"):
             continue
         document = json.loads(policy.inputs["policy"])
-        resources = [s["Resource"] for s in document["Statement"]]
-        assert resources == [
-            "arn:aws:secretsmanager:us-east-1:123456789012:secret:flexnet-beacon/prod/*",
-            "arn:aws:ssm:us-east-1:123456789012:parameter/flexnet-beacon/prod/*",
-        ]
-        actions = {a for s in document["Statement"] for a in s["Action"]}
-        assert all(a.split(":")[1].startswith(("Get", "Describe")) for a in actions), actions
+        statements = {s["Sid"]: s for s in document["Statement"]}
+        assert set(statements) == {"ReadStackSecrets", "ReadStackParameters", "WriteConvergeReports"}
+        assert statements["ReadStackSecrets"]["Resource"] == "arn:aws:secretsmanager:us-east-1:123456789012:secret:flexnet-beacon/prod/*"
+        assert statements["ReadStackParameters"]["Resource"] == "arn:aws:ssm:us-east-1:123456789012:parameter/flexnet-beacon/prod/*"
+        for sid in ("ReadStackSecrets", "ReadStackParameters"):
+            assert all(a.split(":")[1].startswith(("Get", "Describe")) for a in statements[sid]["Action"])
+        group = "arn:aws:logs:us-east-1:123456789012:log-group:/flexnet-beacon/prod/converge"
+        assert statements["WriteConvergeReports"]["Resource"] == [group, f"{group}:log-stream:*"]
+        assert all("*" not in r.split(":")[-1] or r.endswith(("/*", "log-stream:*")) for s in document["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]))
     attachments = prod.of_type("iam/rolePolicyAttachment:RolePolicyAttachment")
     assert {a.inputs["policyArn"] for a in attachments} == {"arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}
     assert len(attachments) == 2
+
+
+def test_installer_object_readable_only_when_configured() -> None:
+    p = plan_stack("dev", {"beaconInstallerS3Uri": "s3://beacon-media/flexnet/FlexNet Beacon.msi", "beaconInstallerSha256": "a" * 64})
+    document = json.loads(p.one("iam/rolePolicy:RolePolicy", "beacon-1-stack-read").inputs["policy"])
+    statement = next(s for s in document["Statement"] if s["Sid"] == "ReadBeaconInstaller")
+    assert statement == {"Sid": "ReadBeaconInstaller", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "arn:aws:s3:::beacon-media/flexnet/FlexNet Beacon.msi"}
 
 
 def test_role_trusts_ec2_and_has_boundary_when_configured() -> None:

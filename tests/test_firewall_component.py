@@ -91,7 +91,7 @@ def test_delete_protection_in_prod(stack: str, expected: bool, request: pytest.F
 def test_protection_auto_follows_stack_name() -> None:
     p = plan_stack("dev", {"protection": "auto"}, stack_name="prod-eu")
     assert p.one("networkfirewall/firewall:Firewall").inputs["deleteProtection"] is True
-    p = plan_stack("prod", {"protection": "auto"}, stack_name="staging")
+    p = plan_stack("dev", {"protection": "auto"}, stack_name="staging")
     assert p.one("networkfirewall/firewall:Firewall").inputs["deleteProtection"] is False
 
 

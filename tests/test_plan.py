@@ -12,7 +12,10 @@ import pytest
 
 from conftest import ROOT
 
-PLAN_FILES = {"resources.json", "outputs.json", "diagram.md", "firewall-rules.suricata"}
+PLAN_FILES = {
+    "resources.json", "outputs.json", "diagram.md", "firewall-rules.suricata",
+    "iis-state.json", "ssm-document.json", "user-data.ps1", "appcmd.txt",
+}
 
 
 def run_plan(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -54,6 +57,27 @@ def test_plan_writes_the_artifacts(two_prod_runs) -> None:
     assert "beacon_2" in diagram
     assert "plan for stack prod" in result.stdout
     assert "aws:ec2/instance:Instance" in result.stdout
+
+
+def test_plan_iis_artifacts(two_prod_runs) -> None:
+    import base64
+
+    out, _, _ = two_prod_runs
+    state = json.loads((out / "iis-state.json").read_text())
+    document = json.loads((out / "ssm-document.json").read_text())
+    run_command = document["mainSteps"][0]["inputs"]["runCommand"]
+    embedded = next(line for line in run_command if line.startswith("$stateBase64 = "))
+    assert json.loads(base64.b64decode(embedded.split("'")[1])) == state
+    resources = json.loads((out / "resources.json").read_text())
+    doc_resource = next(r for r in resources if r["type"] == "aws:ssm/document:Document")
+    assert json.loads(doc_resource["inputs"]["content"]) == document
+    user_data = (out / "user-data.ps1").read_text()
+    assert all(r["inputs"]["userData"] == user_data for r in resources if r["type"] == "aws:ec2/instance:Instance")
+    appcmd = (out / "appcmd.txt").read_text()
+    assert "/commit:apphost" in appcmd and "Example Device Issuing CA" in appcmd
+    for name in PLAN_FILES:
+        text = (out / name).read_text()
+        assert "PRIVATE KEY" not in text and "BEGIN ENCRYPTED" not in text, name
 
 
 def test_plan_is_byte_identical(two_prod_runs) -> None:

@@ -1,0 +1,131 @@
+"""The desired IIS state as the appcmd/netsh/certutil commands an administrator would type.
+
+For review and for people who know the manual article: `build/plan/<stack>/appcmd.txt`. The
+converge script, not this text, is what runs. Values cmd.exe cannot quote safely are replaced by
+a placeholder with a note, and secrets are always placeholders.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+APPCMD = r"%windir%\system32\inetsrv\appcmd.exe"
+_UNSAFE = re.compile(r"""['"%^&|<>!\r\n\x00-\x1f]""")
+
+
+def _safe(value: Any, what: str, notes: list[str]) -> str:
+    text = str(value)
+    if _UNSAFE.search(text):
+        notes.append(f"REM NOTE: the {what} contains characters cmd.exe/appcmd cannot quote safely; the converge script sets it as data.")
+        return f"<{what}>"
+    return text
+
+
+def _flag(value: bool) -> str:
+    return "True" if value else "False"
+
+
+def render(state: Mapping[str, Any]) -> str:
+    notes: list[str] = []
+    site = state["site"]
+    site_name = _safe(site["name"], "site name", notes)
+    http_sys = state["httpSys"]
+    mapping = state["authentication"]["clientCertificateMapping"]
+    account = state["mappedAccount"]
+    out: list[str] = [
+        f"REM flexnet-beacon {state['stack']}: the manual equivalent of the converge script (schema {state['schemaVersion']}).",
+        "REM Review aid only: Set-BeaconMtls.ps1 applies this state idempotently through SSM.",
+        "",
+        "REM 1. Role services (IIS Client Certificate Mapping Authentication is Web-Cert-Auth), no WebDAV",
+        "powershell -NoProfile -Command \"Install-WindowsFeature -Name " + ",".join(state["features"]["install"]) + "\"",
+        "powershell -NoProfile -Command \"Uninstall-WindowsFeature -Name " + ",".join(state["features"]["remove"]) + "\"",
+        "",
+        "REM 2. Trust stores: roots to Root, intermediates to CA, issuing CAs to ClientAuthIssuer",
+    ]
+    for entry in state["trustStores"]:
+        out.append(f"certutil -addstore {entry['store']} {entry['thumbprint']}.cer  & REM {_safe(entry['subject'], 'certificate subject', notes)}")
+    out += [
+        "",
+        "REM 3. Server certificate (Client and Server Authentication EKU) into LocalMachine\\My",
+    ]
+    if state.get("serverCertificate"):
+        out.append("certutil -f -p <PFX password from Secrets Manager> -importpfx My beacon.pfx")
+    else:
+        out.append("REM serverCertificateSecretArn is not set: no server certificate to import yet")
+    out += [
+        "",
+        "REM 4. https binding and the HTTP.sys record (re-assert after every renewal or rebinding)",
+        f'{APPCMD} set site /site.name:"{site_name}" /+bindings.[protocol=\'https\',bindingInformation=\'*:{site["httpsPort"]}:\']',
+        f"netsh http delete sslcert ipport={http_sys['ipPort']}",
+        " ".join(
+            [
+                f"netsh http add sslcert ipport={http_sys['ipPort']} certhash=<SERVER CERTIFICATE THUMBPRINT>",
+                f"appid={http_sys['appId']} certstorename={http_sys['certStoreName']}",
+                f"verifyclientcertrevocation={'enable' if http_sys['verifyClientCertRevocation'] else 'disable'}",
+                f"verifyrevocationwithcachedclientcertonly={'enable' if http_sys['verifyRevocationWithCachedClientCertOnly'] else 'disable'}",
+                f"usagecheck={'enable' if http_sys['usageCheck'] else 'disable'}",
+                f"revocationfreshnesstime={http_sys['revocationFreshnessTime']}",
+                f"urlretrievaltimeout={http_sys['urlRetrievalTimeout']}",
+                *([f"sslctlstorename={http_sys['sslCtlStoreName']}"] if http_sys.get("sslCtlStoreName") else []),
+                f"clientcertnegotiation={'enable' if http_sys['clientCertNegotiation'] else 'disable'}",
+            ]
+        ),
+        "",
+        "REM 5. SChannel client authentication trust mode",
+        "reg add HKLM\\SYSTEM\\CurrentControlSet\\Control\\SecurityProviders\\SCHANNEL /v ClientAuthTrustMode "
+        f"/t REG_DWORD /d {state['schannel']['clientAuthTrustMode']} /f",
+        "",
+        "REM 6. Mapped account",
+    ]
+    user = _safe(account["name"], "account name", notes)
+    if account["type"] == "local":
+        out.append(f"net user {user} <RANDOM PASSWORD> /add /passwordchg:no /expires:never")
+        user_name = user
+    else:
+        domain = _safe(account["domain"], "account domain", notes)
+        out.append(f"REM domain account {domain}\\{user}; its password is in Secrets Manager")
+        user_name = f"{domain}\\{user}"
+    out += ["", "REM 7. Locked sections at apphost with a location path (web.config would give 500.19)"]
+    section = "system.webServer/security/authentication/iisClientCertificateMappingAuthentication"
+    for location in site["locations"]:
+        loc = _safe(location, "location path", notes)
+        out += [
+            f'{APPCMD} set config "{loc}" -section:system.webServer/security/access /sslFlags:"{state["access"]["sslFlags"]}" /commit:apphost',
+            f'{APPCMD} set config "{loc}" -section:system.webServer/security/authentication/anonymousAuthentication /enabled:"{_flag(state["authentication"]["anonymousEnabled"])}" /commit:apphost',
+            f'{APPCMD} set config "{loc}" -section:{section} /enabled:"{_flag(mapping["enabled"])}" '
+            f'/manyToOneCertificateMappingsEnabled:"{_flag(mapping["manyToOneCertificateMappingsEnabled"])}" '
+            f'/oneToOneCertificateMappingsEnabled:"{_flag(mapping["oneToOneCertificateMappingsEnabled"])}" /commit:apphost',
+        ]
+    out += ["", f"REM 8. Mappings on {site_name} (clear, then add: appending twice makes duplicates)"]
+    out.append(f'{APPCMD} clear config "{site_name}" -section:{section}/manyToOneMappings /commit:apphost')
+    for m in mapping["manyToOneMappings"]:
+        name = _safe(m["name"], "mapping name", notes)
+        out.append(
+            f'{APPCMD} set config "{site_name}" -section:{section} '
+            f"/+\"manyToOneMappings.[name='{name}',enabled='{_flag(m['enabled'])}',permissionMode='{m['permissionMode']}',"
+            f"userName='{user_name}',password='<ACCOUNT PASSWORD>']\" /commit:apphost"
+        )
+        for rule in m["rules"]:
+            match = _safe(rule["matchCriteria"], "match criteria", notes)
+            out.append(
+                f'{APPCMD} set config "{site_name}" -section:{section} '
+                f"/+\"manyToOneMappings.[name='{name}'].rules.[certificateField='{rule['certificateField']}',"
+                f"certificateSubField='{rule['certificateSubField']}',matchCriteria='{match}',"
+                f"compareCaseSensitive='{_flag(rule['compareCaseSensitive'])}']\" /commit:apphost"
+            )
+    for m in mapping["oneToOneMappings"]:
+        out.append(
+            f'{APPCMD} set config "{site_name}" -section:{section} '
+            f"/+\"oneToOneMappings.[certificate='<BASE64 OF {m['thumbprint']}>',enabled='{_flag(m['enabled'])}',"
+            f"userName='{user_name}',password='<ACCOUNT PASSWORD>']\" /commit:apphost"
+        )
+    out += ["", "REM 9. Request filtering: allow the FlexNet file extensions"]
+    for ext in state["requestFiltering"]["allowExtensions"]:
+        out.append(
+            f'{APPCMD} set config "{site_name}" -section:system.webServer/security/requestFiltering '
+            f"/+\"fileExtensions.[fileExtension='{ext}',allowed='True']\" /commit:apphost"
+        )
+    if notes:
+        out += [""] + sorted(set(notes))
+    return "\n".join(out) + "\n"

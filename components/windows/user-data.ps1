@@ -1,0 +1,41 @@
+<powershell>
+# FlexNet beacon first boot (EC2Launch v2, Windows Server 2022). Static: never templated.
+# Installs the IIS role services the beacon needs and removes WebDAV; everything else
+# (certificates, HTTP.sys, mappings) comes later from the SSM converge association.
+$ErrorActionPreference = 'Stop'
+$dir = Join-Path $env:ProgramData 'flexnet-beacon'
+$null = New-Item -ItemType Directory -Path $dir -Force
+$log = Join-Path $dir 'user-data.log'
+function Write-Log {
+    param([string]$Message)
+    Add-Content -LiteralPath $log -Value ('{0} {1}' -f [DateTime]::UtcNow.ToString('o'), $Message) -Encoding UTF8
+}
+# Same list as components/iis_state.py IIS_FEATURES and REMOVED_FEATURES (a test keeps them equal).
+$features = @('Web-Server', 'Web-WebServer', 'Web-Default-Doc', 'Web-Static-Content', 'Web-Http-Errors', 'Web-Http-Logging', 'Web-Filtering', 'Web-Cert-Auth', 'Web-Asp-Net45', 'Web-Net-Ext45', 'Web-ISAPI-Ext', 'Web-ISAPI-Filter', 'Web-Scripting-Tools')
+$removed = @('Web-DAV-Publishing')
+$restart = $false
+try {
+    Write-Log "installing $($features -join ', ')"
+    $result = Install-WindowsFeature -Name $features
+    Write-Log "Install-WindowsFeature: success=$($result.Success) exitCode=$($result.ExitCode) restartNeeded=$($result.RestartNeeded)"
+    if (-not $result.Success) { throw 'Install-WindowsFeature failed' }
+    if ("$($result.RestartNeeded)" -eq 'Yes') { $restart = $true }
+    $present = @(Get-WindowsFeature -Name $removed | Where-Object { $_.Installed } | ForEach-Object { $_.Name })
+    if ($present.Count -gt 0) {
+        $result = Uninstall-WindowsFeature -Name $present
+        Write-Log "Uninstall-WindowsFeature $($present -join ', '): success=$($result.Success) restartNeeded=$($result.RestartNeeded)"
+        if (-not $result.Success) { throw 'Uninstall-WindowsFeature failed' }
+        if ("$($result.RestartNeeded)" -eq 'Yes') { $restart = $true }
+    }
+} catch {
+    Write-Log "failed: $($_.Exception.Message)"
+    throw
+}
+# Reboot only when Windows says a feature change needs it; the log says so.
+if ($restart) {
+    Write-Log 'restart required by the feature change: restarting now'
+    Restart-Computer -Force
+} else {
+    Write-Log 'done, no restart needed; configuration follows from the SSM association'
+}
+</powershell>
