@@ -11,7 +11,7 @@ except config.ConfigInvalid as invalid:
     # RunError: Pulumi prints the message without a traceback; nothing has been created yet.
     raise pulumi.RunError(invalid.render()) from None
 
-for warning in prepared.cfg.warnings:
+for warning in prepared.warnings:
     pulumi.log.warn(warning)
 
 export(build(prepared))

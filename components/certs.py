@@ -466,19 +466,34 @@ def issuing_cas(cas: Sequence[x509.Certificate]) -> list[x509.Certificate]:
     return [c for c in unique if c.subject not in issuers_of_others]
 
 
-def allow_mappings(issuing: Sequence[x509.Certificate], extra_rules: Sequence[MappingRule] = ()) -> list[list[MappingRule]]:
-    """One Allow mapping per issuing CA: its Issuer CN rule ANDed with the extra rules."""
-    mappings = []
-    for ca in issuing:
-        cn = common_name(ca.subject)
-        if cn is not None:
-            mappings.append([issuer_rule(cn), *extra_rules])
-    return mappings
+def issuer_rules(ca: x509.Certificate, include_organization: bool = False) -> list[MappingRule]:
+    """The Issuer rules that pick out devices of one issuing CA: its CN, optionally its O."""
+    rules = [issuer_rule(common_name(ca.subject) or "")]
+    organizations = name_values(ca.subject, "O")
+    if include_organization and organizations:
+        rules.append(MappingRule("Issuer", "O", organizations[0], True))
+    return rules
 
 
-def deny_mappings(issuing: Sequence[x509.Certificate], deny_rules: Sequence[MappingRule]) -> list[list[MappingRule]]:
-    """One Deny mapping per issuing CA and deny rule (Issuer CN rule AND the deny rule)."""
-    return [[issuer_rule(cn), rule] for ca in issuing if (cn := common_name(ca.subject)) is not None for rule in deny_rules]
+def allow_mappings(
+    issuing: Sequence[x509.Certificate], extra_rules: Sequence[MappingRule] = (), include_organization: bool = False
+) -> list[list[MappingRule]]:
+    """One Allow mapping per issuing CA: its Issuer rules ANDed with the extra rules."""
+    return [
+        [*issuer_rules(ca, include_organization), *extra_rules] for ca in issuing if common_name(ca.subject) is not None
+    ]
+
+
+def deny_mappings(
+    issuing: Sequence[x509.Certificate], deny_rules: Sequence[MappingRule], include_organization: bool = False
+) -> list[list[MappingRule]]:
+    """One Deny mapping per issuing CA and deny rule (Issuer rules AND the deny rule)."""
+    return [
+        [*issuer_rules(ca, include_organization), rule]
+        for ca in issuing
+        if common_name(ca.subject) is not None
+        for rule in deny_rules
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

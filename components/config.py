@@ -74,6 +74,10 @@ KEYS: tuple[Key, ...] = (
     Key("serverCertificateSecretArn", "string", "", "Secrets Manager ARN of the beacon's PFX (binary secret, name under flexnet-beacon/<stack>/; see scripts.ops publish-server-cert)."),
     Key("serverCertificatePasswordSecretArn", "string", "", "Secrets Manager ARN of the PFX password (name under flexnet-beacon/<stack>/)."),
     Key("clientCaCertificates", "array", [], "PEM or DER files (paths relative to the project) of the CA chain that issues device certificates: self-signed ones go to Root, others to CA, issuing CAs also to ClientAuthIssuer and into the Issuer mapping rule.", items="string"),
+    Key("sampleDeviceCertificate", "string", "", "A device certificate file (public part only) from your CA: its CRL distribution points and AIA URLs join the crl egress group."),
+    Key("issuerRuleMatchOrganization", "boolean", False, "Also match the issuing CA's O (Organization) in the Issuer rule, not only its CN."),
+    Key("crlHosting", "string", "none", "none, or s3: a bucket whose *.crl objects (only) are readable over http at http://<crlBucketName>.s3.<region>.amazonaws.com/ (lab CRL hosting; publish with scripts.pki crl --publish)."),
+    Key("crlBucketName", "string", "", "Globally unique S3 bucket name for crlHosting s3."),
     Key("exclusiveClientTrust", "boolean", True, "Trust only the issuing CAs for client certificates (HTTP.sys sslctlstorename=ClientAuthIssuer)."),
     Key("clientAuthTrustMode", "integer", 2, "SCHANNEL ClientAuthTrustMode: 0 machine trust, 1 exclusive root trust, 2 exclusive CA trust."),
     Key("revocationChecking", "boolean", True, "HTTP.sys checks client certificate revocation (CRLs must be reachable: see crlUrls)."),
@@ -158,6 +162,10 @@ class BeaconConfig:
     server_certificate_secret_arn: str = ""
     server_certificate_password_secret_arn: str = ""
     client_ca_certificates: tuple[str, ...] = ()
+    sample_device_certificate: str = ""
+    issuer_rule_match_organization: bool = False
+    crl_hosting: str = "none"
+    crl_bucket_name: str = ""
     exclusive_client_trust: bool = True
     client_auth_trust_mode: int = 2
     revocation_checking: bool = True
@@ -525,8 +533,8 @@ def _build(raw: Mapping[str, Any], stack: str, region: str | None) -> tuple[Beac
         warnings.append("owner/costCentre are 'unassigned': set them so the bill can be attributed")
     if values["allowHttp"]:
         warnings.append("allowHttp is on: port 80 carries no client certificate")
-    if "crl" not in disabled and not groups["crl"].extra_domains:
-        warnings.append("no CRL URL or domain configured: with revocation checking on, IIS answers 403.13 until the beacon can fetch the CRL")
+    if "crl" in disabled and values["revocationChecking"]:
+        warnings.append("the crl egress group is off while revocationChecking is on: unless the CRLs are reachable another way, IIS answers 403.13 to every device")
     assert region is not None
     cfg = BeaconConfig(
         stack=stack,
@@ -557,6 +565,10 @@ def _build(raw: Mapping[str, Any], stack: str, region: str | None) -> tuple[Beac
         server_certificate_secret_arn=values["serverCertificateSecretArn"],
         server_certificate_password_secret_arn=values["serverCertificatePasswordSecretArn"],
         client_ca_certificates=tuple(values["clientCaCertificates"]),
+        sample_device_certificate=values["sampleDeviceCertificate"],
+        issuer_rule_match_organization=values["issuerRuleMatchOrganization"],
+        crl_hosting=values["crlHosting"],
+        crl_bucket_name=values["crlBucketName"],
         exclusive_client_trust=values["exclusiveClientTrust"],
         client_auth_trust_mode=values["clientAuthTrustMode"],
         revocation_checking=values["revocationChecking"],
@@ -615,6 +627,16 @@ def _validate_iis(values: dict[str, Any], ok: Callable[[str], bool], bad: Callab
         if bool(values["serverCertificateSecretArn"]) != bool(values["serverCertificatePasswordSecretArn"]):
             missing = "serverCertificatePasswordSecretArn" if values["serverCertificateSecretArn"] else "serverCertificateSecretArn"
             bad(missing, "", "set together with its partner: the PFX secret and its password secret")
+    if ok("sampleDeviceCertificate") and values["sampleDeviceCertificate"]:
+        path = values["sampleDeviceCertificate"]
+        if not _CERT_PATH.fullmatch(path) or ".." in path.split("/"):
+            bad("sampleDeviceCertificate", path, "a certificate file path relative to the project (letters, digits, . _ - / and spaces; no ..)")
+    if ok("crlHosting") and values["crlHosting"] not in ("none", "s3"):
+        bad("crlHosting", values["crlHosting"], "none or s3")
+    if ok("crlHosting") and values["crlHosting"] == "s3" and ok("crlBucketName"):
+        name = values["crlBucketName"]
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", name or "") or name.startswith("xn--") or name.endswith("-s3alias"):
+            bad("crlBucketName", name, "an S3 bucket name of 3-63 lower-case letters, digits and hyphens (no dots: the CRL URL is a virtual-hosted S3 name) when crlHosting is s3")
     for key_name in ("clientCaCertificates", "oneToOneCertificates"):
         if ok(key_name):
             for path in values[key_name]:

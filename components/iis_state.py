@@ -51,16 +51,18 @@ def trust_stores(trust: ClientTrust, exclusive: bool) -> list[dict[str, str]]:
     return entries
 
 
-def many_to_one_mappings(trust: ClientTrust, extra_rules: Sequence[str], deny_rules: Sequence[str]) -> list[dict[str, Any]]:
+def many_to_one_mappings(
+    trust: ClientTrust, extra_rules: Sequence[str], deny_rules: Sequence[str], include_organization: bool = False
+) -> list[dict[str, Any]]:
     """Deny mappings first (IIS uses the first mapping that matches), then one Allow per issuing CA.
 
     The rule lists come from components.certs, the same code `pki check` predicts verdicts with.
     """
     issuing = [ca.certificate for ca in trust.issuing]
     mappings: list[dict[str, Any]] = []
-    denies = deny_mappings(issuing, [parse_rule(text) for text in deny_rules])
+    denies = deny_mappings(issuing, [parse_rule(text) for text in deny_rules], include_organization)
     for number, rules in enumerate(denies):
-        cn, deny_rule = rules[0].match_criteria, rules[1]
+        cn, deny_rule = rules[0].match_criteria, rules[-1]
         mappings.append(
             {
                 "name": f"Deny {number % max(len(deny_rules), 1) + 1} - {cn}"[:128],
@@ -70,7 +72,7 @@ def many_to_one_mappings(trust: ClientTrust, extra_rules: Sequence[str], deny_ru
                 "rules": [rule.as_iis() for rule in rules],
             }
         )
-    for rules in allow_mappings(issuing, [parse_rule(text) for text in extra_rules]):
+    for rules in allow_mappings(issuing, [parse_rule(text) for text in extra_rules], include_organization):
         cn = rules[0].match_criteria
         mappings.append(
             {
@@ -105,7 +107,9 @@ def converge_log_group(cfg: BeaconConfig) -> str:
     return f"/flexnet-beacon/{cfg.stack}/converge"
 
 
-def desired_state(cfg: BeaconConfig, trust: ClientTrust, one_to_one: Sequence[LoadedCertificate] = ()) -> dict[str, Any]:
+def desired_state(
+    cfg: BeaconConfig, trust: ClientTrust, one_to_one: Sequence[LoadedCertificate] = (), crl_urls: Sequence[str] = ()
+) -> dict[str, Any]:
     site = cfg.iis_site_name
     many_to_one = cfg.mapping_mode == "many-to-one"
     server_certificate = None
@@ -123,7 +127,7 @@ def desired_state(cfg: BeaconConfig, trust: ClientTrust, one_to_one: Sequence[Lo
         # The converge report also goes to this log group (stream = computer name).
         "logGroupName": converge_log_group(cfg),
         # Checked for reachability from the beacon on every run (403.13 when unreachable).
-        "crlUrls": list(cfg.crl_urls),
+        "crlUrls": list(crl_urls or cfg.crl_urls),
         "features": {"install": list(IIS_FEATURES), "remove": list(REMOVED_FEATURES)},
         "site": {
             "name": site,
@@ -154,7 +158,11 @@ def desired_state(cfg: BeaconConfig, trust: ClientTrust, one_to_one: Sequence[Lo
                 "enabled": True,
                 "manyToOneCertificateMappingsEnabled": many_to_one,
                 "oneToOneCertificateMappingsEnabled": not many_to_one,
-                "manyToOneMappings": many_to_one_mappings(trust, cfg.extra_mapping_rules, cfg.deny_mapping_rules) if many_to_one else [],
+                "manyToOneMappings": (
+                    many_to_one_mappings(trust, cfg.extra_mapping_rules, cfg.deny_mapping_rules, cfg.issuer_rule_match_organization)
+                    if many_to_one
+                    else []
+                ),
                 "oneToOneMappings": one_to_one_mappings(one_to_one) if not many_to_one else [],
             },
         },

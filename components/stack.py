@@ -21,7 +21,18 @@ from .layout import beacon_zone_indexes, split_vpc, vpc_resolver_ip
 from .network import BeaconNetwork, BeaconNetworkArgs
 from .ssm_document import read_user_data
 from .tagging import base_tags
-from .trust import ClientTrust, LoadedCertificate, classify, load_certificate_files
+from .config import ConfigIssue
+from .crl_hosting import CrlHosting, CrlHostingArgs
+from .trust import (
+    ClientTrust,
+    CrlEgress,
+    LoadedCertificate,
+    classify,
+    crl_egress,
+    crl_hosting_base_url,
+    device_crl_known,
+    load_certificate_files,
+)
 
 AGENT_PATHS = {"download": "/ManageSoftDL/", "upload": "/ManageSoftRL/"}
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +45,18 @@ class Prepared:
     cfg: BeaconConfig
     trust: ClientTrust
     one_to_one: tuple[LoadedCertificate, ...]
+    crl: CrlEgress
     iis_state: dict[str, Any]
+    warnings: tuple[str, ...]
+
+    @property
+    def egress_ports(self) -> list[int]:
+        """Configured egress ports plus the ports of the CRL URLs."""
+        return sorted(set(self.cfg.egress_ports) | set(self.crl.ports))
+
+    @property
+    def crl_hosting_url(self) -> str:
+        return crl_hosting_base_url(self.cfg.crl_bucket_name, self.cfg.region) if self.cfg.crl_hosting == "s3" else ""
 
 
 def prepare(raw: Mapping[str, Any], stack: str, region: str | None, base: Path = PROJECT_ROOT) -> Prepared:
@@ -43,13 +65,32 @@ def prepare(raw: Mapping[str, Any], stack: str, region: str | None, base: Path =
     cas, issues = load_certificate_files("clientCaCertificates", cfg.client_ca_certificates, base)
     devices, device_issues = load_certificate_files("oneToOneCertificates", cfg.one_to_one_certificates, base)
     issues += device_issues
+    samples: list[LoadedCertificate] = []
+    if cfg.sample_device_certificate:
+        samples, sample_issues = load_certificate_files("sampleDeviceCertificate", [cfg.sample_device_certificate], base)
+        issues += sample_issues
     trust = None
     if not issues:
         trust, trust_issues = classify(cas)
         issues += trust_issues
     if issues or trust is None:
         raise ConfigInvalid(issues)
-    return Prepared(cfg, trust, tuple(devices), desired_state(cfg, trust, devices))
+    hosting = crl_hosting_base_url(cfg.crl_bucket_name, cfg.region) if cfg.crl_hosting == "s3" else ""
+    crl = crl_egress(trust, samples[0] if samples else None, cfg.crl_urls, hosting)
+    if cfg.revocation_checking and not device_crl_known(crl):
+        raise ConfigInvalid(
+            [
+                ConfigIssue(
+                    "crlUrls",
+                    list(cfg.crl_urls),
+                    "a CRL URL for the device certificates (crlUrls, a sampleDeviceCertificate whose CDP is http(s), "
+                    "or crlHosting s3): with revocationChecking on and no reachable CRL, IIS answers 403.13 to every device",
+                )
+            ]
+        )
+    warnings = tuple(cfg.warnings) + tuple(f"CRL URL ignored: {entry}" for entry in crl.ignored)
+    state = desired_state(cfg, trust, devices, crl.urls)
+    return Prepared(cfg, trust, tuple(devices), crl, state, warnings)
 
 
 def availability_zones(cfg: BeaconConfig) -> list[str]:
@@ -75,7 +116,7 @@ def build(prepared: Prepared) -> dict[str, Any]:
     """Create every resource; return the stack outputs."""
     cfg = prepared.cfg
     zones = split_vpc(cfg.vpc_cidr, availability_zones(cfg))
-    allowlist = egress_allowlist(cfg)
+    allowlist = egress_allowlist(cfg, crl_hosts=prepared.crl.hosts)
     tags = base_tags(cfg)
 
     network = BeaconNetwork(
@@ -88,7 +129,7 @@ def build(prepared: Prepared) -> dict[str, Any]:
                 beacon_cidrs=[z.protected_cidr for z in zones],
                 agent_cidrs=cfg.allowed_ingress_cidrs,
                 allow_http=cfg.allow_http,
-                egress_ports=cfg.egress_ports,
+                egress_ports=prepared.egress_ports,
                 allowlist=allowlist,
             ),
             protection=cfg.protection,
@@ -121,7 +162,7 @@ def build(prepared: Prepared) -> dict[str, Any]:
                     root_volume_gb=cfg.root_volume_gb,
                     allowed_ingress_cidrs=cfg.allowed_ingress_cidrs,
                     allow_http=cfg.allow_http,
-                    egress_ports=cfg.egress_ports,
+                    egress_ports=prepared.egress_ports,
                     resolver_ip=vpc_resolver_ip(cfg.vpc_cidr),
                     name_prefix=cfg.name_prefix,
                     protection=cfg.protection,
@@ -157,7 +198,15 @@ def build(prepared: Prepared) -> dict[str, Any]:
         ),
     )
 
-    return {
+    outputs: dict[str, Any] = {}
+    if cfg.crl_hosting == "s3":
+        hosting = CrlHosting(
+            "crl",
+            CrlHostingArgs(bucket_name=cfg.crl_bucket_name, region=cfg.region, base_url=prepared.crl_hosting_url, tags=tags),
+        )
+        outputs["crlHosting"] = {"bucket": hosting.bucket.id, "baseUrl": hosting.base_url}
+
+    return outputs | {
         "vpcId": network.vpc.id,
         "firewallSubnetIds": [s.id for s in network.firewall_subnets],
         "protectedSubnetIds": [s.id for s in network.protected_subnets],
@@ -177,6 +226,7 @@ def build(prepared: Prepared) -> dict[str, Any]:
             "issuerRules": [m["rules"][0]["matchCriteria"] for m in prepared.iis_state["authentication"]["clientCertificateMapping"]["manyToOneMappings"] if m["permissionMode"] == "Allow"],
         },
         "egressAllowlist": allowlist,
+        "crlEgress": prepared.crl.as_output(),
         "beacons": [
             {
                 "name": f"beacon-{i + 1}",

@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .certs import common_name, issuing_cas, load_certificates
+from .certs import aia_urls, cdp_urls, common_name, issuing_cas, load_certificates
 from .config import ConfigIssue
 
 
@@ -104,3 +105,99 @@ def classify(cas: Sequence[LoadedCertificate]) -> tuple[ClientTrust | None, list
     if issues:
         return None, issues
     return ClientTrust(roots, intermediates, issuing), []
+
+
+# --- CRL egress: what the beacon must reach to check revocation --------------------------------
+
+@dataclass(frozen=True)
+class CrlEgress:
+    urls: tuple[str, ...]  # http(s) URLs the beacon fetches (CDPs, AIA caIssuers, explicit)
+    hosts: tuple[str, ...]  # their host names: the firewall's crl group
+    ports: tuple[int, ...]  # their TCP ports: security group and firewall handshake
+    sources: dict[str, list[str]]  # url -> where it came from
+    ignored: tuple[str, ...]  # URLs the beacon cannot use through the firewall, with why
+
+    def as_output(self) -> dict[str, Any]:
+        return {
+            "hosts": list(self.hosts),
+            "ports": list(self.ports),
+            "urls": list(self.urls),
+            "sources": {url: list(where) for url, where in sorted(self.sources.items())},
+            "ignored": list(self.ignored),
+        }
+
+
+def crl_hosting_base_url(bucket: str, region: str) -> str:
+    """Lab CRL hosting: the bucket's virtual-hosted S3 endpoint over plain http (CRLs are signed;
+    CryptoAPI fetches CDPs over http)."""
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"http://{bucket}.s3.{region}.{suffix}/"
+
+
+def crl_egress(
+    trust: ClientTrust,
+    sample_device: LoadedCertificate | None,
+    explicit_urls: Sequence[str],
+    hosting_base_url: str = "",
+) -> CrlEgress:
+    """Every URL the beacon needs for revocation and chain building, derived from the certificates.
+
+    CDPs of the CA certificates (the root's CRL, for the issuing CA), CDPs and AIA caIssuers of
+    the sample device certificate (the issuing CA's CRL), explicit crlUrls and the lab hosting
+    endpoint. ldap:// and file:// entries cannot pass the firewall's name filter and are listed
+    as ignored, as are URLs whose host is an IP address.
+    """
+    found: dict[str, list[str]] = {}
+
+    def add(url: str, source: str) -> None:
+        found.setdefault(url, [])
+        if source not in found[url]:
+            found[url].append(source)
+
+    for url in explicit_urls:
+        add(url, "crlUrls")
+    if hosting_base_url:
+        add(hosting_base_url, "crlHosting")
+    for ca in (*trust.intermediates, *trust.issuing):
+        for url in cdp_urls(ca.certificate):
+            add(url, f"CDP of {ca.subject}")
+    if sample_device is not None:
+        for url in cdp_urls(sample_device.certificate):
+            add(url, f"CDP of sample device {sample_device.subject}")
+        for url in aia_urls(sample_device.certificate, "caIssuers"):
+            add(url, f"AIA of sample device {sample_device.subject}")
+
+    urls, hosts, ports, ignored = [], set(), set(), []
+    for url in sorted(found):
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if parts.scheme not in ("http", "https"):
+            ignored.append(f"{url} ({parts.scheme or 'no scheme'}: only http/https CDPs pass the firewall; the beacon skips it after urlRetrievalTimeout)")
+            continue
+        if not host or host.replace(".", "").isdigit() or ":" in host:
+            ignored.append(f"{url} (host is not a DNS name: the firewall filters egress by name)")
+            continue
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            ignored.append(f"{url} (invalid port)")
+            continue
+        urls.append(url)
+        hosts.add(host)
+        ports.add(port)
+    return CrlEgress(
+        urls=tuple(urls),
+        hosts=tuple(sorted(hosts)),
+        ports=tuple(sorted(ports)),
+        sources={u: found[u] for u in urls},
+        ignored=tuple(ignored),
+    )
+
+
+def device_crl_known(egress: CrlEgress) -> bool:
+    """Is a CRL for the device certificates themselves reachable (not only the root's)?"""
+    return any(
+        source in ("crlUrls", "crlHosting") or source.startswith("CDP of sample device")
+        for where in egress.sources.values()
+        for source in where
+    )

@@ -80,6 +80,8 @@ class PlanMocks(pulumi.runtime.Mocks):
         state.setdefault("name", inputs.get("name") or f"{name}-{_digest(name, length=7)}")
         # IAM roles and profiles are identified by name; everything else by a typed id.
         rid = state["name"] if typ.startswith("aws:iam/") else _ID_PREFIX.get(typ, "") + _digest(typ, name)
+        if typ == "aws:s3/bucket:Bucket" and inputs.get("bucket"):
+            rid = state["bucket"] = inputs["bucket"]  # a bucket's id is its name
         service = typ.split(":")[1].split("/")[0]
         state["arn"] = f"arn:aws:{service}:{self.region}:{self.account}:{typ.split(':')[-1].lower()}/{state['name']}"
 

@@ -83,7 +83,14 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
 
     zones = [b for b in sorted({s["inputs"]["availabilityZone"] for s in resources if s["type"] == "aws:ec2/subnet:Subnet"})]
     layout = split_vpc(cfg.vpc_cidr, zones)
-    groups = rule_groups(cfg.vpc_cidr, [z.protected_cidr for z in layout], cfg.allowed_ingress_cidrs, cfg.allow_http, cfg.egress_ports, egress_allowlist(cfg))
+    groups = rule_groups(
+        cfg.vpc_cidr,
+        [z.protected_cidr for z in layout],
+        cfg.allowed_ingress_cidrs,
+        cfg.allow_http,
+        prepared.egress_ports,
+        egress_allowlist(cfg, crl_hosts=prepared.crl.hosts),
+    )
     rules_text = "".join(f"# rule group {g.key} (capacity {g.capacity}): {g.description}\n{g.rules_string}\n" for g in groups)
 
     out = out_root / stack
@@ -99,11 +106,12 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
         ) + "\n",
         "user-data.ps1": read_user_data(),
         "appcmd.txt": render_appcmd(prepared.iis_state),
+        "crl-egress.json": dump_json(prepared.crl.as_output()),
     }
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
 
-    warnings = list(cfg.warnings) + [msg for level, msg in run.log if level == "warning" and msg not in cfg.warnings]
+    warnings = list(prepared.warnings) + [msg for level, msg in run.log if level == "warning" and msg not in prepared.warnings]
     warnings += [f"data source {token} has no mock answer; its result is empty in this plan" for token in run.unknown_calls]
     return {
         "stack": stack,

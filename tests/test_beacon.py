@@ -149,7 +149,7 @@ def test_recover_alarm(topic: str) -> None:
 
 
 def test_other_partitions() -> None:
-    p = plan_stack("dev", {"aws:region": "cn-north-1", "crlUrls": [], "crlDomains": ["crl.example.cn"]})
+    p = plan_stack("dev", {"aws:region": "cn-north-1", "crlUrls": ["http://crl.example.cn/devices.crl"]})
     role = p.one("iam/role:Role", "beacon-1-role").inputs
     assert json.loads(role["assumeRolePolicy"])["Statement"][0]["Principal"]["Service"] == "ec2.amazonaws.com.cn"
     policy = json.loads(p.one("iam/rolePolicy:RolePolicy", "beacon-1-stack-read").inputs["policy"])

@@ -376,13 +376,15 @@ def test_egress_disabled_groups_switch_groups_off():
     cfg = load({"egressDisabledGroups": j(["windows-update", "crl"])}, "dev", REGION)
     enabled = {name: g.enabled for name, g in cfg.egress_groups.items()}
     assert enabled == {"crl": False, "flexera-parent": True, "aws-endpoints": True, "windows-update": False}
-    assert not any("CRL" in w for w in cfg.warnings)  # crl off: no revocation warning
+    # crl off while revocation checking is on: every device would get 403.13
+    assert any("crl egress group is off" in w and "403.13" in w for w in cfg.warnings)
+    quiet = load({"egressDisabledGroups": j(["crl"]), "revocationChecking": "false"}, "dev", REGION)
+    assert not any("crl egress" in w for w in quiet.warnings)
 
 
-def test_warnings_for_unassigned_owner_and_missing_crl():
+def test_warnings_for_unassigned_owner():
     cfg = load({}, "dev", REGION)
     assert any("owner/costCentre" in w and "unassigned" in w for w in cfg.warnings)
-    assert any("CRL" in w for w in cfg.warnings)
     assert any("unassigned" in w for w in load({"owner": "alice"}, "dev", REGION).warnings)  # costCentre still unassigned
     tidy = load({"owner": "alice", "costCentre": "cc-1", "crlDomains": j([".example.com"])}, "dev", REGION)
     assert tidy.warnings == ()

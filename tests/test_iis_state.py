@@ -52,7 +52,7 @@ def write(path: Path, *certs: x509.Certificate, der: bool = False) -> str:
 
 
 def state_for(tmp_path: Path, files: list[str], **overrides: str):
-    raw = {"clientCaCertificates": json.dumps(files), **overrides}
+    raw = {"clientCaCertificates": json.dumps(files), "crlUrls": '["http://crl.example.com/devices.crl"]', **overrides}
     return prepare(raw, "dev", "us-east-1", base=tmp_path)
 
 
