@@ -55,6 +55,8 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
     from components.iis_appcmd import render as render_appcmd
     from components.ssm_document import command_document, document_content, read_converge_script, read_user_data
     from components.stack import prepare
+    from scripts.cost import estimate as estimate_cost
+    from scripts.cost import load_prices
 
     document = read_stack_file(stack, stacks_dir)
     raw, region, secret_keys = beacon_config.stack_file_to_raw(document)
@@ -93,6 +95,8 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
     )
     rules_text = "".join(f"# rule group {g.key} (capacity {g.capacity}): {g.description}\n{g.rules_string}\n" for g in groups)
 
+    cost = estimate_cost(resources, cfg.region, load_prices())
+
     out = out_root / stack
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -107,6 +111,7 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
         "user-data.ps1": read_user_data(),
         "appcmd.txt": render_appcmd(prepared.iis_state),
         "crl-egress.json": dump_json(prepared.crl.as_output()),
+        "cost.json": dump_json(cost),
     }
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
@@ -120,6 +125,7 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
         "counts": Counter(r["type"] for r in resources if r["custom"]),
         "components": Counter(r["type"] for r in resources if not r["custom"]),
         "warnings": warnings,
+        "cost": cost,
     }
 
 
@@ -140,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"plan for stack {summary['stack']}: {total} resources in {sum(summary['components'].values())} components -> {summary['out']}")
     for typ, count in sorted(summary["counts"].items()):
         print(f"  {count:3d}  {typ}")
+    from scripts.cost import render as render_cost
+
+    for line in render_cost(summary["cost"]):
+        print(line)
     for warning in summary["warnings"]:
         print(f"warning: {warning}")
     print("wrote " + ", ".join(summary["files"]))
