@@ -7,6 +7,7 @@ equivalent commands an administrator would type (the manual article, step by ste
 
 from __future__ import annotations
 
+import re
 from typing import Any, Sequence
 
 from .certs import allow_mappings, deny_mappings
@@ -51,6 +52,11 @@ def trust_stores(trust: ClientTrust, exclusive: bool) -> list[dict[str, str]]:
     return entries
 
 
+def mapping_name(text: str) -> str:
+    """IIS mapping names are keys the converge script addresses as add[@name='...']: no quotes or brackets."""
+    return re.sub(r"['\[\]\x00-\x1f]", "", text)[:128]
+
+
 def many_to_one_mappings(
     trust: ClientTrust, extra_rules: Sequence[str], deny_rules: Sequence[str], include_organization: bool = False
 ) -> list[dict[str, Any]]:
@@ -65,7 +71,7 @@ def many_to_one_mappings(
         cn, deny_rule = rules[0].match_criteria, rules[-1]
         mappings.append(
             {
-                "name": f"Deny {number % max(len(deny_rules), 1) + 1} - {cn}"[:128],
+                "name": mapping_name(f"Deny {number % max(len(deny_rules), 1) + 1} - {cn}"),
                 "description": f"Deny devices of {cn} matching {deny_rule}"[:256],
                 "enabled": True,
                 "permissionMode": "Deny",
@@ -76,7 +82,7 @@ def many_to_one_mappings(
         cn = rules[0].match_criteria
         mappings.append(
             {
-                "name": f"Agents - {cn}"[:128],
+                "name": mapping_name(f"Agents - {cn}"),
                 "description": f"FlexNet agents with a certificate issued by {cn}"[:256],
                 "enabled": True,
                 "permissionMode": "Allow",

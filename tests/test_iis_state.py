@@ -214,3 +214,12 @@ def test_desired_state_has_no_secrets(tmp_path: Path) -> None:
     assert "password\"" not in text.lower().replace("passwordsecretarn", "")
     assert state["serverCertificate"]["pfxSecretArn"].startswith("arn:aws:secretsmanager:us-east-1:")
     assert load(raw, "prod", region).server_certificate_secret_arn == state["serverCertificate"]["pfxSecretArn"]
+
+
+def test_mapping_names_are_safe_keys(tmp_path: Path) -> None:
+    root, _ = make_cert("O'Brien [Devices] CA")
+    state = state_for(tmp_path, [write(tmp_path / "ca.pem", root)], denyMappingRules='["Subject.OU=X"]').iis_state
+    names = [m["name"] for m in state["authentication"]["clientCertificateMapping"]["manyToOneMappings"]]
+    assert names == ["Deny 1 - OBrien Devices CA", "Agents - OBrien Devices CA"]
+    # The rule still matches the CA's real CN.
+    assert state["authentication"]["clientCertificateMapping"]["manyToOneMappings"][1]["rules"][0]["matchCriteria"] == "O'Brien [Devices] CA"

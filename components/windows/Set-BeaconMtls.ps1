@@ -1,9 +1,8 @@
 <#
 Set-BeaconMtls.ps1: converge a FlexNet beacon (Windows Server 2022, IIS 10, Windows PowerShell 5.1)
 to the desired state of components/iis_state.py and print ONE JSON report on stdout.
-The state arrives as data only (-StatePath FILE or -StateBase64 TEXT); no value of it runs as code.
-Works saved as a file and embedded as  & { <this text> } -StateBase64 $b64 -ReportOnly:$r
-(no #Requires, $PSScriptRoot, dot-sourcing or $script: variables).
+The state is data only (-StatePath FILE or -StateBase64 TEXT); no value of it runs as code.
+Works as a file and embedded as  & { <this text> } -StateBase64 $b64 -ReportOnly:$r
 Exit codes: 0 compliant or converged, 1 failed, 3 drift found in report-only mode.
 #>
 [CmdletBinding()]
@@ -47,13 +46,9 @@ $report = [ordered]@{
 function Write-Log {
     param([string]$Message)
     try {
-        if ((Test-Path -LiteralPath $logFile) -and (Get-Item -LiteralPath $logFile).Length -gt 5242880) {
-            Move-Item -LiteralPath $logFile -Destination "$logFile.1" -Force
-        }
-        Add-Content -LiteralPath $logFile -Value ('{0} {1}' -f [DateTime]::UtcNow.ToString('o'), $Message) -Encoding UTF8
-    } catch {
-        Write-Verbose "log file not written: $($_.Exception.Message)"
-    }
+        if ((Test-Path -LiteralPath $logFile) -and (Get-Item -LiteralPath $logFile).Length -gt 5242880) { Move-Item -LiteralPath $logFile -Destination "$logFile.1" -Force }
+        Add-Content -LiteralPath $logFile -Value "$([DateTime]::UtcNow.ToString('o')) $Message" -Encoding UTF8
+    } catch { Write-Verbose "log not written: $($_.Exception.Message)" }
 }
 
 function Invoke-Converge {
@@ -68,7 +63,7 @@ function Invoke-Converge {
 }
 
 function Add-Problem {
-    # A condition the script cannot fix by itself: the run ends as failed and names it.
+    # Something the script cannot fix by itself: the run ends as failed and names it.
     param([string]$Message)
     [void]$problems.Add($Message)
     Write-Log "problem: $Message"
@@ -85,28 +80,21 @@ function ConvertTo-Bool {
     return ("$Value" -eq 'True')
 }
 
+function ConvertTo-NetshSwitch {
+    param($Value)
+    if (ConvertTo-Bool $Value) { return 'enable' }
+    return 'disable'
+}
+
 function Format-FlagSet {
     param($Value)
     return ((@("$Value" -split ',') | ForEach-Object { $_.Trim() } | Where-Object { $_ } | Sort-Object) -join ',')
 }
 
-function Get-OptionalValue {
-    # Keys that older desired-state producers may not write (crlUrls, logGroupName).
-    param($Object, [string]$Name)
-    if ($null -eq $Object) { return $null }
-    $property = $Object.PSObject.Properties[$Name]
-    if ($null -eq $property) { return $null }
-    return $property.Value
-}
-
 function Read-DesiredState {
-    if ($StateBase64) {
-        $text = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($StateBase64))
-    } elseif ($StatePath) {
-        $text = [IO.File]::ReadAllText($StatePath, [Text.Encoding]::UTF8)
-    } else {
-        throw 'no desired state: pass -StatePath FILE or -StateBase64 TEXT'
-    }
+    if ($StateBase64) { $text = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($StateBase64)) }
+    elseif ($StatePath) { $text = [IO.File]::ReadAllText($StatePath, [Text.Encoding]::UTF8) }
+    else { throw 'no desired state: pass -StatePath FILE or -StateBase64 TEXT' }
     return (ConvertFrom-Json -InputObject $text.TrimStart([char]0xFEFF))
 }
 
@@ -121,22 +109,21 @@ function Sync-Features {
     $wanted = @($state.features.install)
     $unwanted = @($state.features.remove)
     $known = @(Get-WindowsFeature -Name ($wanted + $unwanted))
-    $knownNames = @($known | ForEach-Object { $_.Name })
-    $unknown = @($wanted + $unwanted | Where-Object { $knownNames -notcontains $_ })
+    $unknown = @($wanted + $unwanted | Where-Object { @($known.Name) -notcontains $_ })
     if ($unknown.Count -gt 0) { throw "desired state names unknown Windows features: $($unknown -join ', ')" }
     $missing = @($known | Where-Object { $wanted -contains $_.Name -and -not $_.Installed } | ForEach-Object { $_.Name })
     $extra = @($known | Where-Object { $unwanted -contains $_.Name -and $_.Installed } | ForEach-Object { $_.Name })
     if ($missing.Count -gt 0) {
         Invoke-Converge "Windows features not installed: $($missing -join ', ')" {
             $result = Install-WindowsFeature -Name $missing
-            if (-not $result.Success) { throw "Install-WindowsFeature failed for $($missing -join ', '): $($result.ExitCode)" }
+            if (-not $result.Success) { throw "Install-WindowsFeature $($missing -join ', '): $($result.ExitCode)" }
             if ("$($result.RestartNeeded)" -eq 'Yes') { $report.rebootRequired = $true }
         }
     }
     if ($extra.Count -gt 0) {
-        Invoke-Converge "Windows features that must be absent are installed: $($extra -join ', ')" {
+        Invoke-Converge "Windows features that must be absent: $($extra -join ', ')" {
             $result = Uninstall-WindowsFeature -Name $extra
-            if (-not $result.Success) { throw "Uninstall-WindowsFeature failed for $($extra -join ', '): $($result.ExitCode)" }
+            if (-not $result.Success) { throw "Uninstall-WindowsFeature $($extra -join ', '): $($result.ExitCode)" }
             if ("$($result.RestartNeeded)" -eq 'Yes') { $report.rebootRequired = $true }
         }
     }
@@ -148,16 +135,14 @@ function Sync-BeaconInstaller {
     $installer = $state.beaconInstaller
     if ($null -eq $installer) { return }
     Assert-Match $installer.sha256 '^[0-9a-fA-F]{64}$' 'beaconInstaller.sha256'
-    if (-not ($installer.s3Uri -match '^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+\.(msi|exe))$')) {
-        throw "desired state: beaconInstaller.s3Uri '$($installer.s3Uri)' is not s3://bucket/key.msi|exe"
-    }
+    if (-not ($installer.s3Uri -match '^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+\.(msi|exe))$')) { throw "desired state: beaconInstaller.s3Uri '$($installer.s3Uri)' is not s3://bucket/key.msi|exe" }
     $bucket = $Matches[1]
     $key = $Matches[2]
     $kind = $Matches[3].ToLowerInvariant()
     $sha = $installer.sha256.ToUpperInvariant()
     $marker = Join-Path $dataDir "installer-$sha.done"
     if (Test-Path -LiteralPath $marker) { return }
-    Invoke-Converge "beacon installer $($installer.s3Uri) (SHA-256 $sha) not installed yet" {
+    Invoke-Converge "beacon installer $($installer.s3Uri) (SHA-256 $sha) not installed" {
         $work = Join-Path $dataDir 'installer'
         $null = New-Item -ItemType Directory -Path $work -Force
         $file = Join-Path $work "beacon-$sha.$kind"
@@ -165,7 +150,7 @@ function Sync-BeaconInstaller {
         $actual = (Get-FileHash -LiteralPath $file -Algorithm SHA256).Hash
         if ($actual -ne $sha) {
             Remove-Item -LiteralPath $file -Force
-            throw "beacon installer SHA-256 mismatch: downloaded $actual, desired $sha; it was deleted, not run"
+            throw "beacon installer SHA-256 is $actual, desired $($sha): deleted, not run"
         }
         $installerArgs = @($installer.arguments | Where-Object { $null -ne $_ } | ForEach-Object { [string]$_ })
         if ($kind -eq 'msi') {
@@ -176,11 +161,8 @@ function Sync-BeaconInstaller {
         } else {
             $process = Start-Process -FilePath $file -Wait -PassThru
         }
-        if (@(3010, 1641) -contains $process.ExitCode) {
-            $report.rebootRequired = $true
-        } elseif ($process.ExitCode -ne 0) {
-            throw "beacon installer exited with $($process.ExitCode)"
-        }
+        if (@(3010, 1641) -contains $process.ExitCode) { $report.rebootRequired = $true }
+        elseif ($process.ExitCode -ne 0) { throw "beacon installer exited with $($process.ExitCode)" }
         Set-Content -LiteralPath $marker -Value ([DateTime]::UtcNow.ToString('o')) -Encoding ASCII
     }
 }
@@ -194,31 +176,24 @@ function ConvertFrom-Pem {
 }
 
 function Sync-ServerCertificate {
-    # Returns the thumbprint HTTP.sys must present; imports the PFX from Secrets Manager if needed.
+    # The thumbprint HTTP.sys must present; imports the PFX from Secrets Manager when it is missing.
     $server = $state.serverCertificate
     if ($null -eq $server) {
         $current = Get-HttpSysBinding -IpPort $state.httpSys.ipPort
-        if ($null -eq $current -or -not $current.certHash) {
-            throw 'no server certificate: set serverCertificateSecretArn (and its password secret) or bind one in HTTP.sys'
-        }
-        [void]$report.warnings.Add('serverCertificate is not set: the certificate already bound in HTTP.sys stays')
-        return $current.certHash.ToUpperInvariant()
+        if ($null -eq $current) { throw 'no server certificate: set serverCertificateSecretArn (and its password secret) or bind one in HTTP.sys' }
+        [void]$report.warnings.Add('serverCertificate is not set: the certificate bound in HTTP.sys stays')
+        return $current.certhash.ToUpperInvariant()
     }
     Assert-Match $server.store '^My$' 'serverCertificate.store'
     $pfxSecret = Get-SecretValue -SecretId $server.pfxSecretArn
-    if ($null -ne $pfxSecret.SecretBinary) {
-        $pfxBytes = $pfxSecret.SecretBinary.ToArray()
-    } elseif ($pfxSecret.SecretString) {
-        $pfxBytes = [Convert]::FromBase64String($pfxSecret.SecretString)
-    } else {
-        throw "secret $($server.pfxSecretArn) is empty: store the PFX as a binary secret"
-    }
+    if ($null -ne $pfxSecret.SecretBinary) { $pfxBytes = $pfxSecret.SecretBinary.ToArray() }
+    elseif ($pfxSecret.SecretString) { $pfxBytes = [Convert]::FromBase64String($pfxSecret.SecretString) }
+    else { throw "secret $($server.pfxSecretArn) is empty: store the PFX as a binary secret" }
     $password = ConvertTo-SecureString -String (Get-SecretValue -SecretId $server.passwordSecretArn).SecretString -AsPlainText -Force
     $pfxFile = [IO.Path]::GetTempFileName()
     try {
         [IO.File]::WriteAllBytes($pfxFile, $pfxBytes)
-        $pfx = Get-PfxData -FilePath $pfxFile -Password $password
-        $leaf = @($pfx.EndEntityCertificates)[0]
+        $leaf = @((Get-PfxData -FilePath $pfxFile -Password $password).EndEntityCertificates)[0]
         if ($null -eq $leaf) { throw "the PFX in $($server.pfxSecretArn) holds no end-entity certificate" }
         $thumbprint = $leaf.Thumbprint.ToUpperInvariant()
         if (-not (Test-Path -LiteralPath "Cert:\LocalMachine\$($server.store)\$thumbprint")) {
@@ -226,9 +201,7 @@ function Sync-ServerCertificate {
                 $null = Import-PfxCertificate -FilePath $pfxFile -CertStoreLocation "Cert:\LocalMachine\$($server.store)" -Password $password
             }
         }
-    } finally {
-        Remove-Item -LiteralPath $pfxFile -Force -ErrorAction SilentlyContinue
-    }
+    } finally { Remove-Item -LiteralPath $pfxFile -Force -ErrorAction SilentlyContinue }
     $serverAuth = @($leaf.Extensions | Where-Object { $_.Oid.Value -eq '2.5.29.37' } | ForEach-Object { $_.EnhancedKeyUsages } | Where-Object { $_.Value -eq '1.3.6.1.5.5.7.3.1' })
     if ($serverAuth.Count -eq 0) { [void]$report.warnings.Add("server certificate $thumbprint has no Server Authentication EKU") }
     return $thumbprint
@@ -259,9 +232,9 @@ function Sync-TrustStores {
     }
     $report.checks.trustStores.certificates = @($seen)
     # Exclusive trust: only the desired issuing CAs may sit in ClientAuthIssuer.
-    $wantedIssuers = @($state.trustStores | Where-Object { $_.store -eq 'ClientAuthIssuer' } | ForEach-Object { $_.thumbprint })
-    if ($wantedIssuers.Count -gt 0 -and (Test-Path -LiteralPath 'Cert:\LocalMachine\ClientAuthIssuer')) {
-        foreach ($other in @(Get-ChildItem -LiteralPath 'Cert:\LocalMachine\ClientAuthIssuer' | Where-Object { $wantedIssuers -notcontains $_.Thumbprint })) {
+    $issuers = @($state.trustStores | Where-Object { $_.store -eq 'ClientAuthIssuer' } | ForEach-Object { $_.thumbprint })
+    if ($issuers.Count -gt 0 -and (Test-Path -LiteralPath 'Cert:\LocalMachine\ClientAuthIssuer')) {
+        foreach ($other in @(Get-ChildItem -LiteralPath 'Cert:\LocalMachine\ClientAuthIssuer' | Where-Object { $issuers -notcontains $_.Thumbprint })) {
             Invoke-Converge "unexpected $($other.Subject) ($($other.Thumbprint)) in LocalMachine\ClientAuthIssuer" {
                 Remove-Item -LiteralPath "Cert:\LocalMachine\ClientAuthIssuer\$($other.Thumbprint)"
             }
@@ -271,8 +244,7 @@ function Sync-TrustStores {
     $notRoots = @(Get-ChildItem -LiteralPath 'Cert:\LocalMachine\Root' | Where-Object { $_.Subject -ne $_.Issuer })
     $report.checks.trustStores.nonSelfSignedInRoot = @($notRoots | ForEach-Object { [ordered]@{ thumbprint = $_.Thumbprint; subject = $_.Subject; issuer = $_.Issuer } })
     if ($notRoots.Count -gt 0) {
-        $listed = @($notRoots | ForEach-Object { "$($_.Subject) [$($_.Thumbprint)] issued by $($_.Issuer)" }) -join '; '
-        Add-Problem "LocalMachine\Root holds certificates that are not self-signed (IIS answers 403.16); move them to LocalMachine\CA: $listed"
+        Add-Problem "LocalMachine\Root holds certificates that are not self-signed (403.16); move them to LocalMachine\CA: $(@($notRoots | ForEach-Object { "$($_.Subject) [$($_.Thumbprint)]" }) -join '; ')"
     }
 }
 
@@ -301,15 +273,14 @@ function Sync-SiteBinding {
     $report.checks.binding.bindingInformation = $information
     $binding = Get-WebBinding -Name $site -Protocol 'https' -Port $port | Where-Object { $_.bindingInformation -eq $information }
     if ($null -eq $binding) {
-        Invoke-Converge "site '$site' has no https binding $information" {
-            New-WebBinding -Name $site -Protocol 'https' -Port $port -IPAddress '*' -SslFlags 0
-        }
+        Invoke-Converge "site '$site' has no https binding $information" { New-WebBinding -Name $site -Protocol 'https' -Port $port -IPAddress '*' -SslFlags 0 }
     } elseif ("$($binding.sslFlags)" -notin @('0', 'None', '')) {
         Add-Problem "https binding $information of '$site' has sslFlags '$($binding.sslFlags)' (SNI/CCS): the 0.0.0.0 HTTP.sys binding does not apply"
     }
 }
 
 function Get-HttpSysBinding {
+    # netsh http show sslcert, read back under the names of netsh http add sslcert.
     param([string]$IpPort)
     $lines = & netsh.exe @('http', 'show', 'sslcert', "ipport=$IpPort")
     if ($LASTEXITCODE -ne 0) { return $null }
@@ -321,31 +292,25 @@ function Get-HttpSysBinding {
     $ctl = $raw['ctlstorename']
     if ($ctl -eq '(null)') { $ctl = $null }
     $readBack = [ordered]@{
-        ipPort = $IpPort
-        certHash = $raw['certificatehash']
-        appId = $raw['applicationid']
-        certStoreName = $raw['certificatestorename']
-        verifyClientCertRevocation = ($raw['verifyclientcertificaterevocation'] -eq 'Enabled')
-        verifyRevocationWithCachedClientCertOnly = ($raw['verifyrevocationusingcachedclientcertificateonly'] -eq 'Enabled')
-        usageCheck = ($raw['usagecheck'] -eq 'Enabled')
-        revocationFreshnessTime = [int]$raw['revocationfreshnesstime']
-        urlRetrievalTimeout = [int]$raw['urlretrievaltimeout']
-        sslCtlStoreName = $ctl
-        clientCertNegotiation = ($raw['negotiateclientcertificate'] -eq 'Enabled')
+        ipport = $IpPort
+        certhash = $raw['certificatehash']
+        appid = $raw['applicationid']
+        certstorename = $raw['certificatestorename']
+        verifyclientcertrevocation = (ConvertTo-NetshSwitch ($raw['verifyclientcertificaterevocation'] -eq 'Enabled'))
+        verifyrevocationwithcachedclientcertonly = (ConvertTo-NetshSwitch ($raw['verifyrevocationusingcachedclientcertificateonly'] -eq 'Enabled'))
+        usagecheck = (ConvertTo-NetshSwitch ($raw['usagecheck'] -eq 'Enabled'))
+        revocationfreshnesstime = [int]$raw['revocationfreshnesstime']
+        urlretrievaltimeout = [int]$raw['urlretrievaltimeout']
+        sslctlstorename = $ctl
+        clientcertnegotiation = (ConvertTo-NetshSwitch ($raw['negotiateclientcertificate'] -eq 'Enabled'))
     }
     return $readBack
-}
-
-function ConvertTo-NetshSwitch {
-    param($Value)
-    if (ConvertTo-Bool $Value) { return 'enable' }
-    return 'disable'
 }
 
 function Invoke-Netsh {
     param([string[]]$Arguments)
     $output = & netsh.exe @Arguments
-    if ($LASTEXITCODE -ne 0) { throw "netsh $($Arguments -join ' ') failed with exit code ${LASTEXITCODE}: $(@($output) -join ' ')" }
+    if ($LASTEXITCODE -ne 0) { throw "netsh $($Arguments -join ' ') failed ($LASTEXITCODE): $(@($output) -join ' ')" }
 }
 
 function Sync-HttpSys {
@@ -356,43 +321,35 @@ function Sync-HttpSys {
     Assert-Match $http.certStoreName '^[A-Za-z]+$' 'httpSys.certStoreName'
     if ($http.sslCtlStoreName) { Assert-Match $http.sslCtlStoreName '^[A-Za-z]+$' 'httpSys.sslCtlStoreName' }
     Assert-Match $Thumbprint '^[0-9A-F]{40}$' 'server certificate thumbprint'
+    # Every flag, every run: IIS rebinding and certificate renewal drop the netsh-only ones.
     $wanted = [ordered]@{
-        certHash = $Thumbprint
-        appId = $http.appId
-        certStoreName = $http.certStoreName
-        verifyClientCertRevocation = [bool]$http.verifyClientCertRevocation
-        verifyRevocationWithCachedClientCertOnly = [bool]$http.verifyRevocationWithCachedClientCertOnly
-        usageCheck = [bool]$http.usageCheck
-        revocationFreshnessTime = [int]$http.revocationFreshnessTime
-        urlRetrievalTimeout = [int]$http.urlRetrievalTimeout
-        sslCtlStoreName = $http.sslCtlStoreName
-        clientCertNegotiation = [bool]$http.clientCertNegotiation
+        ipport = $http.ipPort
+        certhash = $Thumbprint
+        appid = $http.appId
+        certstorename = $http.certStoreName
+        verifyclientcertrevocation = (ConvertTo-NetshSwitch $http.verifyClientCertRevocation)
+        verifyrevocationwithcachedclientcertonly = (ConvertTo-NetshSwitch $http.verifyRevocationWithCachedClientCertOnly)
+        usagecheck = (ConvertTo-NetshSwitch $http.usageCheck)
+        revocationfreshnesstime = [int]$http.revocationFreshnessTime
+        urlretrievaltimeout = [int]$http.urlRetrievalTimeout
+        sslctlstorename = $http.sslCtlStoreName
+        clientcertnegotiation = (ConvertTo-NetshSwitch $http.clientCertNegotiation)
     }
     $current = Get-HttpSysBinding -IpPort $http.ipPort
     $report.checks.httpSys = $current
     $differences = @(foreach ($name in $wanted.Keys) {
-        if ($null -eq $current) { "$name=(no binding)->$($wanted[$name])" }
+        if ($null -eq $current) { "$name=(none)->$($wanted[$name])" }
         elseif ("$($current[$name])" -ne "$($wanted[$name])") { "$name=$($current[$name])->$($wanted[$name])" }
     })
     if ($differences.Count -eq 0) { return }
     Invoke-Converge "HTTP.sys binding $($http.ipPort) differs: $($differences -join '; ')" {
-        $add = @('http', 'add', 'sslcert', "ipport=$($http.ipPort)", "certhash=$Thumbprint", "appid=$($http.appId)",
-            "certstorename=$($http.certStoreName)",
-            "verifyclientcertrevocation=$(ConvertTo-NetshSwitch $http.verifyClientCertRevocation)",
-            "verifyrevocationwithcachedclientcertonly=$(ConvertTo-NetshSwitch $http.verifyRevocationWithCachedClientCertOnly)",
-            "usagecheck=$(ConvertTo-NetshSwitch $http.usageCheck)",
-            "revocationfreshnesstime=$([int]$http.revocationFreshnessTime)",
-            "urlretrievaltimeout=$([int]$http.urlRetrievalTimeout)")
-        if ($http.sslCtlStoreName) { $add += "sslctlstorename=$($http.sslCtlStoreName)" }
-        $add += "clientcertnegotiation=$(ConvertTo-NetshSwitch $http.clientCertNegotiation)"
+        $add = @('http', 'add', 'sslcert') + @(foreach ($name in $wanted.Keys) { if ($null -ne $wanted[$name]) { "$name=$($wanted[$name])" } })
         if ($null -ne $current) { Invoke-Netsh -Arguments @('http', 'delete', 'sslcert', "ipport=$($http.ipPort)") }
-        try {
-            Invoke-Netsh -Arguments $add
-        } catch {
+        try { Invoke-Netsh -Arguments $add }
+        catch {
             if ($null -ne $current) {
                 # Put the previous certificate back so HTTPS keeps answering; the next run retries.
-                $restore = @('http', 'add', 'sslcert', "ipport=$($http.ipPort)", "certhash=$($current.certHash)", "appid=$($current.appId)", "certstorename=$($current.certStoreName)")
-                & netsh.exe @restore | Out-Null
+                & netsh.exe @('http', 'add', 'sslcert', "ipport=$($http.ipPort)", "certhash=$($current.certhash)", "appid=$($current.appid)", "certstorename=$($current.certstorename)") | Out-Null
             }
             throw
         }
@@ -400,7 +357,7 @@ function Sync-HttpSys {
     if (-not $reportOnlyMode) { $report.checks.httpSys = Get-HttpSysBinding -IpPort $http.ipPort }
 }
 
-# --- locked IIS sections (applicationHost.config, location paths)
+# --- locked IIS sections (applicationHost.config with location paths; web.config gives 500.19)
 
 function Sync-ConfigValue {
     param([string]$Location, [string]$Filter, [string]$Name, $Wanted)
@@ -409,7 +366,7 @@ function Sync-ConfigValue {
     if ($Wanted -is [bool]) { $same = ((ConvertTo-Bool $current) -eq $Wanted) }
     else { $same = ((Format-FlagSet $current) -eq (Format-FlagSet $Wanted)) }
     if ($same) { return $current }
-    Invoke-Converge "$Filter/@$Name at location '$Location' is '$current', desired '$Wanted'" {
+    Invoke-Converge "$Filter/@$Name at '$Location' is '$current', desired '$Wanted'" {
         Set-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter $Filter -Name $Name -Value $Wanted
     }
     if ($reportOnlyMode) { return $current }
@@ -418,14 +375,13 @@ function Sync-ConfigValue {
 
 function Sync-Sections {
     $mapping = $state.authentication.clientCertificateMapping
-    $site = $state.site.name
     foreach ($location in $state.site.locations) {
         $flags = Sync-ConfigValue -Location $location -Filter 'system.webServer/security/access' -Name 'sslFlags' -Wanted ([string]$state.access.sslFlags)
         $anonymous = Sync-ConfigValue -Location $location -Filter 'system.webServer/security/authentication/anonymousAuthentication' -Name 'enabled' -Wanted ([bool]$state.authentication.anonymousEnabled)
         $null = Sync-ConfigValue -Location $location -Filter $certMapFilter -Name 'enabled' -Wanted ([bool]$mapping.enabled)
         $null = Sync-ConfigValue -Location $location -Filter $certMapFilter -Name 'manyToOneCertificateMappingsEnabled' -Wanted ([bool]$mapping.manyToOneCertificateMappingsEnabled)
         $null = Sync-ConfigValue -Location $location -Filter $certMapFilter -Name 'oneToOneCertificateMappingsEnabled' -Wanted ([bool]$mapping.oneToOneCertificateMappingsEnabled)
-        if ($location -eq $site) {
+        if ($location -eq $state.site.name) {
             $report.checks.binding.sslFlags = "$flags"
             $report.checks.anonymousEnabled = (ConvertTo-Bool $anonymous)
         }
@@ -443,26 +399,23 @@ function New-RandomPassword {
         do {
             $bytes = New-Object -TypeName System.Byte[] -ArgumentList 96
             $rng.GetBytes($bytes)
-            $chars = @($bytes | Where-Object { $_ -lt $limit } | ForEach-Object { $alphabet[$_ % $alphabet.Length] })
-            $text = -join @($chars | Select-Object -First 40)
+            $text = -join @($bytes | Where-Object { $_ -lt $limit } | ForEach-Object { $alphabet[$_ % $alphabet.Length] } | Select-Object -First 40)
         } while ($text.Length -lt 40 -or $text -cnotmatch '[A-Z]' -or $text -cnotmatch '[a-z]' -or $text -notmatch '[0-9]' -or $text -notmatch '[^A-Za-z0-9]')
         return $text
-    } finally {
-        $rng.Dispose()
-    }
+    } finally { $rng.Dispose() }
 }
 
 function Get-MappedAccount {
-    # The account the mappings log devices on as; @{ userName; password (domain only); rewrite }.
+    # The account the mappings log devices on as: @{ type; name; userName; password; rewrite }.
     $account = $state.mappedAccount
     if ($account.type -eq 'domain') {
         Assert-Match $account.domain '^[A-Za-z0-9][A-Za-z0-9.-]{0,254}$' 'mappedAccount.domain'
         $secret = Get-SecretValue -SecretId $account.passwordSecretArn
         $versionFile = Join-Path $dataDir 'mapped-account-secret.version'
-        $knownVersion = $null
-        if (Test-Path -LiteralPath $versionFile) { $knownVersion = (Get-Content -LiteralPath $versionFile -Raw).Trim() }
+        $known = $null
+        if (Test-Path -LiteralPath $versionFile) { $known = (Get-Content -LiteralPath $versionFile -Raw).Trim() }
         return @{ type = 'domain'; name = $account.name; userName = "$($account.domain)\$($account.name)"; password = $secret.SecretString
-            rewrite = ($knownVersion -ne $secret.VersionId); version = $secret.VersionId; versionFile = $versionFile }
+            rewrite = ($known -ne $secret.VersionId); version = $secret.VersionId; versionFile = $versionFile }
     }
     if ($account.type -ne 'local') { throw "desired state: mappedAccount.type '$($account.type)' is not local or domain" }
     $result = @{ type = 'local'; name = $account.name; userName = $account.name; password = $null; rewrite = $false }
@@ -477,15 +430,10 @@ function Get-MappedAccount {
         $result.rewrite = $true
         return $result
     }
-    if (-not $user.Enabled) {
-        Invoke-Converge "local user $($account.name) is disabled" { Enable-LocalUser -Name $account.name }
-    }
-    if ($null -ne $user.PasswordExpires) {
-        Invoke-Converge "local user $($account.name) has an expiring password" { Set-LocalUser -Name $account.name -PasswordNeverExpires $true }
-    }
-    $admins = @(Get-LocalGroupMember -SID 'S-1-5-32-544' | Where-Object { $_.SID -eq $user.SID })
-    if ($admins.Count -gt 0) {
-        Invoke-Converge "local user $($account.name) is a member of Administrators" { Remove-LocalGroupMember -SID 'S-1-5-32-544' -Member $account.name }
+    if (-not $user.Enabled) { Invoke-Converge "local user $($account.name) is disabled" { Enable-LocalUser -Name $account.name } }
+    if ($null -ne $user.PasswordExpires) { Invoke-Converge "local user $($account.name) has an expiring password" { Set-LocalUser -Name $account.name -PasswordNeverExpires $true } }
+    if (@(Get-LocalGroupMember -SID 'S-1-5-32-544' | Where-Object { $_.SID -eq $user.SID }).Count -gt 0) {
+        Invoke-Converge "local user $($account.name) is in Administrators" { Remove-LocalGroupMember -SID 'S-1-5-32-544' -Member $account.name }
     }
     return $result
 }
@@ -506,12 +454,11 @@ function ConvertFrom-IisEnum {
 
 function Read-ManyToOne {
     param([string]$Location)
-    $items = @(Get-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter "$certMapFilter/manyToOneMappings" -Name 'Collection')
-    foreach ($item in $items) {
+    foreach ($item in @(Get-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter "$certMapFilter/manyToOneMappings" -Name 'Collection' | Where-Object { $null -ne $_ })) {
         $rules = @()
         if ("$($item.name)" -notmatch "['\[\]]") {
             $rules = @(Get-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter "$certMapFilter/manyToOneMappings/add[@name='$($item.name)']/rules" -Name 'Collection' |
-                ForEach-Object {
+                Where-Object { $null -ne $_ } | ForEach-Object {
                     [ordered]@{ certificateField = (ConvertFrom-IisEnum -Value $_.certificateField -Names 'Subject', 'Issuer'); certificateSubField = [string]$_.certificateSubField
                         matchCriteria = [string]$_.matchCriteria; compareCaseSensitive = (ConvertTo-Bool $_.compareCaseSensitive) }
                 })
@@ -523,8 +470,7 @@ function Read-ManyToOne {
 
 function Read-OneToOne {
     param([string]$Location)
-    $items = @(Get-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter "$certMapFilter/oneToOneMappings" -Name 'Collection')
-    foreach ($item in $items) {
+    foreach ($item in @(Get-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter "$certMapFilter/oneToOneMappings" -Name 'Collection' | Where-Object { $null -ne $_ })) {
         [ordered]@{ certificate = [string]$item.certificate; enabled = (ConvertTo-Bool $item.enabled); userName = [string]$item.userName }
     }
 }
@@ -532,24 +478,23 @@ function Read-OneToOne {
 function Write-Mappings {
     # Remove every current mapping and add the desired ones in one commit: never append duplicates.
     param([string]$Location, [object[]]$CurrentManyToOne, [object[]]$CurrentOneToOne, [object[]]$ManyToOne, [object[]]$OneToOne, [string]$Password)
-    $manyFilter = "$certMapFilter/manyToOneMappings"
-    $oneFilter = "$certMapFilter/oneToOneMappings"
+    $many = "$certMapFilter/manyToOneMappings"
+    $one = "$certMapFilter/oneToOneMappings"
     Start-WebCommitDelay
     $committed = $false
     try {
-        foreach ($old in $CurrentManyToOne) { Remove-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter $manyFilter -Name '.' -AtElement @{ name = $old.name } }
-        foreach ($old in $CurrentOneToOne) { Remove-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter $oneFilter -Name '.' -AtElement @{ certificate = $old.certificate } }
+        foreach ($old in $CurrentManyToOne) { Remove-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter $many -Name '.' -AtElement @{ name = $old.name } }
+        foreach ($old in $CurrentOneToOne) { Remove-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter $one -Name '.' -AtElement @{ certificate = $old.certificate } }
         foreach ($new in $ManyToOne) {
-            Add-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter $manyFilter -Name '.' -Value @{
+            Add-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter $many -Name '.' -Value @{
                 name = $new.name; description = $new.description; enabled = $new.enabled; permissionMode = $new.permissionMode; userName = $new.userName; password = $Password }
             foreach ($newRule in $new.rules) {
-                Add-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter "$manyFilter/add[@name='$($new.name)']/rules" -Name '.' -Value @{
+                Add-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter "$many/add[@name='$($new.name)']/rules" -Name '.' -Value @{
                     certificateField = $newRule.certificateField; certificateSubField = $newRule.certificateSubField; matchCriteria = $newRule.matchCriteria; compareCaseSensitive = $newRule.compareCaseSensitive }
             }
         }
         foreach ($new in $OneToOne) {
-            Add-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter $oneFilter -Name '.' -Value @{
-                certificate = $new.certificate; enabled = $new.enabled; userName = $new.userName; password = $Password }
+            Add-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter $one -Name '.' -Value @{ certificate = $new.certificate; enabled = $new.enabled; userName = $new.userName; password = $Password }
         }
         Stop-WebCommitDelay -Commit $true
         $committed = $true
@@ -572,26 +517,25 @@ function Sync-Mappings {
                     matchCriteria = [string]$desiredRule.matchCriteria; compareCaseSensitive = [bool]$desiredRule.compareCaseSensitive }
             }) }
     })
-    $wantedOne = @(foreach ($device in $mapping.oneToOneMappings) {
-        [ordered]@{ certificate = [string]$device.certificate; enabled = [bool]$device.enabled; userName = $mapped.userName }
-    })
+    $wantedOne = @(foreach ($device in $mapping.oneToOneMappings) { [ordered]@{ certificate = [string]$device.certificate; enabled = [bool]$device.enabled; userName = $mapped.userName } })
     $currentMany = @(Read-ManyToOne -Location $siteLocation)
     $currentOne = @(Read-OneToOne -Location $siteLocation)
+    # Same names, descriptions, flags, user names and rules in the same order (passwords are not compared).
     $sameMany = (ConvertTo-Json -InputObject $currentMany -Depth 6 -Compress) -eq (ConvertTo-Json -InputObject $wantedMany -Depth 6 -Compress)
     $sameOne = (ConvertTo-Json -InputObject $currentOne -Depth 4 -Compress) -eq (ConvertTo-Json -InputObject $wantedOne -Depth 4 -Compress)
     $pending = Test-Path -LiteralPath $pendingMarker
     $shown = $currentMany
     if (-not ($sameMany -and $sameOne) -or $mapped.rewrite -or $pending) {
         $why = @()
-        if (-not $sameMany) { $why += "many-to-one mappings [$(@($currentMany | ForEach-Object { $_.name }) -join ', ')] differ from [$(@($wantedMany | ForEach-Object { $_.name }) -join ', ')]" }
-        if (-not $sameOne) { $why += "one-to-one mappings: $($currentOne.Count) present, $($wantedOne.Count) desired" }
-        if ($mapped.rewrite) { $why += "the mapped account $($mapped.userName) is new or its password changed" }
+        if (-not $sameMany) { $why += "many-to-one [$(@($currentMany | ForEach-Object { $_.name }) -join ', ')] differ from [$(@($wantedMany | ForEach-Object { $_.name }) -join ', ')]" }
+        if (-not $sameOne) { $why += "one-to-one: $($currentOne.Count) present, $($wantedOne.Count) desired" }
+        if ($mapped.rewrite) { $why += "account $($mapped.userName) is new or its password changed" }
         if ($pending) { $why += 'a previous rewrite did not finish' }
         Invoke-Converge "client certificate mappings at '$siteLocation': $($why -join '; ')" {
             $null = New-Item -ItemType File -Path $pendingMarker -Force
             $password = $mapped.password
             if ($mapped.type -eq 'local' -and -not $password) {
-                # Rewriting the mappings resets the local account's password; it never leaves this instance.
+                # A rewrite resets the local account's password; it never leaves this instance.
                 $password = New-RandomPassword
                 Set-LocalUser -Name $mapped.name -Password (ConvertTo-SecureString -String $password -AsPlainText -Force)
             }
@@ -602,7 +546,7 @@ function Sync-Mappings {
         if (-not $reportOnlyMode) { $shown = $wantedMany }
     }
     $report.checks.mappings = @($shown | ForEach-Object { [ordered]@{ location = $siteLocation; name = $_.name; enabled = $_.enabled; permissionMode = $_.permissionMode; userName = $_.userName; rules = $_.rules } })
-    # The applications inherit the site's mappings; local entries under them would shadow the site's.
+    # The applications inherit the site's mappings; entries of their own would shadow the site's.
     $siteJson = ConvertTo-Json -InputObject @(Read-ManyToOne -Location $siteLocation) -Depth 6 -Compress
     foreach ($child in @($locations | Select-Object -Skip 1)) {
         if ((ConvertTo-Json -InputObject @(Read-ManyToOne -Location $child) -Depth 6 -Compress) -ne $siteJson) {
@@ -616,18 +560,13 @@ function Sync-Mappings {
 function Sync-RequestFiltering {
     $site = $state.site.name
     $filter = 'system.webServer/security/requestFiltering/fileExtensions'
-    $entries = @(Get-WebConfigurationProperty -PSPath $apphost -Location $site -Filter $filter -Name 'Collection')
+    $entries = @(Get-WebConfigurationProperty -PSPath $apphost -Location $site -Filter $filter -Name 'Collection' | Where-Object { $null -ne $_ })
     foreach ($extension in $state.requestFiltering.allowExtensions) {
         $entry = $entries | Where-Object { $_.fileExtension -eq $extension } | Select-Object -First 1
-        if ($null -eq $entry) {
-            Invoke-Converge "request filtering at '$site' does not list $extension as allowed" {
-                Add-WebConfigurationProperty -PSPath $apphost -Location $site -Filter $filter -Name '.' -Value @{ fileExtension = $extension; allowed = $true }
-            }
-        } elseif (-not (ConvertTo-Bool $entry.allowed)) {
-            Invoke-Converge "request filtering at '$site' denies $extension" {
-                Remove-WebConfigurationProperty -PSPath $apphost -Location $site -Filter $filter -Name '.' -AtElement @{ fileExtension = $extension }
-                Add-WebConfigurationProperty -PSPath $apphost -Location $site -Filter $filter -Name '.' -Value @{ fileExtension = $extension; allowed = $true }
-            }
+        if ($null -ne $entry -and (ConvertTo-Bool $entry.allowed)) { continue }
+        Invoke-Converge "request filtering at '$site' does not allow $extension" {
+            if ($null -ne $entry) { Remove-WebConfigurationProperty -PSPath $apphost -Location $site -Filter $filter -Name '.' -AtElement @{ fileExtension = $extension } }
+            Add-WebConfigurationProperty -PSPath $apphost -Location $site -Filter $filter -Name '.' -Value @{ fileExtension = $extension; allowed = $true }
         }
     }
 }
@@ -636,33 +575,26 @@ function Sync-RequestFiltering {
 
 function Test-CrlReachability {
     $urls = [Collections.ArrayList]::new()
-    foreach ($url in @(Get-OptionalValue -Object $state -Name 'crlUrls')) {
-        if ($url -and -not $urls.Contains([string]$url)) { [void]$urls.Add([string]$url) }
-    }
+    foreach ($crlUrl in $state.crlUrls) { if ($crlUrl -and -not $urls.Contains([string]$crlUrl)) { [void]$urls.Add([string]$crlUrl) } }
     foreach ($trust in $state.trustStores) {
-        $cdp = (ConvertFrom-Pem -Pem $trust.pem).Extensions | Where-Object { $_.Oid.Value -eq '2.5.29.31' }
-        foreach ($cdpExtension in @($cdp)) {
-            foreach ($match in [regex]::Matches($cdpExtension.Format($false), 'URL=(https?://[^\s,]+)')) {
-                $url = $match.Groups[1].Value
-                if (-not $urls.Contains($url)) { [void]$urls.Add($url) }
+        foreach ($cdp in @((ConvertFrom-Pem -Pem $trust.pem).Extensions | Where-Object { $_.Oid.Value -eq '2.5.29.31' })) {
+            foreach ($match in [regex]::Matches($cdp.Format($false), 'URL=(https?://[^\s,]+)')) {
+                if (-not $urls.Contains($match.Groups[1].Value)) { [void]$urls.Add($match.Groups[1].Value) }
             }
         }
     }
-    $results = [Collections.ArrayList]::new()
-    foreach ($url in $urls) {
+    $report.checks.crl = @(foreach ($url in $urls) {
         $entry = [ordered]@{ url = $url; reachable = $false; status = $null; error = $null }
         try {
-            $response = Invoke-WebRequest -Uri $url -Method Head -UseBasicParsing -TimeoutSec 15
-            $entry.status = [int]$response.StatusCode
+            $entry.status = [int](Invoke-WebRequest -Uri $url -Method Head -UseBasicParsing -TimeoutSec 15).StatusCode
             $entry.reachable = ($entry.status -ge 200 -and $entry.status -lt 300)
         } catch {
             $entry.error = $_.Exception.Message
             if ($null -ne $_.Exception.Response) { $entry.status = [int]$_.Exception.Response.StatusCode }
         }
         if (-not $entry.reachable) { [void]$report.warnings.Add("CRL $url is not reachable (devices would get 403.13): $($entry.error)") }
-        [void]$results.Add($entry)
-    }
-    $report.checks.crl = @($results)
+        $entry
+    })
 }
 
 # --- report
@@ -670,29 +602,25 @@ function Test-CrlReachability {
 function Send-Report {
     param([string]$Json, [string]$Group)
     $stream = $env:COMPUTERNAME
-    $region = Get-OptionalValue -Object $state -Name 'region'
-    try {
-        $null = New-CWLLogStream -LogGroupName $Group -LogStreamName $stream -Region $region
-    } catch {
-        if ($_.Exception.Message -notmatch 'already exists') { throw }
-    }
+    try { $null = New-CWLLogStream -LogGroupName $Group -LogStreamName $stream -Region $state.region }
+    catch { if ($_.Exception.Message -notmatch 'already exists') { throw } }
     $logEvent = New-Object -TypeName Amazon.CloudWatchLogs.Model.InputLogEvent
     $logEvent.Message = $Json
     $logEvent.Timestamp = [DateTime]::UtcNow
-    $null = Write-CWLLogEvent -LogGroupName $Group -LogStreamName $stream -LogEvent $logEvent -Region $region
+    $null = Write-CWLLogEvent -LogGroupName $Group -LogStreamName $stream -LogEvent $logEvent -Region $state.region
 }
 
 try {
     $null = New-Item -ItemType Directory -Path $dataDir -Force
-    Write-Log "start (reportOnly parameter: $reportOnlyMode)"
+    Write-Log "start (-ReportOnly: $reportOnlyMode)"
     $state = Read-DesiredState
     if ($state.schemaVersion -ne 1) { throw "desired state schemaVersion '$($state.schemaVersion)' is not supported (this script reads 1)" }
     $report.stack = $state.stack
     $reportOnlyMode = $reportOnlyMode -or [bool]$state.reportOnly
     $report.reportOnly = $reportOnlyMode
-    if (-not $LogGroupName) { $LogGroupName = Get-OptionalValue -Object $state -Name 'logGroupName' }
+    if (-not $LogGroupName) { $LogGroupName = $state.logGroupName }
     Sync-Features
-    if (-not (Get-Module -ListAvailable -Name 'WebAdministration')) { throw 'the WebAdministration module is missing (feature Web-Scripting-Tools not installed)' }
+    if (-not (Get-Module -ListAvailable -Name 'WebAdministration')) { throw 'the WebAdministration module is missing (feature Web-Scripting-Tools)' }
     Import-Module -Name 'WebAdministration'
     Sync-BeaconInstaller
     $thumbprint = Sync-ServerCertificate
@@ -700,8 +628,8 @@ try {
     Sync-Schannel
     Sync-SiteBinding
     Sync-HttpSys -Thumbprint $thumbprint
-    $bound = Get-Item -LiteralPath "Cert:\LocalMachine\My\$thumbprint" -ErrorAction SilentlyContinue
     $report.checks.binding.thumbprint = $thumbprint
+    $bound = Get-Item -LiteralPath "Cert:\LocalMachine\My\$thumbprint" -ErrorAction SilentlyContinue
     if ($null -ne $bound) {
         $report.checks.binding.subject = $bound.Subject
         $report.checks.binding.notAfter = $bound.NotAfter.ToUniversalTime().ToString('o')
@@ -720,16 +648,10 @@ try {
 }
 
 $exitCode = 0
-if ($report.error) {
-    $report.status = 'failed'
-    $exitCode = 1
-} elseif ($reportOnlyMode) {
-    if ($report.drift.Count -gt 0) { $report.status = 'drift'; $exitCode = 3 } else { $report.status = 'compliant' }
-} elseif ($report.changes.Count -gt 0) {
-    $report.status = 'converged'
-} else {
-    $report.status = 'compliant'
-}
+if ($report.error) { $report.status = 'failed'; $exitCode = 1 }
+elseif ($reportOnlyMode -and $report.drift.Count -gt 0) { $report.status = 'drift'; $exitCode = 3 }
+elseif (-not $reportOnlyMode -and $report.changes.Count -gt 0) { $report.status = 'converged' }
+else { $report.status = 'compliant' }
 $report.finishedAt = [DateTime]::UtcNow.ToString('o')
 $json = ConvertTo-Json -InputObject $report -Depth 8 -Compress
 if ($LogGroupName) {

@@ -1,0 +1,87 @@
+"""No private key, PFX blob or password in the repository, the plan artifacts or the mocked inputs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
+import datetime as dt
+
+from components.secret_scan import scan
+from conftest import ROOT
+
+# Files that describe the patterns themselves.
+SCANNER_FILES = {"components/secret_scan.py", "tests/test_secret_hygiene.py"}
+
+
+def _self_signed():
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")])
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def test_scanner_finds_what_it_must_and_spares_certificates() -> None:
+    key, cert = _self_signed()
+    pem_key = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    pfx = pkcs12.serialize_key_and_certificates(b"t", key, cert, None, serialization.BestAvailableEncryption(b"pw"))
+    assert [f.kind for f in scan(pem_key, "x")] == ["private key"]
+    assert [f.kind for f in scan(json.dumps({"blob": base64.b64encode(pfx).decode()}), "x")] == ["pkcs12 blob"]
+    assert [f.kind for f in scan('$password = "S3cret-value!"', "x")] == ["password"]
+    assert [f.kind for f in scan('"password": "hunter22"', "x")] == ["password"]
+    # Public certificates, placeholders and variables are not secrets.
+    assert scan(cert.public_bytes(serialization.Encoding.PEM).decode(), "x") == []
+    assert scan("password='<ACCOUNT PASSWORD>' $password = $generated password = ''", "x") == []
+
+
+def test_repository_has_no_secrets() -> None:
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    findings = []
+    for name in filter(None, files):
+        if name in SCANNER_FILES:
+            continue
+        path = ROOT / name
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        findings += scan(text, name)
+    assert findings == []
+
+
+@pytest.fixture(scope="module")
+def plan_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from scripts import plan
+
+    out = tmp_path_factory.mktemp("plan")
+    for stack in ("dev", "prod"):
+        plan.plan(stack, out)
+    return out
+
+
+def test_plan_artifacts_have_no_secrets(plan_artifacts: Path) -> None:
+    files = sorted(p for p in plan_artifacts.rglob("*") if p.is_file())
+    assert len(files) >= 20
+    findings = [f for p in files for f in scan(p.read_text(encoding="utf-8"), str(p.relative_to(plan_artifacts)))]
+    assert findings == []
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_mocked_resource_inputs_have_no_secrets(stack: str, request: pytest.FixtureRequest) -> None:
+    planned = request.getfixturevalue(stack)
+    findings = [f for r in planned.resources for f in scan(json.dumps(r.inputs), r.name)]
+    assert findings == []
