@@ -20,6 +20,9 @@ _PASSWORD = re.compile(
 )
 
 
+_REFERENCE = re.compile(r"[a-z][A-Za-z]*(?:Arn|Id|Name|Key|Path|Env)")
+
+
 @dataclass(frozen=True)
 class Finding:
     kind: str
@@ -45,5 +48,7 @@ def scan(text: str, where: str) -> list[Finding]:
         if _is_pkcs12(m.group(0)):
             findings.append(Finding("pkcs12 blob", where, m.group(0)[:24] + "..."))
     for m in _PASSWORD.finditer(text):
+        if _REFERENCE.fullmatch(m.group(1)):
+            continue  # a reference to where the password lives, e.g. "serverCertificatePasswordSecretArn"
         findings.append(Finding("password", where, m.group(0)[:40]))
     return findings

@@ -44,6 +44,7 @@ def test_scanner_finds_what_it_must_and_spares_certificates() -> None:
     # Public certificates, placeholders and variables are not secrets.
     assert scan(cert.public_bytes(serialization.Encoding.PEM).decode(), "x") == []
     assert scan("password='<ACCOUNT PASSWORD>' $password = $generated password = ''", "x") == []
+    assert scan('{"password": "serverCertificatePasswordSecretArn"}', "x") == []
 
 
 def test_repository_has_no_secrets() -> None:
