@@ -46,7 +46,7 @@ def run_command(script: str, state: Mapping[str, Any]) -> list[str]:
         "$reportOnly = '{{ ReportOnly }}' -eq 'true'",
         "& {",
         *script.splitlines(),
-        "} -StateBase64 $stateBase64 -ReportOnly:$reportOnly",
+        "} -EncodedState $stateBase64 -ReportOnly:$reportOnly",
         "exit $LASTEXITCODE",
     ]
 

@@ -126,7 +126,7 @@ def test_hostile_values_change_only_the_base64_literal(tmp_path, hostile: str) -
     """Only the data line differs between a plain and a hostile state; its alphabet is base64."""
     plain_state = {"site": {"name": "Default Web Site"}, "x": "plain"}
     hostile_state = {"site": {"name": hostile}, "x": hostile}
-    script = "[CmdletBinding()] param([string]$StateBase64, [switch]$ReportOnly)\nWrite-Output 'ok'\n"
+    script = "[CmdletBinding()] param([string]$EncodedState, [switch]$ReportOnly)\nWrite-Output 'ok'\n"
     plain = run_command(script, plain_state)
     evil = run_command(script, hostile_state)
     assert len(plain) == len(evil)
@@ -136,3 +136,31 @@ def test_hostile_values_change_only_the_base64_literal(tmp_path, hostile: str) -
     assert json.loads(base64.b64decode(evil[1].split("'")[1])) == json.loads(canonical_state(hostile_state))
     doc = command_document(script, hostile_state, 60)
     assert hostile not in json.dumps(doc, ensure_ascii=False)
+
+
+def _shape(text: str) -> list[str]:
+    from tests import ps_lint
+
+    tree = ps_lint.parse(text)
+    assert not ps_lint.defects(tree)
+    return [node.type for node in ps_lint.walk(tree.root_node)]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_hostile_state_leaves_the_syntax_tree_of_the_real_document_unchanged(prod: Planned, hostile: str) -> None:
+    """Every string of the real prod state replaced by a hostile one: the parsed tree keeps its shape."""
+    from components.ssm_document import read_converge_script
+
+    state = json.loads(base64.b64decode(next(
+        line for line in document_of(prod)["mainSteps"][0]["inputs"]["runCommand"] if line.startswith("$stateBase64")
+    ).split("'")[1]))
+
+    def poison(value):
+        if isinstance(value, dict):
+            return {k: poison(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [poison(v) for v in value]
+        return hostile if isinstance(value, str) else value
+
+    script = read_converge_script()
+    assert _shape("\n".join(run_command(script, state))) == _shape("\n".join(run_command(script, poison(state))))

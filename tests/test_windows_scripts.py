@@ -36,9 +36,9 @@ CONVERGE = WINDOWS / "Set-BeaconMtls.ps1"
 USER_DATA = WINDOWS / "user-data.ps1"
 EXAMPLE_REPORT = ROOT / "docs" / "examples" / "converge-report.json"
 SCRIPTS = sorted(WINDOWS.glob("*.ps1"))
-PARAMS = ["StatePath", "StateBase64", "ReportOnly", "LogGroupName"]
+PARAMS = ["StatePath", "EncodedState", "ReportOnly", "LogGroupName"]
 # The SSM document (components/ssm_document.py) runs the script exactly like this.
-WRAPPER = "& {{\n{script}\n}} -StateBase64 $b64 -ReportOnly:$r"
+WRAPPER = "& {{\n{script}\n}} -EncodedState $b64 -ReportOnly:$r"
 # Keys of the desired state the script deliberately does not read (descriptive only).
 INFORMATIONAL_KEYS = {
     "authentication.clientCertificateMapping.oneToOneMappings.[].thumbprint",
@@ -182,23 +182,10 @@ def test_defects_are_reported_for_broken_powershell() -> None:
     assert broken and all(d.kind in ("ERROR", "MISSING") for d in broken)
 
 
-def _upstream_59(defect: ps_lint.Defect, text: str) -> bool:
-    """tree-sitter-powershell #59: a parameter ending in a digit (-StateBase64) lexes as `4>` (MISSING '>')."""
-    line = text.splitlines()[defect.line - 1]
-    return defect.kind == "MISSING" and defect.text == ">" and "file_redirection_operator" in defect.ancestors and re.search(r"-\w*\d\b", line) is not None
-
-
 def test_parses_wrapped_as_the_ssm_document_runs_it(converge: str) -> None:
     wrapped = WRAPPER.format(script=converge)
     found = ps_lint.defects(ps_lint.parse(wrapped))
-    last_line = wrapped.count("\n") + 1
-    script_defects = [d for d in found if d.line != last_line]
-    assert not script_defects, "\n".join(map(str, script_defects))
-    # The wrapper's own line only trips the upstream lexer bug on '-StateBase64'; with a digit-free
-    # parameter name the very same text parses clean, so nothing else is wrong with it.
-    assert all(_upstream_59(d, wrapped) for d in found), "\n".join(map(str, found))
-    renamed = wrapped.replace("-StateBase64 $b64", "-StateBaseSixtyFour $b64")
-    assert not ps_lint.defects(ps_lint.parse(renamed))
+    assert not found, "\n".join(map(str, found))
 
 
 def test_parses_inside_the_leads_ssm_run_command(converge: str, states) -> None:
@@ -206,7 +193,7 @@ def test_parses_inside_the_leads_ssm_run_command(converge: str, states) -> None:
     text = "\n".join(run_command(converge, states["many-to-one-local"]))
     tree = ps_lint.parse(text)
     found = ps_lint.defects(tree)
-    assert all(_upstream_59(d, text) for d in found), "\n".join(map(str, found))
+    assert not found, "\n".join(map(str, found))
     block = next(n for n in ps_lint.walk(tree.root_node) if n.type == "script_block_expression")
     body = next(c for c in block.children if c.type == "script_block")
     assert body.children[0].type == "param_block"

@@ -1,12 +1,12 @@
 <#
 Set-BeaconMtls.ps1: converge a FlexNet beacon (Windows Server 2022, IIS 10, Windows PowerShell 5.1)
 to the desired state of components/iis_state.py and print ONE JSON report on stdout.
-The state is data only (-StatePath FILE or -StateBase64 TEXT); no value of it runs as code.
-Works as a file and embedded as  & { <this text> } -StateBase64 $b64 -ReportOnly:$r
+The state is data only (-StatePath FILE or -EncodedState TEXT); no value of it runs as code.
+Works as a file and embedded as  & { <this text> } -EncodedState $b64 -ReportOnly:$r
 Exit codes: 0 compliant or converged, 1 failed, 3 drift found in report-only mode.
 #>
 [CmdletBinding()]
-param([string]$StatePath, [string]$StateBase64, [switch]$ReportOnly, [string]$LogGroupName)
+param([string]$StatePath, [string]$EncodedState, [switch]$ReportOnly, [string]$LogGroupName)
 
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
@@ -92,9 +92,9 @@ function Format-FlagSet {
 }
 
 function Read-DesiredState {
-    if ($StateBase64) { $text = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($StateBase64)) }
+    if ($EncodedState) { $text = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($EncodedState)) }
     elseif ($StatePath) { $text = [IO.File]::ReadAllText($StatePath, [Text.Encoding]::UTF8) }
-    else { throw 'no desired state: pass -StatePath FILE or -StateBase64 TEXT' }
+    else { throw 'no desired state: pass -StatePath FILE or -EncodedState TEXT' }
     return (ConvertFrom-Json -InputObject $text.TrimStart([char]0xFEFF))
 }
 

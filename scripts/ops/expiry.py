@@ -1,0 +1,256 @@
+"""Time left on everything that locks agents out when it runs out: the beacon's certificate (from
+Secrets Manager), the CA certificates, the device certificates of a PKI directory, and each CRL
+as published at its CDP URL (an expired CRL makes IIS answer 403.13 to every device at once).
+
+Items: {kind, name, until, daysLeft, state, detail, source}. state: ok | window | expired |
+unreachable | invalid. Sorted by time left; unreachable/invalid CRLs first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+from urllib.parse import urlsplit
+
+from cryptography import x509
+
+from components import certs
+
+from .common import PROJECT, InputError, OpsError, days_left, iso, parse_time
+
+METRIC_NAMESPACE = "FlexNetBeacon"
+KINDS = ("server-certificate", "ca-certificate", "device-certificate", "crl")
+FETCH_LIMIT = 20 * 1024 * 1024
+
+
+@dataclass
+class Item:
+    kind: str
+    name: str
+    until: dt.datetime | None
+    source: str
+    state: str = "ok"
+    detail: str = ""
+    days: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "until": iso(self.until),
+            "daysLeft": None if self.days is None else round(self.days, 2),
+            "state": self.state,
+            "detail": self.detail,
+            "source": self.source,
+        }
+
+
+def judge(items: Iterable[Item], now: dt.datetime, warn_days: float, crl_warn_days: float) -> list[Item]:
+    result = []
+    for item in items:
+        if item.until is not None:
+            item.days = days_left(item.until, now)
+            window = crl_warn_days if item.kind == "crl" else warn_days
+            if item.state == "ok":
+                if item.days < 0:
+                    item.state = "expired"
+                elif item.days < window:
+                    item.state = "window"
+        result.append(item)
+    order = {"unreachable": 0, "invalid": 0}
+    return sorted(result, key=lambda i: (order.get(i.state, 1), i.days if i.days is not None else float("-inf"), i.kind, i.name))
+
+
+def certificate_item(kind: str, cert: x509.Certificate, source: str) -> Item:
+    name = certs.common_name(cert.subject) or cert.subject.rfc4514_string()
+    return Item(kind, name, cert.not_valid_after_utc, source, detail=f"thumbprint {certs.thumbprint(cert)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# PKI directory
+
+
+def pki_items(directory: str) -> tuple[list[Item], list[x509.Certificate], list[str], list[Item]]:
+    """(CA and device items, CA certificates, CRL URLs of the PKI, local CRL files)."""
+    root = Path(directory)
+    index_path = root / "index.json"
+    if not (root / "ca.pem").is_file() or not index_path.is_file():
+        raise InputError(f"--pki {root}: no CA there (ca.pem and index.json missing)")
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--pki {root}: index.json unreadable ({exc})") from None
+    items: list[Item] = []
+    cas: list[x509.Certificate] = []
+    for stem in ("ca", "root"):
+        path = root / f"{stem}.pem"
+        if path.is_file():
+            try:
+                found = certs.read_certificates(path)
+            except (OSError, ValueError) as exc:
+                raise InputError(f"--pki {path}: {exc}") from None
+            for cert in found:
+                cas.append(cert)
+                items.append(certificate_item("ca-certificate", cert, str(path)))
+    for name, entry in sorted((index.get("certificates") or {}).items()):
+        if not isinstance(entry, dict) or entry.get("status") != "valid":
+            continue
+        until = parse_time(entry.get("notAfter"))
+        kind = "device-certificate" if entry.get("kind") == "client" else "server-certificate"
+        items.append(Item(kind, name, until, f"{index_path} ({entry.get('kind')})", detail=f"serial {entry.get('serial')}"))
+    ca = index.get("ca") or {}
+    urls = [u for u in list(ca.get("crlUrls") or []) + list(ca.get("rootCrlUrls") or []) if isinstance(u, str)]
+    local: list[Item] = []
+    for stem in ("crl", "root-crl"):
+        path = root / f"{stem}.pem"
+        if path.is_file():
+            try:
+                for crl in certs.read_crls(path):
+                    local.append(crl_item(crl, f"local file {path} (must be published before nextUpdate)", cas))
+            except (OSError, ValueError) as exc:
+                local.append(Item("crl", str(path), None, str(path), "invalid", f"unreadable CRL ({exc})"))
+    return items, cas, urls, local
+
+
+# ---------------------------------------------------------------------------------------------
+# CRLs at their CDP URLs
+
+
+def fetch(url: str, timeout: float) -> bytes:
+    request = urllib.request.Request(url, headers={"User-Agent": f"{PROJECT}-ops"})
+    with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 (http CDP URLs by design)
+        return answer.read(FETCH_LIMIT)
+
+
+def _crl_number(crl: x509.CertificateRevocationList) -> int | None:
+    try:
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        return None
+
+
+def crl_item(crl: x509.CertificateRevocationList, source: str, cas: Sequence[x509.Certificate]) -> Item:
+    issuer = certs.common_name(crl.issuer) or crl.issuer.rfc4514_string()
+    number = _crl_number(crl)
+    item = Item("crl", f"CRL {number if number is not None else '?'} of {issuer}", crl.next_update_utc, source)
+    item.detail = f"thisUpdate {iso(crl.last_update_utc)}, {len(list(crl))} revoked"
+    if crl.next_update_utc is None:
+        item.state, item.detail = "invalid", item.detail + ", no nextUpdate"
+    signers = [c for c in cas if c.subject == crl.issuer]
+    if signers and not any(crl.is_signature_valid(c.public_key()) for c in signers):
+        item.state, item.detail = "invalid", f"signature does not verify with the CA '{issuer}' ({item.detail})"
+    return item
+
+
+def crl_url_items(urls: Sequence[str], cas: Sequence[x509.Certificate], timeout: float) -> list[Item]:
+    items = []
+    for url in urls:
+        if urlsplit(url).scheme not in ("http", "https"):
+            continue
+        try:
+            data = fetch(url, timeout)
+        except urllib.error.HTTPError as exc:
+            items.append(Item("crl", url, None, url, "unreachable", f"HTTP {exc.code} {exc.reason}: the beacon gets the same, devices get 403.13"))
+            continue
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            items.append(Item("crl", url, None, url, "unreachable", f"cannot fetch: {reason}"))
+            continue
+        try:
+            crls = certs.load_crls(data)
+        except ValueError:
+            try:
+                certs.load_certificates(data)
+                continue  # an AIA certificate URL listed with the CRL egress URLs: not a CRL
+            except ValueError:
+                items.append(Item("crl", url, None, url, "invalid", f"{len(data)} bytes that are neither a CRL nor a certificate"))
+                continue
+        for crl in crls:
+            items.append(crl_item(crl, url, cas))
+    return items
+
+
+def unpublished(local: Sequence[Item], published: Sequence[Item]) -> list[str]:
+    """Local CRLs newer than the published ones with the same issuer (publish them)."""
+    notes = []
+    for item in local:
+        if not item.name.startswith("CRL "):
+            continue
+        number_text, _, issuer = item.name[4:].partition(" of ")
+        same = [p for p in published if p.name.endswith(f" of {issuer}") and p.name.startswith("CRL ")]
+        for p in same:
+            theirs = p.name[4:].partition(" of ")[0]
+            if number_text.isdigit() and theirs.isdigit() and int(number_text) > int(theirs):
+                notes.append(f"{item.source.split(' ')[2]} holds CRL {number_text} of {issuer} but {p.source} serves CRL {theirs}: publish the new one")
+    return notes
+
+
+# ---------------------------------------------------------------------------------------------
+# CloudWatch
+
+
+def metric_data(items: Sequence[Item], stack: str, now: dt.datetime) -> list[dict[str, Any]]:
+    """DaysLeft per kind (the minimum: what an alarm needs) and per named item except devices
+    (one metric per device would cost more than it tells); CrlUnreachable as a count."""
+    data: list[dict[str, Any]] = []
+    for kind in KINDS:
+        values = [i.days for i in items if i.kind == kind and i.days is not None]
+        if values:
+            data.append({
+                "MetricName": "DaysLeft",
+                "Dimensions": [{"Name": "Stack", "Value": stack}, {"Name": "Kind", "Value": kind}],
+                "Timestamp": now,
+                "Value": round(min(values), 3),
+                "Unit": "None",
+            })
+    for item in items:
+        if item.kind == "device-certificate" or item.days is None:
+            continue
+        data.append({
+            "MetricName": "DaysLeft",
+            "Dimensions": [{"Name": "Stack", "Value": stack}, {"Name": "Kind", "Value": item.kind}, {"Name": "Name", "Value": item.name[:255]}],
+            "Timestamp": now,
+            "Value": round(item.days, 3),
+            "Unit": "None",
+        })
+    data.append({
+        "MetricName": "CrlUnreachable",
+        "Dimensions": [{"Name": "Stack", "Value": stack}],
+        "Timestamp": now,
+        "Value": float(sum(1 for i in items if i.kind == "crl" and i.state in ("unreachable", "invalid"))),
+        "Unit": "Count",
+    })
+    return data
+
+
+def put_metrics(aws: Any, data: Sequence[dict[str, Any]]) -> int:
+    cloudwatch = aws.client("cloudwatch")
+    for start in range(0, len(data), 500):
+        cloudwatch.put_metric_data(Namespace=METRIC_NAMESPACE, MetricData=list(data[start:start + 500]))
+    return len(data)
+
+
+def dedupe_urls(*groups: Iterable[str]) -> list[str]:
+    seen: list[str] = []
+    for group in groups:
+        for url in group:
+            if isinstance(url, str) and url and url not in seen:
+                seen.append(url)
+    return seen
+
+
+def check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(f"--crl-url: got {url!r}; expected an http(s):// URL")
+    return url
+
+
+def fail_if_empty(items: Sequence[Item]) -> None:
+    if not items:
+        raise OpsError("nothing to check: give --pki DIR, --stack (server certificate) or --crl-url URL")
