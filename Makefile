@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: plan plan-all test bench doctor clean docs
+.PHONY: plan plan-all test lint bench doctor clean docs
 
 $(VENV)/.installed-runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ plan-all: $(VENV)/.installed-runtime
 test: $(VENV)/.installed-dev
 	./.ci/install-debian-packages
 	$(PY) -m pytest -q
+
+## lint: static type gate (basedpyright over the program, components, scripts, policy)
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/basedpyright
 
 ## docs: regenerate the config block of Pulumi.yaml and the README table from components/config.py
 docs: $(VENV)/.installed-runtime

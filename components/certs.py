@@ -39,12 +39,13 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .mapping_rules import MappingRule, parse_rule
@@ -274,7 +275,7 @@ def eku_names(cert: x509.Certificate) -> list[str] | None:
     eku = _extension(cert, x509.ExtendedKeyUsage)
     if eku is None:
         return None
-    return [_EKU_NAMES.get(oid, oid.dotted_string) for oid in eku]
+    return [_EKU_NAMES.get(oid) or oid.dotted_string for oid in eku]
 
 
 def key_usage_names(cert: x509.Certificate) -> list[str] | None:
@@ -636,7 +637,8 @@ def revocation_problem(
         urls = cdp_urls(cert)
         where = f" (IIS would fetch {', '.join(urls)})" if urls else " (and the certificate has no CDP to fetch one from)"
         return "crl-missing", f"no CRL from '{who}' for '{_dn(cert.subject)}'{where}"
-    signed = [c for c in named if c.is_signature_valid(issuer.public_key())]
+    issuer_key = cast(CertificateIssuerPublicKeyTypes, issuer.public_key())
+    signed = [c for c in named if c.is_signature_valid(issuer_key)]
     if not signed:
         return "crl-invalid", f"the CRL named '{who}' does not verify with that CA's key"
     fresh = [c for c in signed if _fresh(c, at)]
@@ -662,6 +664,8 @@ def _describe_miss(cert: x509.Certificate, mappings: Sequence[Sequence[MappingRu
     # The mapping of this certificate's issuer explains best; else the first one.
     ordered = sorted(mappings, key=lambda m: 0 if m and rule_matches(cert, m[0]) else 1)
     rule = first_unmatched(cert, ordered[0])
+    if rule is None:  # the chosen mapping matches after all: nothing to explain
+        return "a mapping matches"
     name = cert.subject if rule.certificate_field == "Subject" else cert.issuer
     values = name_values(name, rule.certificate_sub_field)
     got = ", ".join(repr(v) for v in values) if values else "no such attribute"

@@ -58,9 +58,9 @@ def stack_policy(rule: rules.StackRule) -> StackValidationPolicy:
 
 def build_policies(stack_name: Callable[[], str] = current_stack) -> list[Policy]:
     """One policy per rule; stack_name is called at validation time (injectable for tests)."""
-    return [resource_policy(rule, stack_name) for rule in rules.RESOURCE_RULES] + [
-        stack_policy(rule) for rule in rules.STACK_RULES
-    ]
+    policies: list[Policy] = [resource_policy(rule, stack_name) for rule in rules.RESOURCE_RULES]
+    policies += [stack_policy(rule) for rule in rules.STACK_RULES]
+    return policies
 
 
 if __name__ == "__main__":

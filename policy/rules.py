@@ -253,7 +253,7 @@ _PASSWORD_PARAMETER = re.compile(
     r"(?:-(?:Password|PlainPassword)|ConvertTo-SecureString(?:\s+-String)?)\s+(?P<value>\\?\"[^\"\r\n\\]*\\?\"|'[^'\r\n]*')",
     re.IGNORECASE,
 )
-_CMDLET = re.compile(r"^[A-Za-z]+-[A-Za-z]\w*$")
+_CMDLET = re.compile(r"^[A-Z][A-Za-z]+-[A-Z][A-Za-z0-9]*$")  # Verb-Noun: a command, not a literal
 _REFERENCE_START = ("$", "(", "@", "{", "[", "%", "<", "&")
 _NOT_SECRETS = {"true", "false", "null", "none", "required", "optional", "yes", "no"}
 

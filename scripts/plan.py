@@ -130,7 +130,7 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.plan", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.plan", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--stack", required=True, help="stack name: reads stacks/Pulumi.<stack>.yaml")
     parser.add_argument("--out", default=str(ROOT / "build" / "plan"), help="output root (default build/plan)")
     args = parser.parse_args(argv)

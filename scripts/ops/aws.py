@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 import boto3
+import boto3.session
 import botocore.exceptions as bce
 from botocore.config import Config
 

@@ -14,10 +14,11 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, cast
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 
 from components import certs
 
@@ -37,6 +38,8 @@ class Item:
     state: str = "ok"
     detail: str = ""
     days: float | None = None
+    issuer: str = ""  # CRLs: the issuer's DN
+    number: int | None = None  # CRLs: the CRL number
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,8 +78,8 @@ def certificate_item(kind: str, cert: x509.Certificate, source: str) -> Item:
 # PKI directory
 
 
-def pki_items(directory: str) -> tuple[list[Item], list[x509.Certificate], list[str], list[Item]]:
-    """(CA and device items, CA certificates, CRL URLs of the PKI, local CRL files)."""
+def pki_items(directory: str) -> tuple[list[Item], list[x509.Certificate], list[str], list[tuple[str, Item]]]:
+    """(CA and device items, CA certificates, CRL URLs of the PKI, (path, item) of local CRL files)."""
     root = Path(directory)
     index_path = root / "index.json"
     if not (root / "ca.pem").is_file() or not index_path.is_file():
@@ -105,15 +108,15 @@ def pki_items(directory: str) -> tuple[list[Item], list[x509.Certificate], list[
         items.append(Item(kind, name, until, f"{index_path} ({entry.get('kind')})", detail=f"serial {entry.get('serial')}"))
     ca = index.get("ca") or {}
     urls = [u for u in list(ca.get("crlUrls") or []) + list(ca.get("rootCrlUrls") or []) if isinstance(u, str)]
-    local: list[Item] = []
+    local: list[tuple[str, Item]] = []
     for stem in ("crl", "root-crl"):
         path = root / f"{stem}.pem"
         if path.is_file():
             try:
                 for crl in certs.read_crls(path):
-                    local.append(crl_item(crl, f"local file {path} (must be published before nextUpdate)", cas))
+                    local.append((str(path), crl_item(crl, f"{path} (local; publish before nextUpdate)", cas)))
             except (OSError, ValueError) as exc:
-                local.append(Item("crl", str(path), None, str(path), "invalid", f"unreadable CRL ({exc})"))
+                local.append((str(path), Item("crl", str(path), None, str(path), "invalid", f"unreadable CRL ({exc})")))
     return items, cas, urls, local
 
 
@@ -138,11 +141,12 @@ def crl_item(crl: x509.CertificateRevocationList, source: str, cas: Sequence[x50
     issuer = certs.common_name(crl.issuer) or crl.issuer.rfc4514_string()
     number = _crl_number(crl)
     item = Item("crl", f"CRL {number if number is not None else '?'} of {issuer}", crl.next_update_utc, source)
+    item.issuer, item.number = crl.issuer.rfc4514_string(), number
     item.detail = f"thisUpdate {iso(crl.last_update_utc)}, {len(list(crl))} revoked"
     if crl.next_update_utc is None:
         item.state, item.detail = "invalid", item.detail + ", no nextUpdate"
     signers = [c for c in cas if c.subject == crl.issuer]
-    if signers and not any(crl.is_signature_valid(c.public_key()) for c in signers):
+    if signers and not any(crl.is_signature_valid(cast(CertificateIssuerPublicKeyTypes, c.public_key())) for c in signers):
         item.state, item.detail = "invalid", f"signature does not verify with the CA '{issuer}' ({item.detail})"
     return item
 
@@ -175,18 +179,13 @@ def crl_url_items(urls: Sequence[str], cas: Sequence[x509.Certificate], timeout:
     return items
 
 
-def unpublished(local: Sequence[Item], published: Sequence[Item]) -> list[str]:
-    """Local CRLs newer than the published ones with the same issuer (publish them)."""
+def unpublished(local: Sequence[tuple[str, Item]], published: Sequence[Item]) -> list[str]:
+    """Local CRLs (path, item) newer than the published ones of the same issuer: publish them."""
     notes = []
-    for item in local:
-        if not item.name.startswith("CRL "):
-            continue
-        number_text, _, issuer = item.name[4:].partition(" of ")
-        same = [p for p in published if p.name.endswith(f" of {issuer}") and p.name.startswith("CRL ")]
-        for p in same:
-            theirs = p.name[4:].partition(" of ")[0]
-            if number_text.isdigit() and theirs.isdigit() and int(number_text) > int(theirs):
-                notes.append(f"{item.source.split(' ')[2]} holds CRL {number_text} of {issuer} but {p.source} serves CRL {theirs}: publish the new one")
+    for path, item in local:
+        for served in published:
+            if served.issuer and served.issuer == item.issuer and item.number is not None and served.number is not None and item.number > served.number:
+                notes.append(f"{path} holds {item.name} but {served.source} serves CRL {served.number}: publish the new one")
     return notes
 
 

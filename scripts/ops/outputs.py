@@ -106,7 +106,8 @@ class StackOutputs:
                 raise InputError(f"stack outputs {self.source}: missing beacons[{number}].instanceId ({why})")
             if not _INSTANCE.match(instance_id):
                 raise InputError(f"stack outputs {self.source}: beacons[{number}].instanceId is {instance_id!r}; expected an EC2 instance id like i-0123456789abcdef0")
-            name = item.get("name") if isinstance(item.get("name"), str) and item.get("name") else f"beacon-{number + 1}"
+            given = item.get("name")
+            name = given if isinstance(given, str) and given else f"beacon-{number + 1}"
             hostname = item.get("hostname") or item.get("publicDns") or ""
             beacons.append(Beacon(name, instance_id, str(hostname).lower(), str(item.get("publicIp") or "")))
         return beacons

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, TypeGuard
 
 from .common import as_list, days_left, parse_time, short, table
 
@@ -42,7 +42,11 @@ class ReportError(ValueError):
     """No usable report in the output."""
 
 
-def looks_like_report(value: Any) -> bool:
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def looks_like_report(value: Any) -> TypeGuard[dict[str, Any]]:
     return isinstance(value, dict) and "status" in value and ("checks" in value or "schemaVersion" in value)
 
 
@@ -136,7 +140,7 @@ def httpsys_differences(current: Mapping[str, Any], wanted: Mapping[str, Any]) -
             same = _switch(have) == _switch(want)
         elif kind == "int":
             try:
-                same = int(have) == int(want)
+                same = have is not None and int(have) == int(want)
             except (TypeError, ValueError):
                 same = False
         elif want is None or want == "":
@@ -174,8 +178,8 @@ def evaluate(
     else:
         checks.append(Check("run", "fail", f"unknown status {status!r}", drift))
 
-    c = report.get("checks") if isinstance(report.get("checks"), dict) else {}
-    binding = c.get("binding") if isinstance(c.get("binding"), dict) else {}
+    c = _dict(report.get("checks"))
+    binding = _dict(c.get("binding"))
     thumb = str(binding.get("thumbprint") or "").upper() or None
     not_after = parse_time(binding.get("notAfter"))
     if not thumb:
@@ -251,7 +255,7 @@ def evaluate(
         summary = f"{http.get('ipport', '?')} certhash {short(http.get('certhash'))} " + " ".join(f"{k}={http.get(k)}" for k in shown if k in http)
         checks.append(Check("HTTP.sys", "fail" if differences else "ok", summary, differences))
 
-    stores = c.get("trustStores") if isinstance(c.get("trustStores"), dict) else {}
+    stores = _dict(c.get("trustStores"))
     entries = [e for e in as_list(stores.get("certificates")) if isinstance(e, dict)]
     absent = [e for e in entries if e.get("present") not in (True, "True", "true")]
     not_roots = [e for e in as_list(stores.get("nonSelfSignedInRoot")) if isinstance(e, dict)]

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from botocore.exceptions import ClientError
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, pkcs12
 
 from components import certs
 from scripts.pki.build import key_problem
@@ -121,9 +121,13 @@ def certificate_problems(pfx: ServerPfx, hostnames: Sequence[str], min_days: int
     problem = key_problem(pfx.key.public_key())
     if problem:
         problems.append(f"unsupported key {problem}")
-    elif pfx.key.public_key().public_numbers() != cert.public_key().public_numbers():
+    elif _spki(pfx.key.public_key()) != _spki(cert.public_key()):
         problems.append("the private key does not belong to the certificate")
     return problems
+
+
+def _spki(public_key: Any) -> bytes:
+    return public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 def certificate_facts(cert: x509.Certificate, now: dt.datetime) -> dict[str, Any]:
@@ -188,8 +192,8 @@ def upsert_secret(
             f"secret {name} is scheduled for deletion ({found['DeletedDate']}): restore it with "
             f"`aws secretsmanager restore-secret --secret-id {name} --region {aws.region}` and run this again"
         )
-    current = _current_value(sm, arn)
-    same = current is not None and current.get(field_name) == value
+    current = _current_value(sm, arn) or {}
+    same = current.get(field_name) == value
     if kms_key_id and found.get("KmsKeyId") != kms_key_id:
         made = sm.update_secret(SecretId=arn, KmsKeyId=kms_key_id, Description=description, **{field_name: value})
         action, version = "new-version", made.get("VersionId")

@@ -9,6 +9,7 @@ that ResponseCode: the report is read from stdout whatever the status.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import re
 import time
@@ -217,38 +218,47 @@ def digest_note(state: Mapping[str, Any] | None, expected: str | None, document:
     return ""
 
 
-def start_association(aws: Aws, association_id: str) -> float:
-    """StartAssociationsOnce; returns the epoch time just before the call."""
-    started = time.time()
+def _executions(aws: Aws, association_id: str) -> list[dict[str, Any]]:
+    try:
+        return aws.client("ssm").describe_association_executions(AssociationId=association_id, MaxResults=50).get("AssociationExecutions", [])
+    except ClientError as exc:
+        if error_code(exc) in ("AssociationDoesNotExist", "InvalidAssociation"):
+            raise OpsError(f"association {association_id} not found in {aws.region}: wrong region, or the stack outputs are stale") from None
+        raise
+
+
+def start_association(aws: Aws, association_id: str) -> set[str]:
+    """StartAssociationsOnce; returns the ids of the executions that existed before (new ones are
+    told apart by id, not by time, so the operator's clock does not matter)."""
+    before = {str(e.get("ExecutionId")) for e in _executions(aws, association_id)}
     try:
         aws.client("ssm").start_associations_once(AssociationIds=[association_id])
     except ClientError as exc:
         if error_code(exc) in ("AssociationDoesNotExist", "InvalidAssociation"):
             raise OpsError(f"association {association_id} not found in {aws.region}: wrong region, or the stack outputs are stale") from None
         raise
-    return started
+    return before
+
+
+def _created(item: Mapping[str, Any]) -> float:
+    created = item.get("CreatedTime")
+    parsed = created if isinstance(created, dt.datetime) else parse_time(created)
+    return parsed.timestamp() if parsed is not None else 0.0
 
 
 def wait_association(
-    aws: Aws, association_id: str, since: float, timeout: float, interval: float, progress: Progress
+    aws: Aws, association_id: str, known: set[str], timeout: float, interval: float, progress: Progress
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Wait for the association execution that started after `since`; (execution, its targets)."""
-    ssm = aws.client("ssm")
+    """Wait for the first execution that was not in `known` to finish; (execution, its targets)."""
     start = time.monotonic()
     last = ""
-    execution: dict[str, Any] | None = None
     while True:
-        found = ssm.describe_association_executions(AssociationId=association_id).get("AssociationExecutions", [])
-        fresh = []
-        for item in found:
-            created = item.get("CreatedTime")
-            moment = created.timestamp() if hasattr(created, "timestamp") else (parse_time(created).timestamp() if parse_time(created) else 0)
-            if moment >= since - 5:
-                fresh.append((moment, item))
-        execution = max(fresh, key=lambda pair: pair[0])[1] if fresh else None
-        status = execution.get("Status", "?") if execution else "not started"
+        fresh = [e for e in _executions(aws, association_id) if str(e.get("ExecutionId")) not in known]
+        execution = min(fresh, key=_created) if fresh else None
+        status = str(execution.get("Status", "?")) if execution else "not started"
+        detailed = execution.get("DetailedStatus") if execution else None
         elapsed = time.monotonic() - start
-        line = f"association {association_id}: {status}" + (f" ({execution.get('DetailedStatus')})" if execution and execution.get("DetailedStatus") else "")
+        line = f"association {association_id}: {status}" + (f" ({detailed})" if detailed else "")
         if line != last:
             progress(f"{line} ({elapsed:.0f} s)")
             last = line
@@ -260,7 +270,7 @@ def wait_association(
                 f"see aws ssm describe-association-executions --association-id {association_id} --region {aws.region}"
             )
         time.sleep(interval)
-    targets = ssm.describe_association_execution_targets(AssociationId=association_id, ExecutionId=execution["ExecutionId"]).get(
-        "AssociationExecutionTargets", []
-    )
+    targets = aws.client("ssm").describe_association_execution_targets(
+        AssociationId=association_id, ExecutionId=execution["ExecutionId"]
+    ).get("AssociationExecutionTargets", [])
     return execution, targets
