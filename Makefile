@@ -36,6 +36,10 @@ lint: $(VENV)/.installed-dev
 docs: $(VENV)/.installed-runtime
 	$(PY) -m scripts.configdoc --write
 
+## doctor: what a real deployment needs (Pulumi CLI, AWS credentials, region, backend) and what is missing; never fails
+doctor: $(VENV)/.installed-runtime
+	-$(PY) -m scripts.doctor $(DOCTOR_ARGS)
+
 bench: $(VENV)/.installed-dev
 	$(PY) -m bench.plan --write BENCHMARKS.md
 

@@ -453,6 +453,12 @@ def test_main_is_wiring_only():
     assert keywords["enforcement_level"] == "ENFORCEMENT" and "EnforcementLevel.MANDATORY" in source
 
 
+def test_review_doc_lists_every_policy():
+    text = (ROOT / "docs" / "review.md").read_text(encoding="utf-8")
+    for rule in (*rules.RESOURCE_RULES, *rules.STACK_RULES):
+        assert f"`{rule.name}`" in text, rule.name
+
+
 def test_policy_pack_yaml_and_requirements():
     document = yaml.safe_load((ROOT / "policy" / "PulumiPolicy.yaml").read_text(encoding="utf-8"))
     assert document["runtime"]["name"] == "python" and document["runtime"]["options"]["virtualenv"] == "venv"

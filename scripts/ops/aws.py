@@ -8,6 +8,7 @@ call, and readable errors.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -32,11 +33,15 @@ def new_session(profile: str | None, region: str | None) -> boto3.session.Sessio
     return boto3.session.Session(profile_name=profile, region_name=region)
 
 
+_known_regions: set[str] = set()
+
+
 def known_regions(session: boto3.session.Session) -> set[str]:
-    regions: set[str] = set()
-    for partition in session.get_available_partitions():
-        regions.update(session.get_available_regions("ssm", partition_name=partition))
-    return regions
+    """Regions of every partition in botocore's endpoint data (static: read once per process)."""
+    if not _known_regions:
+        for partition in session.get_available_partitions():
+            _known_regions.update(session.get_available_regions("ssm", partition_name=partition))
+    return _known_regions
 
 
 def check_region(region: str, session: boto3.session.Session, source: str) -> str:
@@ -61,11 +66,14 @@ class Aws:
             session = new_session(profile, region)
         except bce.ProfileNotFound:
             raise InputError(f"--profile/AWS_PROFILE: profile {profile or '(from AWS_PROFILE)'!r} is not in the AWS config or credentials file") from None
-        chosen = region or session.region_name
+        # AWS_REGION as the AWS CLI v2 reads it (before AWS_DEFAULT_REGION); botocore reads only the latter.
+        chosen = region or os.environ.get("AWS_REGION") or session.region_name
         if region:
             source = "--region"
+        elif os.environ.get("AWS_REGION"):
+            source = "AWS_REGION"
         elif chosen:
-            source = "the AWS configuration (AWS_REGION, AWS_DEFAULT_REGION or the profile)"
+            source = "the AWS configuration (AWS_DEFAULT_REGION or the profile)"
         else:
             source = ""
         if stack_region:
@@ -77,7 +85,7 @@ class Aws:
                 session = new_session(profile, stack_region)
                 chosen, source = stack_region, stack_region_source
         if not chosen:
-            raise InputError("no AWS region: pass --region REGION, set AWS_REGION, or give --stack-outputs (the region is read from its ARNs)")
+            raise InputError("no AWS region: pass --region REGION, set AWS_REGION (or AWS_DEFAULT_REGION), or give --stack-outputs (the region is read from its ARNs)")
         check_region(chosen, session, source)
         try:
             credentials = session.get_credentials()
@@ -136,7 +144,7 @@ def translate(exc: BaseException, region: str | None = None) -> OpsError:
     if isinstance(exc, bce.CredentialRetrievalError):
         return InputError(f"AWS credentials could not be loaded: {exc}")
     if isinstance(exc, bce.NoRegionError):
-        return InputError("no AWS region: pass --region REGION or set AWS_REGION")
+        return InputError("no AWS region: pass --region REGION or set AWS_REGION (or AWS_DEFAULT_REGION)")
     if isinstance(exc, bce.EndpointConnectionError):
         return OpsError(f"cannot reach the AWS endpoint {exc.kwargs.get('endpoint_url', '')}: no network, a proxy/firewall, a wrong region or a wrong AWS_ENDPOINT_URL")
     if isinstance(exc, (bce.ConnectTimeoutError, bce.ReadTimeoutError)):

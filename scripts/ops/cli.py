@@ -273,15 +273,15 @@ def cmd_expiry(ctx: Context) -> int:
     urls: list[str] = [expiry_mod.check_url(u) for u in args.crl_url or []]
     local: list[tuple[str, expiry_mod.Item]] = []
     notes: list[str] = []
-    if args.pki:
-        found, cas, pki_urls, local = expiry_mod.pki_items(args.pki)
-        items += found
-        urls = expiry_mod.dedupe_urls(urls, pki_urls)
     stack = args.stack or ctx.outputs.stack_name()
     if stack:
         stack = resolve_stack(stack, ctx.outputs, "expiry")
     if args.put_metrics and not stack:
         raise InputError("--put-metrics needs the stack name for the metric dimension: pass --stack NAME or --stack-outputs FILE")
+    if args.pki:
+        found, cas, pki_urls, local = expiry_mod.pki_items(args.pki)
+        items += found
+        urls = expiry_mod.dedupe_urls(urls, pki_urls)
     if stack and not args.no_server_cert:
         published = secrets_mod.read_published(ctx.aws, stack)
         if published is None:
@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     for target, suppress in ((parser, False), (common, True)):
         default = argparse.SUPPRESS if suppress else None
-        target.add_argument("--region", default=default, help="AWS region (default: from the stack outputs' ARNs, else AWS_REGION/profile)")
+        target.add_argument("--region", default=default, help="AWS region (default: from the stack outputs' ARNs, else AWS_REGION, AWS_DEFAULT_REGION or the profile)")
         target.add_argument("--profile", default=default, help="AWS profile (default: AWS_PROFILE / default chain)")
         target.add_argument("--stack-outputs", default=default, metavar="FILE", help="JSON of `pulumi stack output --json`")
         target.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False, help="machine-readable output")

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPub
 
 from components import certs
 
-from .common import PROJECT, InputError, OpsError, days_left, iso, parse_time
+from .common import PROJECT, InputError, days_left, iso, parse_time
 
 METRIC_NAMESPACE = "FlexNetBeacon"
 KINDS = ("server-certificate", "ca-certificate", "device-certificate", "crl")
@@ -252,4 +252,4 @@ def check_url(url: str) -> str:
 
 def fail_if_empty(items: Sequence[Item]) -> None:
     if not items:
-        raise OpsError("nothing to check: give --pki DIR, --stack (server certificate) or --crl-url URL")
+        raise InputError("nothing to check: give --pki DIR, --stack NAME or --stack-outputs FILE (server certificate), or --crl-url URL")

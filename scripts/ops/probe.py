@@ -186,12 +186,15 @@ def attempt(target: Target, ca: str, identity: Identity, tls12: bool = False, ti
                         if not chunk:
                             break
                         data += chunk
+                except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                    if not data:  # TLS 1.3: a refusal whose alert did not arrive before the close
+                        return Row(identity, label, "refused", "connection closed after the handshake without an HTTP answer")
                 except ssl.SSLError as exc:
                     if not data:  # TLS 1.3: the server's verdict on our certificate arrives after the handshake
                         return Row(identity, label, "refused", f"TLS alert after the handshake: {exc.reason or exc}")
                 except socket.timeout:
                     if not data:
-                        return Row(identity, label, "error", f"no HTTP answer within {timeout:.0f} s")
+                        return Row(identity, label, "error", f"no HTTP answer within {timeout:g} s")
                 except (ConnectionError, OSError) as exc:
                     if not data:
                         return Row(identity, label, "refused", f"connection reset without an HTTP answer ({type(exc).__name__})")

@@ -113,7 +113,7 @@ def run(
     if all(r["action"] == "unchanged" for r in published.values()):
         note(f"the secrets already hold this certificate ({pfx.thumbprint}); running the association anyway")
     known = start_association(aws, association_id)
-    note(f"association {association_id} started; waiting up to {timeout:.0f} s")
+    note(f"association {association_id} started; waiting up to {timeout:g} s")
     execution, targets = wait_association(aws, association_id, known, timeout, interval, note)
     verified = verify.run(
         aws,

@@ -139,7 +139,7 @@ def poll_invocations(
         if elapsed >= timeout:
             waiting = ", ".join(f"{i.beacon.name} ({i.beacon.instance_id}) {i.status}" for i in pending)
             raise OpsError(
-                f"command {command_id} timed out after {timeout:.0f} s waiting for {waiting}; "
+                f"command {command_id} timed out after {timeout:g} s waiting for {waiting}; "
                 f"see aws ssm list-command-invocations --command-id {command_id} --details --region {aws.region}"
             )
         time.sleep(interval)
@@ -266,7 +266,7 @@ def wait_association(
             break
         if elapsed >= timeout:
             raise OpsError(
-                f"association {association_id} timed out after {timeout:.0f} s ({status}); "
+                f"association {association_id} timed out after {timeout:g} s ({status}); "
                 f"see aws ssm describe-association-executions --association-id {association_id} --region {aws.region}"
             )
         time.sleep(interval)

@@ -103,7 +103,7 @@ def run(
         notes.append(stale)
     since_ms = int(time.time() * 1000) - 60_000
     command_id = send_report_only(aws, document, beacons, comment)
-    note(f"command {command_id} sent to {len(beacons)} beacon(s) (ReportOnly=true); waiting up to {timeout:.0f} s")
+    note(f"command {command_id} sent to {len(beacons)} beacon(s) (ReportOnly=true); waiting up to {timeout:g} s")
     invocations = poll_invocations(aws, command_id, beacons, timeout, interval, note)
     attach_reports(aws, invocations, log_group, since_ms)
     now = now_utc()

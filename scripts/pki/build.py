@@ -1,0 +1,284 @@
+"""Certificate, CRL and PKCS#12 builders (cryptography), free of files and argv."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+
+KEY_TYPES = ("ec", "rsa2048", "rsa3072")
+BACKDATE = dt.timedelta(minutes=5)  # tolerate clients whose clock is a little behind
+
+REASONS = {
+    "unspecified": x509.ReasonFlags.unspecified,
+    "keyCompromise": x509.ReasonFlags.key_compromise,
+    "superseded": x509.ReasonFlags.superseded,
+    "cessationOfOperation": x509.ReasonFlags.cessation_of_operation,
+    "affiliationChanged": x509.ReasonFlags.affiliation_changed,
+}
+
+
+def new_key(kind: str) -> Any:
+    if kind == "ec":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind == "rsa2048":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if kind == "rsa3072":
+        return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    raise ValueError(f"key type {kind!r}; expected one of {', '.join(KEY_TYPES)}")
+
+
+def is_rsa(public_key: Any) -> bool:
+    return isinstance(public_key, rsa.RSAPublicKey)
+
+
+def key_problem(public_key: Any) -> str | None:
+    """Keys SChannel accepts for client authentication: RSA >= 2048, EC P-256/384/521."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return None if public_key.key_size >= 2048 else f"RSA {public_key.key_size} (at least 2048 bits)"
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        ok = public_key.curve.name in ("secp256r1", "secp384r1", "secp521r1")
+        return None if ok else f"EC curve {public_key.curve.name} (P-256, P-384 or P-521)"
+    return f"{type(public_key).__name__} (RSA or EC P-256/384/521)"
+
+
+def make_name(cn: str, o: str | None = None, ou: str | None = None, c: str | None = None) -> x509.Name:
+    attrs = []
+    if c:
+        attrs.append(x509.NameAttribute(NameOID.COUNTRY_NAME, c))
+    if o:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, o))
+    if ou:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou))
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+    return x509.Name(attrs)
+
+
+@dataclass
+class Profile:
+    """What goes into one certificate besides subject and key."""
+
+    days: int
+    ca: bool = False
+    path_length: int | None = None
+    eku: Sequence[x509.ObjectIdentifier] = ()
+    dns: Sequence[str] = ()
+    ips: Sequence[str] = ()
+    crl_urls: Sequence[str] = ()
+    aia_urls: Sequence[str] = ()
+    extra: list[x509.ExtensionType] = field(default_factory=list)
+
+
+def _naive_utc(moment: dt.datetime) -> dt.datetime:
+    """cryptography's builders take naive UTC (their setters convert; the constructors do not)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return moment
+
+
+class CertificateTemplate:
+    """Everything of a profile that does not change from one certificate to the next, computed
+    once: the issuer name, AKI, CDP, AIA, EKU and the two keyUsage variants (RSA or not).
+
+    ``sign`` then builds each certificate with one CertificateBuilder constructed with its full
+    extension list (the fluent ``add_extension`` copies the builder and re-checks duplicates on
+    every call). The constant extensions are DER-encoded once and passed as raw values
+    (UnrecognizedExtension carries bytes), which spares re-encoding them for every certificate;
+    the certificate bytes are the same (tests/test_pki.py compares). Extension order and content
+    are those of :func:`build_certificate`."""
+
+    def __init__(self, profile: Profile, issuer: x509.Certificate | None, issuer_key: Any):
+        self.profile = profile
+        self.issuer = issuer
+        self.issuer_key = issuer_key
+        self.issuer_not_after = issuer.not_valid_after_utc if issuer is not None else None
+        self.basic = x509.Extension(
+            x509.BasicConstraints.oid, True,
+            x509.BasicConstraints(ca=profile.ca, path_length=profile.path_length if profile.ca else None),
+        )
+        self.usage = {rsa_key: x509.Extension(x509.KeyUsage.oid, True, _key_usage(profile.ca, rsa_key)) for rsa_key in (False, True)}
+        tail: list[x509.Extension[x509.ExtensionType]] = []
+        if issuer is not None:
+            ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+            tail.append(x509.Extension(aki.oid, False, aki))
+        if profile.crl_urls:
+            points = [x509.DistributionPoint([x509.UniformResourceIdentifier(u)], None, None, None) for u in profile.crl_urls]
+            tail.append(x509.Extension(x509.CRLDistributionPoints.oid, False, x509.CRLDistributionPoints(points)))
+        if profile.aia_urls:
+            access = [x509.AccessDescription(AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(u)) for u in profile.aia_urls]
+            tail.append(x509.Extension(x509.AuthorityInformationAccess.oid, False, x509.AuthorityInformationAccess(access)))
+        for extra in profile.extra:
+            tail.append(x509.Extension(extra.oid, False, extra))
+        self.tail = tail
+        self.middle: list[x509.Extension[x509.ExtensionType]] = []
+        if profile.eku:
+            self.middle.append(x509.Extension(x509.ExtendedKeyUsage.oid, False, x509.ExtendedKeyUsage(list(profile.eku))))
+        if profile.dns or profile.ips:
+            names: list[x509.GeneralName] = [x509.DNSName(d) for d in profile.dns]
+            names += [x509.IPAddress(ipaddress.ip_address(i)) for i in profile.ips]
+            self.middle.append(x509.Extension(x509.SubjectAlternativeName.oid, False, x509.SubjectAlternativeName(names)))
+        oids = [e.oid for e in (self.basic, self.usage[False], *self.middle, *tail)]
+        if len(set(oids)) != len(oids) or x509.SubjectKeyIdentifier.oid in oids:
+            raise ValueError("duplicate extension in the certificate profile")
+        self.basic = _pre_encoded(self.basic)
+        self.usage = {k: _pre_encoded(v) for k, v in self.usage.items()}
+        self.middle = [_pre_encoded(e) for e in self.middle]
+        self.tail = [_pre_encoded(e) for e in self.tail]
+
+    def validity(self, now: dt.datetime) -> tuple[dt.datetime, dt.datetime, bool]:
+        """(notBefore, notAfter, clamped): backdated a little, cut to the issuer's notAfter."""
+        not_before = now - BACKDATE
+        not_after = now + dt.timedelta(days=self.profile.days)
+        if self.issuer_not_after is not None and not_after > self.issuer_not_after:
+            return not_before, self.issuer_not_after, True
+        return not_before, not_after, False
+
+    def sign(self, subject: x509.Name, public_key: Any, now: dt.datetime) -> tuple[x509.Certificate, bool]:
+        not_before, not_after, clamped = self.validity(now)
+        if not_after <= not_before:
+            raise ValueError(f"the issuer's validity ended {self.issuer_not_after}: nothing can be issued from it")
+        extensions = [
+            self.basic,
+            self.usage[is_rsa(public_key)],
+            *self.middle,
+            _subject_key_identifier(public_key),
+            *self.tail,
+        ]
+        builder = x509.CertificateBuilder(
+            issuer_name=self.issuer.subject if self.issuer is not None else subject,
+            subject_name=subject,
+            public_key=public_key,
+            serial_number=x509.random_serial_number(),
+            not_valid_before=_naive_utc(not_before),
+            not_valid_after=_naive_utc(not_after),
+            extensions=extensions,
+        )
+        return builder.sign(self.issuer_key, hashes.SHA256()), clamped
+
+
+def _pre_encoded(extension: x509.Extension[x509.ExtensionType]) -> x509.Extension[x509.ExtensionType]:
+    """The same extension with its value as DER bytes (encoded once, copied into each certificate)."""
+    try:
+        der = extension.value.public_bytes()
+    except (AttributeError, NotImplementedError, ValueError):
+        return extension
+    return x509.Extension(extension.oid, extension.critical, x509.UnrecognizedExtension(extension.oid, der))
+
+
+_SKI_OID = x509.SubjectKeyIdentifier.oid
+
+
+def _subject_key_identifier(public_key: Any) -> x509.Extension[x509.ExtensionType]:
+    """RFC 5280 4.2.1.2 method 1 (SHA-1 of the subjectPublicKey bits), as
+    SubjectKeyIdentifier.from_public_key computes it; for EC keys the bits are the X9.62
+    uncompressed point, hashed directly (the common case in bulk issue)."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        point = public_key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        digest = hashlib.sha1(point).digest()  # noqa: S324 - the key identifier, not a signature
+        return x509.Extension(_SKI_OID, False, x509.UnrecognizedExtension(_SKI_OID, b"\x04\x14" + digest))
+    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)
+    return x509.Extension(_SKI_OID, False, ski)
+
+
+def _key_usage(ca: bool, rsa_key: bool) -> x509.KeyUsage:
+    if ca:
+        usage = dict(digital_signature=False, key_cert_sign=True, crl_sign=True, key_encipherment=False)
+    else:
+        usage = dict(digital_signature=True, key_cert_sign=False, crl_sign=False, key_encipherment=rsa_key)
+    return x509.KeyUsage(content_commitment=False, data_encipherment=False, key_agreement=False, encipher_only=False, decipher_only=False, **usage)
+
+
+def build_certificate(
+    subject: x509.Name,
+    public_key: Any,
+    profile: Profile,
+    issuer: x509.Certificate | None,
+    issuer_key: Any,
+    now: dt.datetime,
+) -> tuple[x509.Certificate, bool]:
+    """Sign a certificate. issuer None: self-signed. Returns (cert, clamped) where clamped says the
+    validity was cut to the issuer's notAfter."""
+    return CertificateTemplate(profile, issuer, issuer_key).sign(subject, public_key, now)
+
+
+SERVER_EKU = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+CLIENT_EKU = (ExtendedKeyUsageOID.CLIENT_AUTH,)
+
+
+_REASON_EXTENSIONS: dict[str, list[x509.Extension[x509.ExtensionType]]] = {
+    name: [] if name == "unspecified" else [x509.Extension(x509.CRLReason.oid, False, x509.CRLReason(flag))]
+    for name, flag in REASONS.items()
+}
+_MAX_SERIAL = 1 << 159  # RFC 5280: at most 20 octets, positive
+
+
+def revoked_entry(serial: int, date: dt.datetime, reason: str) -> x509.RevokedCertificate:
+    """One CRL entry. 'unspecified' carries no reasonCode (RFC 5280 5.3.1)."""
+    if not 0 < serial < _MAX_SERIAL:
+        raise ValueError(f"serial {serial:x}: not a positive number of at most 159 bits")
+    if reason not in _REASON_EXTENSIONS:
+        raise ValueError(f"reason {reason!r}; expected one of {', '.join(REASONS)}")
+    return x509.RevokedCertificateBuilder(serial, _naive_utc(date), _REASON_EXTENSIONS[reason]).build()
+
+
+def build_crl(
+    issuer: x509.Certificate,
+    issuer_key: Any,
+    number: int,
+    revoked: Sequence[tuple[int, dt.datetime, str]],
+    last_update: dt.datetime,
+    next_update: dt.datetime,
+) -> x509.CertificateRevocationList:
+    """revoked: (serial, date, reason name), listed by serial. 'unspecified' carries no reasonCode.
+
+    The builder is constructed once with the whole list: ``add_revoked_certificate`` returns a
+    new builder holding a copy of the list, which makes n entries cost O(n^2) (minutes for
+    100,000)."""
+    ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    if next_update <= last_update:
+        raise ValueError("nextUpdate must be after lastUpdate")
+    entries = [revoked_entry(serial, date, reason) for serial, date, reason in sorted(revoked, key=lambda item: item[0])]
+    builder = x509.CertificateRevocationListBuilder(
+        issuer_name=issuer.subject,
+        last_update=_naive_utc(last_update),
+        next_update=_naive_utc(next_update),
+        extensions=[x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(number)), x509.Extension(aki.oid, False, aki)],
+        revoked_certificates=entries,
+    )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def crl_files(crl: x509.CertificateRevocationList) -> tuple[bytes, bytes]:
+    """(PEM, DER). The PEM is made from the DER (one serialisation of a large CRL, not two);
+    byte for byte what ``public_bytes(Encoding.PEM)`` gives."""
+    der = crl.public_bytes(serialization.Encoding.DER)
+    return pem_armor(der, "X509 CRL"), der
+
+
+def pem_armor(der: bytes, label: str) -> bytes:
+    text = base64.b64encode(der)
+    lines = [text[i:i + 64] for i in range(0, len(text), 64)]
+    return b"-----BEGIN " + label.encode() + b"-----\n" + b"\n".join(lines) + b"\n-----END " + label.encode() + b"-----\n"
+
+
+def pkcs12_bytes(name: str, key: Any, cert: x509.Certificate, chain: Sequence[x509.Certificate], password: bytes, legacy: bool) -> bytes:
+    """Windows-importable PKCS#12. Modern: PBES2 AES-256-CBC, PBKDF2/HMAC-SHA256 and a SHA-256 MAC
+    (Windows 10 1709 / Server 2019 and later). Legacy: 3DES (PBE-SHA1-3DES) and a SHA-1 MAC for
+    older Windows (Server 2016 and earlier)."""
+    builder = serialization.PrivateFormat.PKCS12.encryption_builder()
+    if legacy:
+        builder = builder.kdf_rounds(2048).key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC).hmac_hash(hashes.SHA1())
+    else:
+        builder = builder.kdf_rounds(50000).key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC).hmac_hash(hashes.SHA256())
+    return pkcs12.serialize_key_and_certificates(name.encode("utf-8"), key, cert, list(chain), builder.build(password))

@@ -1,0 +1,237 @@
+"""Bulk work in chunks, on worker processes when that is safe and worth it.
+
+cryptography holds the GIL while it generates keys and signs, and file creation is a good
+part of the rest, so threads do not help; processes do. Workers are forked (Linux only) while
+the command is still single-threaded, before a progress bar starts its thread: they inherit
+the loaded CA key and the validated requests, so nothing secret is pickled, only the small
+results (index entries) travel back.
+
+A chunk either completes or leaves nothing behind: the chunk function removes the files it
+wrote when it fails. The caller records every completed chunk (in submission order) and, after
+an error or Ctrl-C (workers ignore SIGINT and finish the chunks they hold), still writes
+index.json for them before the error is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections import deque
+from typing import Any, Callable, Sequence
+
+_WORK: Callable[[Sequence[Any]], Any] | None = None
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def can_fork() -> bool:
+    """Forking is safe only on Linux and while this process runs a single thread."""
+    return sys.platform.startswith("linux") and threading.active_count() == 1
+
+
+def choose_jobs(requested: int | None, items: int, worth_from: int) -> int:
+    """requested: --jobs (None or 0 = automatic). Automatic: one process per usable CPU (at most
+    8) from ``worth_from`` items on, else one; never more processes than chunks would use."""
+    if requested is not None and requested > 0:
+        jobs = requested
+    elif items >= worth_from:
+        jobs = min(usable_cpus(), 8)
+    else:
+        jobs = 1
+    return max(1, min(jobs, items))
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run(chunk: Sequence[Any]) -> Any:
+    assert _WORK is not None
+    return _WORK(chunk)
+
+
+def _noop() -> int:
+    return os.getpid()
+
+
+class Workers:
+    """``with Workers(work, jobs) as workers: workers.run(chunks, on_result)``.
+
+    Enter it before starting any thread (a progress bar): the workers are forked there. With
+    jobs == 1, or when forking is not safe, the chunks run here, one after the other."""
+
+    def __init__(self, work: Callable[[Sequence[Any]], Any], jobs: int):
+        self.work = work
+        self.jobs = jobs
+        self.executor: Any = None
+
+    def __enter__(self) -> "Workers":
+        global _WORK
+        if self.jobs > 1 and can_fork():
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            _WORK = self.work
+            self.executor = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_sigint)
+            self.executor.submit(_noop).result()  # forks every worker now, while single-threaded
+        return self
+
+    @property
+    def parallel(self) -> int:
+        return self.jobs if self.executor is not None else 1
+
+    def run(self, chunks: Sequence[Any], on_result: Callable[[Any], None]) -> None:
+        if self.executor is None:
+            for chunk in chunks:
+                on_result(self.work(chunk))
+            return
+        pending: deque[Any] = deque()
+        stop: BaseException | None = None
+        position = 0
+        while pending or (stop is None and position < len(chunks)):
+            while stop is None and position < len(chunks) and len(pending) < 2 * self.jobs:
+                pending.append(self.executor.submit(_run, chunks[position]))
+                position += 1
+            try:
+                value = pending[0].result()
+            except KeyboardInterrupt as exc:
+                stop = stop or exc  # let the workers finish what they hold, then record it
+                continue
+            except BaseException as exc:  # the chunk failed (and removed its files)
+                pending.popleft()
+                stop = stop or exc
+                continue
+            pending.popleft()
+            on_result(value)
+        if stop is not None:
+            raise stop
+
+    def __exit__(self, *exc: Any) -> None:
+        global _WORK
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor = None
+        _WORK = None
+
+
+def spans(total: int, size: int) -> list[range]:
+    """range(0, size), range(size, 2 * size), ...: chunks by position (cheap to send to a worker)."""
+    return [range(i, min(i + size, total)) for i in range(0, total, size)]
+
+
+class WriterFailed(Exception):
+    """Raised in the signing process when the background writer reported an error."""
+
+
+class BackgroundWriter:
+    """Writes files (store.atomic_write without fsync) in a forked process, in the order given,
+    so that file creation (a large part of issuing on many filesystems) overlaps the signing
+    here. Batches travel over a pipe; the writer stops at the first error, reports how many
+    files it wrote, and ignores SIGINT (Ctrl-C stops the signing process, which then drains
+    the writer and records what is on disk)."""
+
+    BATCH_FILES = 64
+
+    def __init__(self) -> None:
+        self.conn: Any = None
+        self.process: Any = None
+        self.buffer: list[tuple[str, bytes, int]] = []
+        self.failed = False
+
+    def start(self) -> bool:
+        if not can_fork():
+            return False
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        here, there = ctx.Pipe()
+        self.process = ctx.Process(target=_writer_loop, args=(there, here), daemon=True)
+        self.process.start()
+        there.close()
+        self.conn = here
+        return True
+
+    def write(self, path: str, data: bytes, mode: int) -> None:
+        self.buffer.append((path, data, mode))
+        if len(self.buffer) >= self.BATCH_FILES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.conn.poll():  # the writer stopped early: stop signing too
+            self.failed = True
+            raise WriterFailed("the background writer stopped (see the error below)")
+        if self.buffer:
+            batch, self.buffer = self.buffer, []
+            self.conn.send(batch)
+
+    def close(self) -> tuple[int, BaseException | None]:
+        """(files written, in order; the writer's error or None)."""
+        try:
+            if self.buffer and not self.failed:
+                with _suppress_broken():
+                    self.conn.send(self.buffer)
+            self.buffer = []
+            with _suppress_broken():
+                self.conn.send(None)
+            while True:
+                try:
+                    message = self.conn.recv()
+                except EOFError:
+                    return 0, OSError("the background writer died before reporting")
+                except KeyboardInterrupt:
+                    continue  # the writer ignores Ctrl-C and is finishing; wait for its count
+                if message[0] == "ok":
+                    return message[1], None
+                return message[1], message[2]
+        finally:
+            self.conn.close()
+            self.process.join()
+
+
+class _suppress_broken:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> bool:
+        return kind is not None and issubclass(kind, (BrokenPipeError, EOFError))
+
+
+def _writer_loop(conn: Any, parent_end: Any) -> None:
+    from pathlib import Path
+
+    from .store import atomic_write
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent_end.close()
+    done = 0
+    error: BaseException | None = None
+    while True:
+        try:
+            batch = conn.recv()
+        except EOFError:  # the signing process is gone
+            return
+        if batch is None:
+            break
+        if error is not None:
+            continue  # already reported; discard the rest
+        for path, data, mode in batch:
+            try:
+                atomic_write(Path(path), data, mode, durable=False)
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                error = exc
+                try:
+                    conn.send(("error", done, exc))
+                except Exception:  # unpicklable
+                    conn.send(("error", done, OSError(f"{path}: {exc}")))
+                break
+            done += 1
+    if error is None:
+        conn.send(("ok", done))
+    conn.close()

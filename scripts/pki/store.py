@@ -1,0 +1,419 @@
+"""The PKI directory: fixed layout, index.json, atomic writes, private files 0600 from creation.
+
+    PKI/
+      ca.pem  ca.key          issuing CA (the root itself, or the intermediate with --intermediate)
+      root.pem root.key       only with --intermediate: the root, which signs the intermediate and root-crl
+      chain.pem               issuing CA, then root (just the root without an intermediate)
+      crl.pem crl.der         the issuing CA's CRL
+      root-crl.pem root-crl.der   only with --intermediate: the root's CRL (covers the intermediate)
+      issued/NAME.pem         issued certificates
+      private/NAME.key        their keys (directory 0700, files 0600); none for CSR-signed ones
+      pfx/NAME.pfx            exports (0600)
+      index.json              what was issued: serials, names, kind, status, revocation, notAfter
+      crlnumber.json          the last CRL numbers (kept apart so that `crl` never rewrites index.json)
+
+Bulk commands write their files without a sync each (each still appears atomically, by a rename
+of a temporary file created with its final mode), then make them durable with one filesystem sync
+(:class:`Batch`), and only then write index.json once, so the index never names a file that a
+crash could lose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import secrets
+import sys
+import unicodedata
+from json.encoder import encode_basestring
+from pathlib import Path
+from typing import Any, Iterator
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+INDEX_VERSION = 1
+PRIVATE_FILE = 0o600
+PUBLIC_FILE = 0o644
+PRIVATE_DIR = 0o700
+PUBLIC_DIR = 0o755
+_WINDOWS_BAD = set('<>:"/\\|?*')
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+
+
+class PkiError(Exception):
+    """Bad input or state: printed as one line, exit code 2."""
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """A certificate name doubles as a file name (issued/NAME.pem, private/NAME.key, pfx/NAME.pfx)
+    on Linux and Windows: refuse separators, '..', control and Windows-reserved characters."""
+    problem = None
+    if not isinstance(name, str) or not name:
+        problem = "it is empty"
+    elif name != name.strip():
+        problem = "it starts or ends with whitespace"
+    elif "/" in name or "\\" in name:
+        problem = "it contains a path separator"
+    elif ".." in name or name.startswith("."):
+        problem = "it contains '..' or starts with '.'"
+    elif any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name):
+        problem = "it contains control characters"
+    elif any(ch in _WINDOWS_BAD for ch in name):
+        problem = "it contains one of < > : \" | ? * (not allowed in Windows file names)"
+    elif name.endswith("."):
+        problem = "it ends with '.'"
+    elif name.split(".")[0].lower() in _WINDOWS_RESERVED:
+        problem = "it is a reserved Windows device name"
+    elif len(name) > 64:
+        problem = f"it has {len(name)} characters (at most 64: the X.509 limit of a common name)"
+    if problem:
+        raise PkiError(f"{what} {name!r} is not usable: {problem}")
+    return name
+
+
+def atomic_write(path: str | Path, data: bytes, mode: int = PUBLIC_FILE, durable: bool = True) -> None:
+    """Write to a temporary file in the same directory (created with ``mode``), then rename.
+
+    durable: fsync the file before the rename and the directory after it. Bulk writers pass
+    False and call :func:`sync_filesystem` once for all their files (see :class:`Batch`)."""
+    head, tail = os.path.split(os.fspath(path))
+    tmp = os.path.join(head, f".{tail}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)  # exactly this mode whatever the umask
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if durable:
+            os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(head or ".")
+
+
+def fsync_dir(directory: str | Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def sync_filesystem(path: Path) -> None:
+    """Flush everything written to the filesystem holding ``path``: Linux syncfs(2) (one call
+    instead of an fsync per file), else sync(2)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            syncfs = libc.syncfs
+        except (OSError, AttributeError):
+            syncfs = None
+        if syncfs is not None:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                if syncfs(fd) == 0:
+                    return
+            finally:
+                os.close(fd)
+    os.sync()
+
+
+class Batch:
+    """Files of one bulk command: each written atomically and with its final mode from creation,
+    all made durable by one :meth:`sync` (syncfs) before index.json names them.
+
+    With :meth:`start_background` the writes happen in a forked writer process (parallel.py),
+    in order, while this process goes on signing; :meth:`drain` waits for it and says how many
+    of the files, in order, were written (and the error that stopped it, if any)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.pending = 0  # files written and not yet synced
+        self.written = 0  # files written, in order (inline, or reported by the writer)
+        self._writer: Any = None
+
+    def start_background(self) -> bool:
+        from .parallel import BackgroundWriter
+
+        writer = BackgroundWriter()
+        if writer.start():
+            self._writer = writer
+        return self._writer is not None
+
+    def write(self, path: str | Path, data: bytes, mode: int) -> None:
+        if self._writer is not None:
+            self._writer.write(os.fspath(path), data, mode)
+        else:
+            atomic_write(path, data, mode, durable=False)
+            self.written += 1
+        self.pending += 1
+
+    def drain(self) -> BaseException | None:
+        """Wait for the background writer (if any); returns the error that stopped it. After
+        this, ``written`` files (in the order given) are on disk and nothing else will be."""
+        if self._writer is None:
+            return None
+        writer, self._writer = self._writer, None
+        self.written, error = writer.close()
+        return error
+
+    def sync(self) -> None:
+        if self.pending:
+            sync_filesystem(self.root)
+            self.pending = 0
+
+
+def dumps_index(value: Any) -> str:
+    """``json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)``, byte for byte, for
+    the JSON types index.json holds, about twice as fast: with ``indent`` the standard library
+    falls back to its pure-Python encoder, which dominates writing an index of 100,000 entries."""
+    return _encode(value, "\n")
+
+
+def _encode(value: Any, newline: str) -> str:
+    kind = type(value)
+    if kind is str:
+        return encode_basestring(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if kind is int:
+        return int.__repr__(value)
+    inner = newline + "  "
+    if kind is dict:
+        if not value:
+            return "{}"
+        if not all(type(k) is str for k in value):
+            return _fallback(value, newline)
+        items = [encode_basestring(k) + ": " + _encode(value[k], inner) for k in sorted(value)]
+        return "{" + inner + ("," + inner).join(items) + newline + "}"
+    if kind is list:
+        if not value:
+            return "[]"
+        return "[" + inner + ("," + inner).join([_encode(v, inner) for v in value]) + newline + "]"
+    return _fallback(value, newline)
+
+
+def _fallback(value: Any, newline: str) -> str:
+    """Anything unusual (floats, tuples, non-string keys): the standard library, re-indented."""
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    return text.replace("\n", newline)
+
+
+def key_pem(key: Any) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+class Pki:
+    """One PKI directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.ca_pem = self.root / "ca.pem"
+        self.ca_key = self.root / "ca.key"
+        self.root_pem = self.root / "root.pem"
+        self.root_key = self.root / "root.key"
+        self.chain_pem = self.root / "chain.pem"
+        self.crl_pem = self.root / "crl.pem"
+        self.crl_der = self.root / "crl.der"
+        self.root_crl_pem = self.root / "root-crl.pem"
+        self.root_crl_der = self.root / "root-crl.der"
+        self.index_path = self.root / "index.json"
+        self.crl_number_path = self.root / "crlnumber.json"
+        self.issued = self.root / "issued"
+        self.private = self.root / "private"
+        self.pfx = self.root / "pfx"
+        self._index: dict[str, Any] | None = None
+        self._taken: set[str] | None = None
+        self._on_disk: set[str] | None = None
+
+    # -- state ------------------------------------------------------------------------------
+    def ca_files(self) -> list[Path]:
+        return [p for p in (self.ca_pem, self.ca_key, self.root_pem, self.root_key, self.index_path, self.crl_number_path) if p.exists()]
+
+    def has_ca(self) -> bool:
+        return self.ca_pem.is_file() and self.index_path.is_file()
+
+    def require_ca(self) -> None:
+        if not self.has_ca():
+            raise PkiError(f"no CA in {self.root}/ (ca.pem and index.json missing): run `python -m scripts.pki --dir {self.root} init-ca --cn NAME` first")
+
+    @property
+    def index(self) -> dict[str, Any]:
+        if self._index is None:
+            self.require_ca()
+            try:
+                self._index = json.loads(self.index_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise PkiError(f"{self.index_path}: unreadable ({exc})") from None
+            if not isinstance(self._index, dict) or self._index.get("version") != INDEX_VERSION:
+                raise PkiError(f"{self.index_path}: not a version {INDEX_VERSION} PKI index")
+        return self._index
+
+    def new_index(self, ca: dict[str, Any]) -> None:
+        self._index = {"version": INDEX_VERSION, "ca": ca, "authorities": {}, "certificates": {}}
+        self._taken = None
+
+    def save_index(self) -> None:
+        """One atomic, durable write of the whole index (the commit point of every change)."""
+        atomic_write(self.index_path, (dumps_index(self.index) + "\n").encode("utf-8"), PUBLIC_FILE)
+
+    # -- CRL numbers ------------------------------------------------------------------------
+    def next_crl_number(self, key: str) -> int:
+        """The last number (crlnumber.json; older PKIs kept it in index.json's "ca") plus one."""
+        last = int(self.index["ca"].get(key, 0))
+        try:
+            saved = json.loads(self.crl_number_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            saved = {}
+        except (OSError, ValueError) as exc:
+            raise PkiError(f"{self.crl_number_path}: unreadable ({exc}); it holds the last CRL numbers") from None
+        if not isinstance(saved, dict) or not isinstance(saved.get(key, 0), int):
+            raise PkiError(f"{self.crl_number_path}: expected {{\"crlNumber\": N, \"rootCrlNumber\": M}}")
+        return max(last, saved.get(key, 0)) + 1
+
+    def save_crl_number(self, key: str, number: int) -> None:
+        """Record a CRL number before the CRL is written: a crash then skips a number, never
+        reuses one for a different CRL."""
+        try:
+            saved = json.loads(self.crl_number_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            saved = {}
+        except (OSError, ValueError):
+            saved = {}
+        saved = saved if isinstance(saved, dict) else {}
+        saved[key] = number
+        atomic_write(self.crl_number_path, (dumps_index(saved) + "\n").encode("utf-8"), PUBLIC_FILE)
+
+    @property
+    def certificates(self) -> dict[str, dict[str, Any]]:
+        return self.index["certificates"]
+
+    def entry(self, name: str) -> dict[str, Any]:
+        found = self.certificates.get(name)
+        if found is None:
+            known = sorted(self.certificates)
+            hint = f" (known: {', '.join(known[:5])}{', ...' if len(known) > 5 else ''})" if known else " (nothing issued yet)"
+            raise PkiError(f"unknown name {name!r} in {self.root}/index.json{hint}")
+        return found
+
+    def add_certificate(self, name: str, item: dict[str, Any]) -> None:
+        self.certificates[name] = item
+        if self._taken is not None:
+            self._taken.add(name.casefold())
+
+    def check_new_name(self, name: str, also: set[str] | None = None) -> None:
+        """Refuse a name already used (case-insensitively: Windows file names) or left on disk.
+        The names in use and on disk are read once per command (sets), not once per name."""
+        check_name(name)
+        folded = name.casefold()
+        if self._taken is None:
+            self._taken = {existing.casefold() for existing in self.certificates}
+        if folded in self._taken:
+            for existing, item in self.certificates.items():
+                if existing.casefold() == folded:
+                    raise PkiError(f"name {name!r} is already issued (serial {item['serial']}, {item['status']}); choose another name")
+        if also is not None and folded in also:
+            raise PkiError(f"name {name!r} appears twice in this request")
+        if self._on_disk is None:
+            self._on_disk = set()
+            for directory, suffix in ((self.issued, ".pem"), (self.private, ".key")):
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    self._on_disk.update(folded_name for f in os.listdir(directory) if (folded_name := f.casefold()).endswith(suffix))
+        for directory, file_name in ((self.issued, f"{folded}.pem"), (self.private, f"{folded}.key")):
+            if file_name in self._on_disk:
+                raise PkiError(f"{directory / (name + file_name[-4:])} exists but is not in index.json; remove it or choose another name")
+
+    # -- files ------------------------------------------------------------------------------
+    def ensure_dirs(self) -> None:
+        self.root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        self.issued.mkdir(mode=PUBLIC_DIR, exist_ok=True)
+        self.private.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+        os.chmod(self.private, PRIVATE_DIR)
+
+    def write_key(self, path: Path, key: Any, batch: Batch | None = None) -> None:
+        (batch.write if batch is not None else atomic_write)(path, key_pem(key), PRIVATE_FILE)
+
+    def write_cert(self, path: Path, cert: x509.Certificate, batch: Batch | None = None) -> None:
+        (batch.write if batch is not None else atomic_write)(path, cert_pem(cert), PUBLIC_FILE)
+
+    def load_cert(self, path: Path) -> x509.Certificate:
+        try:
+            return x509.load_pem_x509_certificate(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise PkiError(f"{path}: unreadable certificate ({exc})") from None
+
+    def load_key(self, path: Path) -> Any:
+        try:
+            return serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (OSError, ValueError, TypeError) as exc:
+            raise PkiError(f"{path}: unreadable private key ({exc})") from None
+
+    def issuing(self) -> tuple[x509.Certificate, Any]:
+        self.require_ca()
+        return self.load_cert(self.ca_pem), self.load_key(self.ca_key)
+
+    def intermediate(self) -> bool:
+        return bool(self.index["ca"].get("intermediate"))
+
+    def root_ca(self) -> tuple[x509.Certificate, Any]:
+        if self.intermediate():
+            return self.load_cert(self.root_pem), self.load_key(self.root_key)
+        return self.issuing()
+
+    def chain(self) -> list[x509.Certificate]:
+        """Issuing CA first, then the root (one certificate without an intermediate)."""
+        certs = [self.load_cert(self.ca_pem)]
+        if self.intermediate():
+            certs.append(self.load_cert(self.root_pem))
+        return certs
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """An exclusive lock on the directory itself while index.json is read-modified-written."""
+        self.root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+SERIAL_TEXT = re.compile(r"^(0x)?[0-9a-fA-F:\s]+$")
+
+
+def parse_serial(text: str) -> int:
+    if not SERIAL_TEXT.match(text or ""):
+        raise PkiError(f"--serial: got {text!r}; expected hex digits (colons and spaces allowed), e.g. 4f:1a:09")
+    digits = re.sub(r"[:\s]", "", text[2:] if text.lower().startswith("0x") else text)
+    if not digits:
+        raise PkiError(f"--serial: got {text!r}; expected hex digits")
+    return int(digits, 16)
