@@ -16,7 +16,7 @@ _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{200,}={0,2}")
 # password = "..." / "password": "..." with a literal value (placeholders like <...>, ${...},
 # $variables and empty strings are not secrets).
 _PASSWORD = re.compile(
-    r"""(?i)\b(?:password|passwd|pwd)["']?\s*[:=]\s*["']([^"'<>${}\s][^"'<>${}]{5,})["']"""
+    r"""(?i)\b(?:password|passwd|pwd)["']?[ \t]*[:=][ \t]*["']([^"'<>${}\s)(][^"'<>${}\r\n]{5,})["']"""
 )
 
 

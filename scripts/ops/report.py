@@ -152,6 +152,10 @@ def httpsys_differences(current: Mapping[str, Any], wanted: Mapping[str, Any]) -
     return out
 
 
+def _shown(value: Any) -> str:
+    return "(none)" if value in (None, "") else str(value)
+
+
 def _rule_text(rule: Mapping[str, Any]) -> str:
     op = "=" if rule.get("compareCaseSensitive", True) not in (False, "False", "false") else "~="
     return f"{rule.get('certificateField', '?')}.{rule.get('certificateSubField', '?')}{op}{rule.get('matchCriteria', '')}"
@@ -252,7 +256,7 @@ def evaluate(
         wanted = wanted_httpsys(desired, expect_thumbprint or thumb)
         differences = httpsys_differences(http, wanted)
         shown = ["clientcertnegotiation", "verifyclientcertrevocation", "usagecheck", "sslctlstorename", "urlretrievaltimeout"]
-        summary = f"{http.get('ipport', '?')} certhash {short(http.get('certhash'))} " + " ".join(f"{k}={http.get(k)}" for k in shown if k in http)
+        summary = f"{http.get('ipport', '?')} certhash {short(http.get('certhash'))} " + " ".join(f"{k}={_shown(http.get(k))}" for k in shown if k in http)
         checks.append(Check("HTTP.sys", "fail" if differences else "ok", summary, differences))
 
     stores = _dict(c.get("trustStores"))
@@ -278,7 +282,7 @@ def evaluate(
 
     crl = [e for e in as_list(c.get("crl")) if isinstance(e, dict)]
     down = [e for e in crl if e.get("reachable") not in (True, "True", "true")]
-    items = [f"{e.get('url')}: " + (f"HTTP {e.get('status')}" if e not in down else f"UNREACHABLE {e.get('status') or ''} {e.get('error') or ''}".strip()) for e in crl]
+    items = [f"{e.get('url')}: " + (f"HTTP {e.get('status')}" if e not in down else " ".join(str(p) for p in ("UNREACHABLE", e.get("status"), e.get("error")) if p)) for e in crl]
     if not crl:
         checks.append(Check("CRL", "warn", "no CRL URL checked from the beacon", items))
     elif down:

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
@@ -239,31 +239,153 @@ def build_crl(
     last_update: dt.datetime,
     next_update: dt.datetime,
 ) -> x509.CertificateRevocationList:
-    """revoked: (serial, date, reason name), listed by serial. 'unspecified' carries no reasonCode.
+    """The CRL of :func:`sign_crl` as an object."""
+    return x509.load_der_x509_crl(sign_crl(issuer, issuer_key, number, revoked, last_update, next_update))
 
-    The builder is constructed once with the whole list: ``add_revoked_certificate`` returns a
-    new builder holding a copy of the list, which makes n entries cost O(n^2) (minutes for
-    100,000)."""
-    ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+def sign_crl(
+    issuer: x509.Certificate,
+    issuer_key: Any,
+    number: int,
+    revoked: Sequence[tuple[int, dt.datetime, str]],
+    last_update: dt.datetime,
+    next_update: dt.datetime,
+) -> bytes:
+    """A signed CRL, DER. revoked: (serial, date, reason name), listed by serial. 'unspecified' carries no reasonCode.
+
+    For RSA and EC issuers the TBSCertList is assembled as DER here (it is a flat list, and
+    cryptography makes a Python object per entry and then reads it back: 100,000 entries cost
+    about a second) and signed with the issuer key; the result is parsed back and its signature
+    verified. tests/test_pki.py checks the bytes equal CertificateRevocationListBuilder's. Other
+    key types go through the builder, constructed once with the whole list (its
+    ``add_revoked_certificate`` copies the list on every call: O(n^2))."""
     if next_update <= last_update:
         raise ValueError("nextUpdate must be after lastUpdate")
-    entries = [revoked_entry(serial, date, reason) for serial, date, reason in sorted(revoked, key=lambda item: item[0])]
-    builder = x509.CertificateRevocationListBuilder(
-        issuer_name=issuer.subject,
-        last_update=_naive_utc(last_update),
-        next_update=_naive_utc(next_update),
-        extensions=[x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(number)), x509.Extension(aki.oid, False, aki)],
-        revoked_certificates=entries,
-    )
-    return builder.sign(issuer_key, hashes.SHA256())
+    entries = sorted(revoked, key=lambda item: item[0])
+    for serial, _, reason in entries:
+        if not (type(serial) is int and 0 < serial < _MAX_SERIAL):
+            raise ValueError(f"serial {serial!r}: not a positive number of at most 159 bits")
+        if reason not in _REASON_EXTENSIONS:
+            raise ValueError(f"reason {reason!r}; expected one of {', '.join(REASONS)}")
+    ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    extensions = [x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(number)), x509.Extension(aki.oid, False, aki)]
+    algorithm = _signature_algorithm(issuer_key)
+    if algorithm is None:
+        builder = x509.CertificateRevocationListBuilder(
+            issuer_name=issuer.subject,
+            last_update=_naive_utc(last_update),
+            next_update=_naive_utc(next_update),
+            extensions=extensions,
+            revoked_certificates=[revoked_entry(serial, date, reason) for serial, date, reason in entries],
+        )
+        return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    tbs = _tbs_cert_list(algorithm, issuer.subject.public_bytes(), last_update, next_update, entries, extensions)
+    if isinstance(issuer_key, rsa.RSAPrivateKey):
+        signature = issuer_key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
+        issuer.public_key().verify(signature, tbs, padding.PKCS1v15(), hashes.SHA256())  # the key is the CA's
+    else:
+        signature = issuer_key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+        issuer.public_key().verify(signature, tbs, ec.ECDSA(hashes.SHA256()))
+    return _der(0x30, tbs + algorithm + _der(0x03, b"\x00" + signature))
 
 
-def crl_files(crl: x509.CertificateRevocationList) -> tuple[bytes, bytes]:
-    """(PEM, DER). The PEM is made from the DER (one serialisation of a large CRL, not two);
-    byte for byte what ``public_bytes(Encoding.PEM)`` gives."""
-    der = crl.public_bytes(serialization.Encoding.DER)
-    return pem_armor(der, "X509 CRL"), der
+# DER pieces of a CRL (RFC 5280 5.1).
+_ALGORITHMS = {
+    "ec": bytes.fromhex("300a06082a8648ce3d040302"),  # ecdsa-with-SHA256, no parameters
+    "rsa": bytes.fromhex("300d06092a864886f70d01010b0500"),  # sha256WithRSAEncryption, NULL
+}
+_V2 = b"\x02\x01\x01"
+_SHORT = [bytes((n,)) for n in range(128)]  # one-byte DER lengths
+_ENTRY_EXTENSIONS = {
+    name: b"" if name == "unspecified" else None for name in REASONS
+}
+
+
+def _signature_algorithm(key: Any) -> bytes | None:
+    if isinstance(key, rsa.RSAPrivateKey):
+        return _ALGORITHMS["rsa"]
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return _ALGORITHMS["ec"]
+    return None
+
+
+def _der_length(size: int) -> bytes:
+    if size < 0x80:
+        return bytes((size,))
+    raw = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes((0x80 | len(raw),)) + raw
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    return bytes((tag,)) + _der_length(len(content)) + content
+
+
+def _der_integer(value: int) -> bytes:
+    raw = value.to_bytes(value.bit_length() // 8 + 1, "big")  # room for the sign bit (value >= 0)
+    return _der(0x02, raw)
+
+
+def _der_time(moment: dt.datetime) -> bytes:
+    """UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 4.1.2.5), seconds, Z."""
+    moment = _naive_utc(moment)
+    if moment.year < 2050:
+        return _der(0x17, moment.strftime("%y%m%d%H%M%SZ").encode("ascii"))
+    return _der(0x18, moment.strftime("%Y%m%d%H%M%SZ").encode("ascii"))
+
+
+def _der_extension(extension: x509.Extension[x509.ExtensionType]) -> bytes:
+    body = _der(0x06, _oid_der(extension.oid.dotted_string))
+    if extension.critical:
+        body += b"\x01\x01\xff"
+    return _der(0x30, body + _der(0x04, extension.value.public_bytes()))
+
+
+def _oid_der(dotted: str) -> bytes:
+    parts = [int(p) for p in dotted.split(".")]
+    out = bytearray()
+    for number in [parts[0] * 40 + parts[1], *parts[2:]]:
+        chunk = [number & 0x7F]
+        number >>= 7
+        while number:
+            chunk.append(0x80 | (number & 0x7F))
+            number >>= 7
+        out.extend(reversed(chunk))
+    return bytes(out)
+
+
+def _reason_extensions(reason: str) -> bytes:
+    found = _ENTRY_EXTENSIONS.get(reason)
+    if found is None:
+        extension = x509.Extension(x509.CRLReason.oid, False, x509.CRLReason(REASONS[reason]))
+        found = _ENTRY_EXTENSIONS[reason] = _der(0x30, _der_extension(extension))
+    return found
+
+
+def _tbs_cert_list(algorithm: bytes, issuer_name: bytes, this_update: dt.datetime, next_update: dt.datetime,
+                   entries: Sequence[tuple[int, dt.datetime, str]], extensions: Sequence[x509.Extension[x509.ExtensionType]]) -> bytes:
+    times: dict[dt.datetime, bytes] = {}
+    reasons = {name: _reason_extensions(name) for name in REASONS}
+    items = []
+    append = items.append
+    for serial, date, reason in entries:  # the hot loop of a large CRL: every length is < 128
+        when = times.get(date)
+        if when is None:
+            when = times[date] = _der_time(date)
+        raw = serial.to_bytes(serial.bit_length() // 8 + 1, "big")
+        content = b"\x02" + _SHORT[len(raw)] + raw + when + reasons[reason]
+        append(b"\x30" + _SHORT[len(content)] + content)
+    body = _V2 + algorithm + issuer_name + _der_time(this_update) + _der_time(next_update)
+    if items:
+        body += _der(0x30, b"".join(items))
+    body += _der(0xA0, _der(0x30, b"".join(_der_extension(e) for e in extensions)))
+    return _der(0x30, body)
+
+
+def crl_pem(der: bytes) -> bytes:
+    """PEM of a DER CRL, byte for byte what ``public_bytes(Encoding.PEM)`` gives, without
+    parsing and re-serialising a large CRL."""
+    return pem_armor(der, "X509 CRL")
 
 
 def pem_armor(der: bytes, label: str) -> bytes:

@@ -320,11 +320,11 @@ def publish_crls(pki: Pki, days: int, root_days: int | None = None, files: list[
     number = pki.next_crl_number("crlNumber")
     pki.save_crl_number("crlNumber", number)
     try:
-        crl = build.build_crl(issuing_cert, issuing_key, number, revoked, now, now + dt.timedelta(days=days))
+        der = build.sign_crl(issuing_cert, issuing_key, number, revoked, now, now + dt.timedelta(days=days))
     except ValueError as exc:
         raise PkiError(f"cannot sign the CRL: {exc}") from None
-    pem, der = build.crl_files(crl)
-    atomic_write(pki.crl_pem, pem, PUBLIC_FILE)
+    crl = x509.load_der_x509_crl(der)
+    atomic_write(pki.crl_pem, build.crl_pem(der), PUBLIC_FILE)
     atomic_write(pki.crl_der, der, PUBLIC_FILE)
     if files is not None:
         files.append(CrlFile("crl", pki.crl_der, der, list(ca.get("crlUrls", []))))
@@ -347,9 +347,9 @@ def publish_crls(pki: Pki, days: int, root_days: int | None = None, files: list[
         root_days = root_days or days
         root_number = pki.next_crl_number("rootCrlNumber")
         pki.save_crl_number("rootCrlNumber", root_number)
-        root_crl = build.build_crl(root_cert, root_key, root_number, root_revoked, now, now + dt.timedelta(days=root_days))
-        root_pem, root_der = build.crl_files(root_crl)
-        atomic_write(pki.root_crl_pem, root_pem, PUBLIC_FILE)
+        root_der = build.sign_crl(root_cert, root_key, root_number, root_revoked, now, now + dt.timedelta(days=root_days))
+        root_crl = x509.load_der_x509_crl(root_der)
+        atomic_write(pki.root_crl_pem, build.crl_pem(root_der), PUBLIC_FILE)
         atomic_write(pki.root_crl_der, root_der, PUBLIC_FILE)
         if files is not None:
             files.append(CrlFile("root-crl", pki.root_crl_der, root_der, list(ca.get("rootCrlUrls", []))))
