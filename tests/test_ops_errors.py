@@ -172,3 +172,15 @@ def test_stack_outputs_keys_read_here_are_the_ones_the_program_exports() -> None
     plan = ROOT / "build" / "plan" / "dev" / "outputs.json"
     if plan.exists():  # `make plan` output has the same shape as the recorded copy
         assert set(json.loads(plan.read_text())) >= {"beacons", "mtls", "logGroups", "firewallArn"}
+
+
+def test_the_module_entry_point_and_global_flags_after_the_verb(env, capsys) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "scripts.ops", "expiry"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("ops: error: nothing to check") and done.stderr.count("\n") == 1
+    outputs = outputs_file(env["tmp"], **{"mtls.documentName": None})
+    code, _, err = run(capsys, "verify", "--stack-outputs", str(outputs), "--json")
+    assert code == 2 and "missing mtls.documentName" in one_line(err)

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from components import certs
-from tests.ops_fixtures.support import BeaconCa, aws_env, boto_client, create_document, golden_state, outputs_file, run
+from tests.ops_fixtures.support import PFX_PASS, BeaconCa, aws_env, boto_client, create_document, golden_state, outputs_file, run
 from tests.tls.conftest import pki_ok
 
 
@@ -32,7 +32,7 @@ class CdpServer:
                 self.end_headers()
                 self.wfile.write(body or b"")
 
-            def log_message(self, *args) -> None:
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base class's name)
                 pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -103,7 +103,7 @@ def test_crl_near_next_update_unreachable_and_unpublished(tmp_path: Path, cdp: C
 
 def test_server_certificate_from_secrets_manager_and_cloudwatch_metrics(tmp_path: Path, cdp: CdpServer, capsys, monkeypatch) -> None:
     aws_env(monkeypatch, tmp_path)
-    monkeypatch.setenv("PKI_PASSWORD", "pfx-pass-1")
+    monkeypatch.setenv("PKI_PASSWORD", PFX_PASS)
     d = make_pki(tmp_path, cdp)
     pfx, server_cert = BeaconCa().pfx(tmp_path / "beacon.pfx", days=20)
     assert run(capsys, "publish-server-cert", str(pfx), "--stack", "dev", "--region", "us-east-1", "--hostname", "ec2-198-51-100-53.us-east-1.compute.amazonaws.com", "--min-days", "10")[0] == 0

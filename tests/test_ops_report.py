@@ -125,7 +125,9 @@ def test_the_example_report_of_the_converge_script_is_understood() -> None:
         pytest.skip("docs/examples/converge-report.json is not there yet")
     parsed = extract_report(example.read_text(encoding="utf-8"))
     prod = json.loads((ROOT / "tests" / "golden" / "iis-state-prod.json").read_text(encoding="utf-8"))
-    checks = evaluate(parsed, parsed_time(parsed), prod)
+    finished = parsed_time(parsed)
+    assert finished is not None
+    checks = evaluate(parsed, finished, prod)
     assert by_name(checks)["run"].result == "ok"
     assert {c.result for c in checks} <= {"ok", "warn"}, [c.to_dict() for c in checks if c.result == "fail"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from components import certs
-from tests.ops_fixtures.support import CLIENT_ONLY, REGION, BeaconCa, aws_env, boto_client, outputs_file, run
+from tests.ops_fixtures.support import CLIENT_ONLY, OTHER_PASS, PFX_PASS, REGION, BeaconCa, aws_env, boto_client, outputs_file, run
 
 HOST = "ec2-198-51-100-53.us-east-1.compute.amazonaws.com"  # beacons[0].hostname of the recorded outputs
 
@@ -22,7 +22,7 @@ def ca() -> BeaconCa:
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     aws_env(monkeypatch, tmp_path)
-    monkeypatch.setenv("PKI_PASSWORD", "pfx-pass-1")
+    monkeypatch.setenv("PKI_PASSWORD", PFX_PASS)
     return tmp_path
 
 
@@ -41,7 +41,7 @@ def test_first_publish_creates_two_tagged_secrets_and_prints_the_config_lines(en
     assert names == ["flexnet-beacon/dev/server-pfx", "flexnet-beacon/dev/server-pfx-password"]
     stored = sm.get_secret_value(SecretId="flexnet-beacon/dev/server-pfx")
     assert stored["SecretBinary"] == pfx.read_bytes()
-    assert sm.get_secret_value(SecretId="flexnet-beacon/dev/server-pfx-password")["SecretString"] == "pfx-pass-1"
+    assert sm.get_secret_value(SecretId="flexnet-beacon/dev/server-pfx-password")["SecretString"] == PFX_PASS
     pfx_arn = stored["ARN"]
     password_arn = sm.describe_secret(SecretId="flexnet-beacon/dev/server-pfx-password")["ARN"]
     tags = tags_of(pfx_arn)
@@ -86,17 +86,17 @@ def test_publishing_again_adds_versions_never_second_secrets(env: Path, ca: Beac
 
 
 def test_new_password_and_kms_key(env: Path, ca: BeaconCa, capsys, monkeypatch) -> None:
-    first, _ = ca.pfx(env / "a.pfx", password="pfx-pass-1")
+    first, _ = ca.pfx(env / "a.pfx", password=PFX_PASS)
     assert run(capsys, "publish-server-cert", str(first), "--stack", "dev", "--hostname", HOST, "--region", REGION)[0] == 0
-    monkeypatch.setenv("PKI_PASSWORD", "another-pass-2")
-    second, _ = ca.pfx(env / "b.pfx", password="another-pass-2")
+    monkeypatch.setenv("PKI_PASSWORD", OTHER_PASS)
+    second, _ = ca.pfx(env / "b.pfx", password=OTHER_PASS)
     key_id = boto_client("kms").create_key()["KeyMetadata"]["KeyId"]
     code, out, err = run(capsys, "publish-server-cert", str(second), "--stack", "dev", "--hostname", HOST, "--region", REGION, "--kms-key-id", key_id, "--json")
     assert code == 0, err
     assert json.loads(out)["secrets"]["password"]["action"] == "new-version"
     assert "kms:Decrypt" in err  # the beacon role needs the key policy to let it decrypt
     sm = boto_client("secretsmanager")
-    assert sm.get_secret_value(SecretId="flexnet-beacon/dev/server-pfx-password")["SecretString"] == "another-pass-2"
+    assert sm.get_secret_value(SecretId="flexnet-beacon/dev/server-pfx-password")["SecretString"] == OTHER_PASS
     assert sm.describe_secret(SecretId="flexnet-beacon/dev/server-pfx")["KmsKeyId"] == key_id
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from components import certs
 from tests.ops_fixtures.support import (
+    PFX_PASS,
     BeaconCa,
     Hooks,
     aws_env,
@@ -202,7 +203,7 @@ def rotated_report(thumbprint: str) -> dict[str, Any]:
 
 
 def prepare_rotation(stack, capsys, monkeypatch, with_secrets_in_state: bool = True) -> tuple[Path, Any, str]:
-    monkeypatch.setenv("PKI_PASSWORD", "pfx-pass-1")
+    monkeypatch.setenv("PKI_PASSWORD", PFX_PASS)
     ca = BeaconCa()
     old_pfx, old_cert = ca.pfx(stack["tmp"] / "old.pfx")
     assert run(capsys, "--stack-outputs", outputs(stack), "publish-server-cert", str(old_pfx), "--stack", "dev")[0] == 0
@@ -261,9 +262,10 @@ def test_rotate_refuses_a_stack_that_does_not_read_the_secrets(stack, capsys, mo
     new_pfx, _, _ = prepare_rotation(stack, capsys, monkeypatch, with_secrets_in_state=False)
     association = Association(stack["hooks"])
     sm = boto_client("secretsmanager")
-    before = sm.list_secret_version_ids(SecretId="flexnet-beacon/dev/server-pfx")["Versions"]
+    versions = lambda: [v["VersionId"] for v in sm.list_secret_version_ids(SecretId="flexnet-beacon/dev/server-pfx")["Versions"]]  # noqa: E731
+    before = versions()
     code, _, err = run(capsys, "--stack-outputs", outputs(stack), "rotate-server-cert", str(new_pfx), "--poll", "0.01")
     assert code == 1 and err.count("\n") == 1
     assert "does not take its certificate from Secrets Manager yet" in err
     assert not association.started
-    assert sm.list_secret_version_ids(SecretId="flexnet-beacon/dev/server-pfx")["Versions"] == before
+    assert versions() == before

@@ -980,3 +980,320 @@ def test_cryptography_client_verifier_agrees(chained: Path, shared: Path) -> Non
         )
         chain = verifier.verify(cert_of(d / "issued" / f"{leaf}.pem"), [cert_of(d / s) for s in sent]).chain
         assert len(chain) == 1 + len(anchors) + len(sent)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bulk work: fast paths equal the plain ones, one index write, crash and Ctrl-C consistency
+
+from scripts.pki import build as pki_build  # noqa: E402
+from scripts.pki import parallel as pki_parallel  # noqa: E402
+from scripts.pki import progress as pki_progress  # noqa: E402
+from scripts.pki import store as pki_store  # noqa: E402
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSON_VALUES)
+def test_dumps_index_is_json_dumps(value: Any) -> None:
+    assert pki_store.dumps_index(value) == json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def test_dumps_index_unusual_values_fall_back() -> None:
+    for value in ({"a": 1.5, "b": [0.25, {"c": -2e-9}]}, {"t": (1, 2)}, {"nested": {"x": {"y": [1.0]}}}):
+        assert pki_store.dumps_index(value) == json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def _reference_certificate(cert: x509.Certificate, issuer: x509.Certificate, issuer_key: Any, profile: pki_build.Profile) -> x509.Certificate:
+    """The same certificate built with the fluent API (serial and times taken from ``cert``)."""
+    public_key = cert.public_key()
+    builder = (
+        x509.CertificateBuilder().subject_name(cert.subject).issuer_name(issuer.subject).public_key(public_key)
+        .serial_number(cert.serial_number).not_valid_before(cert.not_valid_before_utc).not_valid_after(cert.not_valid_after_utc)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, isinstance(public_key, rsa.RSAPublicKey), False, False, False, False, False, False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(list(profile.eku)), critical=False)
+    )
+    if profile.dns:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in profile.dns]), critical=False)
+    ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
+        builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+        .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint([x509.UniformResourceIdentifier(u)], None, None, None) for u in profile.crl_urls]), critical=False)
+        .add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(u)) for u in profile.aia_urls]), critical=False)
+    )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+@pytest.mark.parametrize("key_type", ["ec", "rsa2048"])
+def test_certificate_template_equals_the_fluent_builder(key_type: str) -> None:
+    """Pre-encoded constant extensions and the hashed SKI give the very same TBS bytes."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    ca, _ = pki_build.build_certificate(pki_build.make_name("T CA"), ca_key.public_key(), pki_build.Profile(days=100, ca=True, path_length=0), None, ca_key, now)
+    for profile in (
+        pki_build.Profile(days=30, eku=pki_build.CLIENT_EKU, crl_urls=[CRL_URL], aia_urls=["http://pki.example.com/ca.crt"]),
+        pki_build.Profile(days=30, eku=pki_build.SERVER_EKU, dns=["b.example.com"], crl_urls=[CRL_URL, "http://alt.example.com/x.crl"], aia_urls=["http://a/ca.crt"]),
+    ):
+        key = pki_build.new_key(key_type)
+        cert, _ = pki_build.CertificateTemplate(profile, ca, ca_key).sign(pki_build.make_name("dev ü", "Org", "Unit"), key.public_key(), now)
+        assert cert.tbs_certificate_bytes == _reference_certificate(cert, ca, ca_key, profile).tbs_certificate_bytes
+        cert.verify_directly_issued_by(ca)
+
+
+@pytest.mark.parametrize("key_type", ["ec", "rsa2048"])
+def test_sign_crl_equals_cryptography_builder(key_type: str) -> None:
+    """The CRL assembled as DER has the TBSCertList cryptography's builder makes for the same
+    input: versions, times (UTCTime to 2049, GeneralizedTime from 2050), reasons, order."""
+    key = pki_build.new_key(key_type)
+    now = dt.datetime(2026, 11, 25, 12, 0, 0, tzinfo=dt.timezone.utc)
+    ca, _ = pki_build.build_certificate(pki_build.make_name("CRL CA", "Org"), key.public_key(), pki_build.Profile(days=40000, ca=True), None, key, now)
+    ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    dates = [now, dt.datetime(2049, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc), dt.datetime(2050, 1, 1, tzinfo=dt.timezone.utc), dt.datetime(1999, 2, 28, 1, 2, 3, tzinfo=dt.timezone.utc)]
+    reasons = list(pki_build.REASONS)
+    serials = [1, 127, 128, 255, 256, 2**159 - 1] + [x509.random_serial_number() for _ in range(40)]
+    for count in (0, 1, 2, len(serials)):
+        revoked = [(serials[i], dates[i % len(dates)], reasons[i % len(reasons)]) for i in range(count)]
+        as_text = [(s, certs.iso(d), r) if i % 2 else (s, d, r) for i, (s, d, r) in enumerate(revoked)]  # index.json's form too
+        der = pki_build.sign_crl(ca, key, 7, as_text, now, now + dt.timedelta(days=30000))
+        mine = x509.load_der_x509_crl(der)
+        assert mine.is_signature_valid(ca.public_key())
+        reference = x509.CertificateRevocationListBuilder(
+            ca.subject, now.replace(tzinfo=None), (now + dt.timedelta(days=30000)).replace(tzinfo=None),
+            [x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(7)), x509.Extension(aki.oid, False, aki)],
+            [pki_build.revoked_entry(s, d, r) for s, d, r in sorted(revoked)],
+        ).sign(key, hashes.SHA256())
+        assert mine.tbs_certlist_bytes == reference.tbs_certlist_bytes
+        assert mine.signature_algorithm_oid == reference.signature_algorithm_oid
+        assert pki_build.crl_pem(der) == mine.public_bytes(serialization.Encoding.PEM)
+    with pytest.raises(ValueError, match="159 bits"):
+        pki_build.sign_crl(ca, key, 1, [(2**159, now, "unspecified")], now, now + dt.timedelta(days=1))
+    with pytest.raises(ValueError, match="reason"):
+        pki_build.sign_crl(ca, key, 1, [(5, now, "bogus")], now, now + dt.timedelta(days=1))
+
+
+def test_crl_reads_index_json_only_and_numbers_continue(tmp_path: Path) -> None:
+    d = init(tmp_path / "pki")
+    ok(d, "issue-client", "--cn", "gone")
+    ok(d, "revoke", "gone", "--reason", "keyCompromise")
+    before = (d / "index.json").read_bytes()
+    ok(d, "crl")
+    ok(d, "crl")
+    assert (d / "index.json").read_bytes() == before  # `crl` never rewrites the index
+    assert json.loads((d / "crlnumber.json").read_text()) == {"crlNumber": 3}
+    crl = x509.load_der_x509_crl((d / "crl.der").read_bytes())
+    assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 3
+    assert [(r.serial_number, r.extensions.get_extension_for_class(x509.CRLReason).value.reason) for r in crl] == [
+        (int(index(d)["certificates"]["gone"]["serial"], 16), x509.ReasonFlags.key_compromise)
+    ]
+    # A PKI made before crlnumber.json kept the number in index.json: it goes on from there.
+    (d / "crlnumber.json").unlink()
+    data = index(d)
+    data["ca"]["crlNumber"] = 41
+    (d / "index.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    assert "CRL 42 of" in ok(d, "crl")
+    (d / "crlnumber.json").write_text("not json")
+    fails(d, "crl", expect="crlnumber.json: unreadable")
+
+
+def test_crl_with_many_entries(tmp_path: Path) -> None:
+    """5,000 revoked entries from index.json (written directly: issuing them would be slow)."""
+    d = init(tmp_path / "pki")
+    data = index(d)
+    serials = {}
+    for i in range(5000):
+        serial = x509.random_serial_number()
+        serials[serial] = ("2026-03-01T10:00:%02dZ" % (i % 60), list(pki_build.REASONS)[i % 5])
+        data["certificates"][f"old-{i:05d}"] = {
+            "kind": "client", "source": "key", "serial": certs.serial_hex(serial), "subject": f"CN=old-{i:05d}", "notBefore": "2026-01-01T00:00:00Z",
+            "notAfter": "2027-01-01T00:00:00Z", "sha1": "00", "status": "revoked", "revokedAt": serials[serial][0], "reason": serials[serial][1],
+        }
+    (d / "index.json").write_text(pki_store.dumps_index(data) + "\n")
+    assert "5000 revoked" in ok(d, "crl")
+    crl = x509.load_der_x509_crl((d / "crl.der").read_bytes())
+    assert crl.is_signature_valid(cert_of(d / "ca.pem").public_key())
+    listed = {r.serial_number: r for r in crl}
+    assert set(listed) == set(serials) and [r.serial_number for r in crl] == sorted(serials)
+    sample = next(iter(serials))
+    assert certs.iso(listed[sample].revocation_date_utc) == serials[sample][0]
+    assert (d / "crl.pem").read_bytes() == crl.public_bytes(serialization.Encoding.PEM)
+    data["certificates"]["old-00000"]["reason"] = "whimsy"
+    (d / "index.json").write_text(pki_store.dumps_index(data) + "\n")
+    fails(d, "crl", expect="old-00000: unknown revocation reason 'whimsy'")
+
+
+def force_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI forks only while single-threaded; a test run may hold other threads (the moto
+    server of other tests), harmless to the short-lived writer: allow the fork here."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the background writer and the worker processes fork (Linux)")
+    monkeypatch.setattr(pki_parallel, "can_fork", lambda: True)
+
+
+def test_fork_only_while_single_threaded() -> None:
+    import threading
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert not pki_parallel.can_fork()
+        assert not pki_parallel.BackgroundWriter().start()  # falls back to writing inline
+    finally:
+        stop.set()
+        thread.join()
+    assert pki_parallel.choose_jobs(None, 3, 8) == 1 and pki_parallel.choose_jobs(4, 3, 8) == 3 and pki_parallel.choose_jobs(None, 100, 8) >= 1
+
+
+def _no_leftovers(d: Path) -> None:
+    names = set(index(d)["certificates"])
+    assert {p.stem for p in (d / "issued").iterdir()} == names
+    assert {p.stem for p in (d / "private").iterdir()} <= names
+    assert not list(d.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("background", [True, False], ids=["background-writer", "inline"])
+def test_bulk_issue_writes_index_once_and_syncs_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background: bool) -> None:
+    force_fork(monkeypatch)
+    monkeypatch.setattr(cli, "BACKGROUND_FROM", 10 if background else 10**9)
+    d = init(tmp_path / "pki")
+    calls = {"save": 0, "sync": 0}
+    real_save, real_sync = pki_store.Pki.save_index, pki_store.sync_filesystem
+    monkeypatch.setattr(pki_store.Pki, "save_index", lambda self: (calls.__setitem__("save", calls["save"] + 1), real_save(self))[1])
+    monkeypatch.setattr(pki_store, "sync_filesystem", lambda path: (calls.__setitem__("sync", calls["sync"] + 1), real_sync(path))[1])
+    started = pki_store.Batch.start_background
+    used = []
+    monkeypatch.setattr(pki_store.Batch, "start_background", lambda self: used.append(started(self)) or used[-1])
+    code, out, err = pki(d, "issue-client", "--count", "250", "--prefix", "b-")
+    assert code == 0, err
+    assert calls == {"save": 1, "sync": 1}
+    assert used == ([True] if background else [])
+    assert err.splitlines() == ["issued 100/250", "issued 200/250", "issued 250/250"]
+    assert len(index(d)["certificates"]) == 250
+    _no_leftovers(d)
+    assert all(mode(p) == 0o600 for p in (d / "private").iterdir()) and all(mode(p) == 0o644 for p in (d / "issued").iterdir())
+    leaf = cert_of(d / "issued" / "b-0250.pem")
+    leaf.verify_directly_issued_by(cert_of(d / "ca.pem"))
+    key = serialization.load_pem_private_key((d / "private" / "b-0250.key").read_bytes(), None)
+    assert key.public_key() == leaf.public_key()
+    assert index(d)["certificates"]["b-0250"]["sha1"] == certs.thumbprint(leaf)
+
+
+@pytest.mark.parametrize("background", [True, False], ids=["background-writer", "inline"])
+def test_bulk_issue_disk_error_keeps_what_was_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background: bool) -> None:
+    """A write fails part-way (disk full): the certificates whose files are on disk are in
+    index.json, nothing else is left behind, the error is one line (exit 2)."""
+    force_fork(monkeypatch)
+    monkeypatch.setattr(cli, "BACKGROUND_FROM", 10 if background else 10**9)
+    d = init(tmp_path / "pki")
+    real_write = pki_store.atomic_write
+
+    def failing(path: Any, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+        if os.fspath(path).endswith("f-0040.pem"):
+            raise OSError(28, "No space left on device", os.fspath(path))
+        real_write(path, data, mode, durable)
+
+    monkeypatch.setattr(pki_store, "atomic_write", failing)  # the forked writer sees it too
+    code, _, err = pki(d, "issue-client", "--count", "100", "--prefix", "f-")
+    assert code == 2 and "Traceback" not in err, err
+    note_line, error_line = err.splitlines()[-2:]
+    assert note_line.startswith("note: 39 certificate(s) issued and recorded in index.json; ")
+    assert error_line == f"pki: error: {d / 'issued' / 'f-0040.pem'}: No space left on device"
+    assert sorted(index(d)["certificates"]) == [f"f-{i:04d}" for i in range(1, 40)]
+    _no_leftovers(d)
+    monkeypatch.setattr(pki_store, "atomic_write", real_write)
+    ok(d, "issue-client", "--count", "61", "--prefix", "f-", "--start", "40")  # the rest can be issued
+    assert len(index(d)["certificates"]) == 100
+
+
+def test_bulk_issue_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C part-way: exit 130, what was issued is recorded, nothing half-made stays."""
+    force_fork(monkeypatch)
+    monkeypatch.setattr(cli, "BACKGROUND_FROM", 10)
+    d = init(tmp_path / "pki")
+    real_new_key, made = pki_build.new_key, []
+
+    def interrupting(kind: str) -> Any:
+        made.append(kind)
+        if len(made) == 70:
+            raise KeyboardInterrupt
+        return real_new_key(kind)
+
+    monkeypatch.setattr(pki_build, "new_key", interrupting)
+    code, _, err = pki(d, "issue-client", "--count", "100", "--prefix", "k-")
+    assert code == 130 and "interrupted" in err
+    assert sorted(index(d)["certificates"]) == [f"k-{i:04d}" for i in range(1, 70)]
+    _no_leftovers(d)
+
+
+def test_bulk_sign_csr_in_background(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    force_fork(monkeypatch)
+    monkeypatch.setattr(cli, "BACKGROUND_FROM", 5)
+    d = init(tmp_path / "pki")
+    csr_dir = tmp_path / "csrs"
+    csr_dir.mkdir()
+    keys = {}
+    for i in range(30):
+        csr, keys[f"dev-{i:02d}"] = make_csr(f"dev-{i:02d}")
+        (csr_dir / f"dev-{i:02d}.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    out = ok(d, "sign-csr", str(csr_dir))
+    assert out.count("signed ") == 30 and "dev-29.csr" in out.splitlines()[-1]
+    for name, key in keys.items():
+        assert cert_of(d / "issued" / f"{name}.pem").public_key() == key.public_key()
+        assert index(d)["certificates"][name]["source"] == "csr"
+    assert not list((d / "private").iterdir())
+
+
+def test_export_many_pfx_names_and_patterns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    force_fork(monkeypatch)  # --jobs 2: worker processes
+    d = init(tmp_path / "pki")
+    ok(d, "issue-client", "--count", "12", "--prefix", "p-")
+    ok(d, "revoke", "p-0003")
+    csr, _ = make_csr("p-csr")
+    (tmp_path / "p.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    ok(d, "sign-csr", str(tmp_path / "p.csr"))
+    env = {"PKI_PASSWORD": "many"}
+    code, out, err = pki(d, "export-pfx", "p-*", "--jobs", "2", env=env)
+    assert code == 0, err
+    assert "wrote 11 PFX files (p-0001.pfx .. p-0012.pfx)" in out
+    assert "skipped 1 certificate(s) signed from CSRs" in err and "and 1 revoked" in err
+    exported = sorted(p.name for p in (d / "pfx").iterdir())
+    assert exported == [f"p-{i:04d}.pfx" for i in range(1, 13) if i != 3]
+    for name in ("p-0001", "p-0012"):
+        key, cert, extra = pkcs12.load_key_and_certificates((d / "pfx" / f"{name}.pfx").read_bytes(), b"many")
+        assert cert == cert_of(d / "issued" / f"{name}.pem") and key.public_key() == cert.public_key()
+    assert all(mode(p) == 0o600 for p in (d / "pfx").iterdir())
+    ok(d, "export-pfx", "p-0001", "p-0002", "p-0001", "--jobs", "1", env=env)
+    fails(d, "export-pfx", "zz-*", expect="pattern 'zz-*' matches no name", env=env)
+    fails(d, "export-pfx", "p-csr", expect="no private key for 'p-csr'", env=env)
+    fails(d, "export-pfx", "p-c?r", expect="nothing to export", env=env)
+
+
+def test_progress_lines_and_bar() -> None:
+    plain = io.StringIO()
+    with pki_progress.Progress("issued", 250, stream=plain) as progress:
+        for _ in range(250):
+            progress.advance()
+    assert plain.getvalue().splitlines() == ["issued 100/250", "issued 200/250", "issued 250/250"]
+    quiet = io.StringIO()
+    with pki_progress.Progress("issued", 1, stream=quiet) as progress:
+        progress.advance()
+    assert quiet.getvalue() == ""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    pytest.importorskip("rich")
+    terminal = Terminal()
+    with pki_progress.Progress("issued", 50, stream=terminal) as progress:
+        assert progress._bar is not None
+        for _ in range(50):
+            progress.advance()
+    assert "issued 100/" not in terminal.getvalue()  # a bar, not lines

@@ -309,6 +309,7 @@ def cmd_expiry(ctx: Context) -> int:
     egress = ctx.outputs.optional("crlEgress.urls")
     if isinstance(egress, list):
         urls = expiry_mod.dedupe_urls(urls, egress)
+    urls = expiry_mod.dedupe_urls(urls, *(certs.cdp_urls(ca) for ca in cas))  # e.g. an intermediate's root CRL
     published_crls = expiry_mod.crl_url_items(urls, cas, args.fetch_timeout)
     items += published_crls
     items += [item for _, item in local]

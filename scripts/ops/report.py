@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence, TypeGuard
+from typing import Any, Iterable, Mapping, Sequence, TypeGuard
 
 from .common import as_list, days_left, parse_time, short, table
 
@@ -298,7 +298,8 @@ def evaluate(
     return checks
 
 
-def verdict(checks: Sequence[Check]) -> str:
+def verdict(checks: Iterable[Check]) -> str:
+    checks = list(checks)
     if any(c.result == "fail" for c in checks):
         return "fail"
     if any(c.result == "warn" for c in checks):

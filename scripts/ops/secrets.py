@@ -22,7 +22,7 @@ from components import certs
 from scripts.pki.build import key_problem
 
 from .aws import Aws, error_code
-from .common import PROJECT, InputError, OpsError, days_left, iso, now_utc
+from .common import PROJECT, InputError, OpsError, days_left, iso
 
 PFX_SECRET = "server-pfx"
 PASSWORD_SECRET = "server-pfx-password"
@@ -264,7 +264,3 @@ def read_published(aws: Aws, stack: str) -> tuple[ServerPfx, str] | None:
         return load_pfx(data, password, f"secret {pfx_name}"), pfx_value["ARN"]
     except InputError as exc:
         raise OpsError(f"{exc} (the password secret {password_name} does not open it?)") from None
-
-
-def check_local(pfx: ServerPfx, hostnames: Sequence[str], min_days: int) -> list[str]:
-    return certificate_problems(pfx, hostnames, min_days, now_utc())

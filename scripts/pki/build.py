@@ -6,7 +6,9 @@ import base64
 import datetime as dt
 import hashlib
 import ipaddress
+import re
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Sequence
 
 from cryptography import x509
@@ -235,7 +237,7 @@ def build_crl(
     issuer: x509.Certificate,
     issuer_key: Any,
     number: int,
-    revoked: Sequence[tuple[int, dt.datetime, str]],
+    revoked: Sequence[tuple[int, dt.datetime | str, str]],
     last_update: dt.datetime,
     next_update: dt.datetime,
 ) -> x509.CertificateRevocationList:
@@ -247,11 +249,12 @@ def sign_crl(
     issuer: x509.Certificate,
     issuer_key: Any,
     number: int,
-    revoked: Sequence[tuple[int, dt.datetime, str]],
+    revoked: Sequence[tuple[int, dt.datetime | str, str]],
     last_update: dt.datetime,
     next_update: dt.datetime,
 ) -> bytes:
     """A signed CRL, DER. revoked: (serial, date, reason name), listed by serial. 'unspecified' carries no reasonCode.
+    A date is a datetime or index.json's text "YYYY-MM-DDTHH:MM:SSZ" (UTC).
 
     For RSA and EC issuers the TBSCertList is assembled as DER here (it is a flat list, and
     cryptography makes a Python object per entry and then reads it back: 100,000 entries cost
@@ -261,12 +264,7 @@ def sign_crl(
     ``add_revoked_certificate`` copies the list on every call: O(n^2))."""
     if next_update <= last_update:
         raise ValueError("nextUpdate must be after lastUpdate")
-    entries = sorted(revoked, key=lambda item: item[0])
-    for serial, _, reason in entries:
-        if not (type(serial) is int and 0 < serial < _MAX_SERIAL):
-            raise ValueError(f"serial {serial!r}: not a positive number of at most 159 bits")
-        if reason not in _REASON_EXTENSIONS:
-            raise ValueError(f"reason {reason!r}; expected one of {', '.join(REASONS)}")
+    entries = sorted(revoked, key=itemgetter(0))
     ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
     extensions = [x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(number)), x509.Extension(aki.oid, False, aki)]
@@ -277,7 +275,7 @@ def sign_crl(
             last_update=_naive_utc(last_update),
             next_update=_naive_utc(next_update),
             extensions=extensions,
-            revoked_certificates=[revoked_entry(serial, date, reason) for serial, date, reason in entries],
+            revoked_certificates=[revoked_entry(serial, _time_value(date), reason) for serial, date, reason in entries],
         )
         return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
     tbs = _tbs_cert_list(algorithm, issuer.subject.public_bytes(), last_update, next_update, entries, extensions)
@@ -300,6 +298,10 @@ _SHORT = [bytes((n,)) for n in range(128)]  # one-byte DER lengths
 _ENTRY_EXTENSIONS = {
     name: b"" if name == "unspecified" else None for name in REASONS
 }
+
+
+def _time_value(date: dt.datetime | str) -> dt.datetime:
+    return dt.datetime.fromisoformat(date.replace("Z", "+00:00")) if isinstance(date, str) else date
 
 
 def _signature_algorithm(key: Any) -> bytes | None:
@@ -334,6 +336,21 @@ def _der_time(moment: dt.datetime) -> bytes:
     return _der(0x18, moment.strftime("%Y%m%d%H%M%SZ").encode("ascii"))
 
 
+_ISO_Z = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)Z")
+
+
+def _der_time_text(text: str) -> bytes:
+    """DER time of "YYYY-MM-DDTHH:MM:SSZ" (index.json's form) without a datetime; other forms
+    and doubtful dates (day > 28 ...) go through datetime, which rejects impossible ones."""
+    match = _ISO_Z.fullmatch(text)
+    if match is None or not ("01" <= match[2] <= "12" and "01" <= match[3] <= "28" and match[4] < "24" and match[5] < "60" and match[6] < "60"):
+        return _der_time(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
+    digits = "".join(match.groups()) + "Z"
+    if "1950" <= match[1] < "2050":
+        return _der(0x17, digits[2:].encode("ascii"))
+    return _der(0x18, digits.encode("ascii"))
+
+
 def _der_extension(extension: x509.Extension[x509.ExtensionType]) -> bytes:
     body = _der(0x06, _oid_der(extension.oid.dotted_string))
     if extension.critical:
@@ -364,20 +381,35 @@ def _reason_extensions(reason: str) -> bytes:
 
 def _tbs_cert_list(algorithm: bytes, issuer_name: bytes, this_update: dt.datetime, next_update: dt.datetime,
                    entries: Sequence[tuple[int, dt.datetime, str]], extensions: Sequence[x509.Extension[x509.ExtensionType]]) -> bytes:
-    times: dict[dt.datetime, bytes] = {}
+    times: dict[Any, bytes] = {}
     reasons = {name: _reason_extensions(name) for name in REASONS}
-    items = []
-    append = items.append
+    short = _SHORT
+    out = bytearray()
     for serial, date, reason in entries:  # the hot loop of a large CRL: every length is < 128
         when = times.get(date)
         if when is None:
-            when = times[date] = _der_time(date)
-        raw = serial.to_bytes(serial.bit_length() // 8 + 1, "big")
-        content = b"\x02" + _SHORT[len(raw)] + raw + when + reasons[reason]
-        append(b"\x30" + _SHORT[len(content)] + content)
+            when = times[date] = _der_time_text(date) if type(date) is str else _der_time(date)
+        tail = reasons.get(reason)
+        if tail is None:
+            raise ValueError(f"reason {reason!r}; expected one of {', '.join(REASONS)}")
+        try:
+            size = serial.bit_length() // 8 + 1
+            raw = serial.to_bytes(size, "big")
+        except AttributeError:
+            size = 0
+        if serial <= 0 or not 0 < size <= 20:
+            raise ValueError(f"serial {serial!r}: not a positive number of at most 159 bits")
+        out += b"\x30"
+        out += short[2 + size + len(when) + len(tail)]
+        out += b"\x02"
+        out += short[size]
+        out += raw
+        out += when
+        out += tail
+    items = bytes(out)
     body = _V2 + algorithm + issuer_name + _der_time(this_update) + _der_time(next_update)
     if items:
-        body += _der(0x30, b"".join(items))
+        body += _der(0x30, items)
     body += _der(0xA0, _der(0x30, b"".join(_der_extension(e) for e in extensions)))
     return _der(0x30, body)
 

@@ -252,7 +252,7 @@ class Issuer:
             if files > self.batch.written:
                 break
             on_disk.add(name)
-        kept = 0
+        kept, total = 0, len(self.touched)
         for name, _ in self.touched:
             if name in on_disk and name in self.pki.certificates:
                 kept += 1
@@ -266,6 +266,8 @@ class Issuer:
             self.pki.save_index()
             if self.clamped:
                 note(f"note: {self.clamped} certificate(s) cut to end with the issuing CA ({iso(self.ca_cert.not_valid_after_utc)})")
+        if kept < total:  # only after an error or Ctrl-C
+            note(f"note: {kept} certificate(s) issued and recorded in index.json; {total - kept} unfinished one(s) removed")
         if error is not None:
             raise error
         return kept
@@ -281,10 +283,13 @@ class CrlFile:
     urls: list[str]  # the CDP URLs that point to it (from init-ca)
 
 
-def revoked_entries(pki: Pki) -> list[tuple[int, dt.datetime, str]]:
-    """(serial, revocation date as naive UTC, reason) of every revoked certificate of index.json."""
-    entries = []
-    dates: dict[str, dt.datetime] = {}
+def revoked_entries(pki: Pki) -> list[tuple[int, dt.datetime | str, str]]:
+    """(serial, revocation date, reason) of every revoked certificate of index.json. Dates in
+    index.json's own form ("2026-01-31T12:00:00Z") stay text (build.sign_crl encodes them
+    directly); others are parsed here."""
+    entries: list[tuple[int, dt.datetime | str, str]] = []
+    append = entries.append
+    reasons = build.REASONS
     for name, item in pki.certificates.items():
         if item.get("status") != "revoked":
             continue
@@ -294,16 +299,15 @@ def revoked_entries(pki: Pki) -> list[tuple[int, dt.datetime, str]]:
         except (TypeError, ValueError):
             serial = parse_serial(text)
         when = item.get("revokedAt") or ""
-        date = dates.get(when)
-        if date is None:
+        if not (type(when) is str and len(when) == 20 and when[19] == "Z" and when[10] == "T"):
             try:
-                date = dates[when] = parse_at(when).replace(tzinfo=None)
-            except PkiError:
+                when = parse_at(when).replace(tzinfo=None)
+            except (PkiError, AttributeError, TypeError):
                 raise PkiError(f"{pki.index_path}: {name}: revokedAt {when!r} is not an ISO 8601 time") from None
         reason = item.get("reason") or "unspecified"
-        if reason not in build.REASONS:
-            raise PkiError(f"{pki.index_path}: {name}: unknown revocation reason {reason!r} (expected one of {', '.join(build.REASONS)})")
-        entries.append((serial, date, reason))
+        if reason not in reasons:
+            raise PkiError(f"{pki.index_path}: {name}: unknown revocation reason {reason!r} (expected one of {', '.join(reasons)})")
+        append((serial, when, reason))
     return entries
 
 
@@ -698,10 +702,10 @@ def _pfx_names(args: argparse.Namespace, pki: Pki) -> list[str]:
             note(f"warning: {text} is revoked")
         if text not in names:
             names.append(text)
+    if not names:
+        raise PkiError(f"nothing to export: the patterns matched only certificates signed from CSRs ({skipped['csr']}) or revoked ({skipped['revoked']})")
     if skipped["csr"] or skipped["revoked"]:
         note(f"note: patterns skipped {skipped['csr']} certificate(s) signed from CSRs (no key here) and {skipped['revoked']} revoked")
-    if not names:
-        raise PkiError("nothing to export: the patterns matched only certificates signed from CSRs or revoked")
     for name in names:
         key_path = pki.private / f"{name}.key"
         if not key_path.exists():

