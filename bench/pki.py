@@ -21,9 +21,11 @@ In one run (about a minute; easy-rsa dominates):
 
 Our CLI's times are medians of --runs runs interleaved with the bare loops; easy-rsa and
 openssl are sampled once. The subprocesses get PYTHONPYCACHEPREFIX in the work directory (and
-not PYTHONDONTWRITEBYTECODE), so their modules are compiled once, as in a normal install; the
-work directory defaults to a new temporary directory (TMPDIR). Goals are printed met/MISSED;
---write appends the rows to the "## PKI" table of the file (created when missing).
+not PYTHONDONTWRITEBYTECODE), so their modules are compiled once, as in a normal install. The
+work directory is new, made in --workdir or the system's temporary directory (TMPDIR), and the
+rows name its filesystem: on a slow disk, creating the 2,000 files is most of the cost (the
+"bare loop + files" row shows how much). Goals are printed met/MISSED; --write appends the rows
+to the "## PKI" table of the file (created when missing). Exit 1 when a goal is missed.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from scripts.pki import store
 
 ROOT = Path(__file__).resolve().parent.parent
 CRL_URL = "http://crl.example.com/pki/devices.crl"
-PASSWORD = "bench-password"
+PFX_SECRET = secrets.token_urlsafe(16)  # made per run; exported PFX files are thrown away
 EASYRSA_CANDIDATES = ("easyrsa", "/usr/share/easy-rsa/easyrsa")
 SECTION = "## PKI"
 TABLE_HEAD = (
@@ -83,11 +85,12 @@ class Bench:
         self.env = dict(os.environ)
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
-        self.env["PKI_PASSWORD"] = PASSWORD
+        self.env["PKI_PASSWORD"] = PFX_SECRET
         self.env["PYTHONPATH"] = str(ROOT) + os.pathsep + self.env.get("PYTHONPATH", "")
 
     def pki(self, directory: Path, *args: str) -> float:
         """Seconds for one `python -m scripts.pki --dir DIR ARGS` (stdout/stderr discarded)."""
+        settle()
         start = time.perf_counter()
         result = subprocess.run([sys.executable, "-m", "scripts.pki", "--dir", str(directory), *args], cwd=ROOT, env=self.env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -103,11 +106,31 @@ class Bench:
         return target
 
 
+def filesystem(path: Path) -> str:
+    """Type of the filesystem holding ``path`` (longest mount point of /proc/mounts), e.g. ext4."""
+    best, kind = "", "?"
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) > 2 and str(path).startswith(fields[1].rstrip("/") + "/") and len(fields[1]) > len(best):
+                best, kind = fields[1], fields[2]
+    except OSError:
+        pass
+    return kind
+
+
+def settle() -> None:
+    """Flush what earlier steps left dirty (not timed), so that no measurement pays for the
+    previous one's files (our CLI syncs the filesystem once: it would)."""
+    os.sync()
+
+
 def note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
 def timed(func: Callable[[], object]) -> float:
+    settle()
     start = time.perf_counter()
     func()
     return time.perf_counter() - start
@@ -160,19 +183,22 @@ class Bare:
 
     def issue(self, count: int, directory: Path | None = None) -> None:
         """keygen + build + sign + PEM of key and certificate; with ``directory`` also the two
-        files (temporary file + rename, key 0600) as the CLI writes them."""
+        files (temporary file + rename, key 0600) as the CLI writes them, and one sync at the
+        end (the CLI makes them durable before its index names them)."""
         for number in range(count):
             key = ec.generate_private_key(ec.SECP256R1())
             cert = self.certificate(f"dev-{number:04d}", key.public_key())
             key_bytes = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
             cert_bytes = cert.public_bytes(serialization.Encoding.PEM)
             if directory is not None:
-                for name, data, mode in ((f"dev-{number:04d}.key", key_bytes, 0o600), (f"dev-{number:04d}.pem", cert_bytes, 0o644)):
-                    tmp = directory / f".{name}.tmp"
+                for folder, name, data, mode in (("private", f"dev-{number:04d}.key", key_bytes, 0o600), ("issued", f"dev-{number:04d}.pem", cert_bytes, 0o644)):
+                    tmp = directory / folder / f".{name}.tmp"
                     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
                     os.write(fd, data)
                     os.close(fd)
-                    os.replace(tmp, directory / name)
+                    os.replace(tmp, directory / folder / name)
+        if directory is not None:
+            store.sync_filesystem(directory)
 
     def sign_csrs(self, csr_dir: Path) -> None:
         for path in sorted(csr_dir.iterdir()):
@@ -187,7 +213,7 @@ class Bare:
             .kdf_rounds(50000)
             .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
             .hmac_hash(hashes.SHA256())
-            .build(PASSWORD.encode())
+            .build(PFX_SECRET.encode())
         )
         for name in names:
             cert = x509.load_pem_x509_certificate((pki_dir / "issued" / f"{name}.pem").read_bytes())
@@ -299,7 +325,8 @@ def run(args: argparse.Namespace, work: Path) -> list[Row]:
         ours.append(bench.pki(directory, "issue-client", "--count", str(count), "--prefix", "dev-"))
         floor.append(timed(lambda: bare.issue(count)))
         files = work / f"bare-files-{number}"
-        files.mkdir()
+        (files / "private").mkdir(parents=True, mode=0o700)
+        (files / "issued").mkdir()
         storage.append(timed(lambda: bare.issue(count, files)))
         shutil.rmtree(files)
     issue_dir = work / f"issue-{args.runs - 1}"
@@ -315,7 +342,7 @@ def run(args: argparse.Namespace, work: Path) -> list[Row]:
         rows.append(Row(f"issue {count} client certs vs easy-rsa", seconds(ours_s), "easy-rsa not installed", "-", "MISSED (not measured; apt-get install easy-rsa)"))
     rows.append(Row(f"issue {count} client certs vs bare cryptography loop (no files)", seconds(ours_s), f"bare loop {seconds(floor_s)}",
                     f"{ours_s / floor_s:.2f}x", goal(ours_s / floor_s <= 3.0, "<= 3x")))
-    rows.append(Row(f"issue {count} client certs vs bare loop + the same {2 * count} file writes", seconds(ours_s), f"bare loop + files {seconds(storage_s)}",
+    rows.append(Row(f"issue {count} client certs vs bare loop + the same {2 * count} file writes and one sync", seconds(ours_s), f"bare loop + files {seconds(storage_s)}",
                     f"{ours_s / storage_s:.2f}x", "-"))
     ossl = openssl_per_cert(work, template, args.openssl_sample)
     if ossl is not None:
@@ -397,14 +424,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csrs", type=int, default=1000)
     parser.add_argument("--crl-entries", type=int, default=100_000)
     parser.add_argument("--pfx", type=int, default=100)
-    parser.add_argument("--workdir", help="where the PKIs go (default: a new temporary directory)")
+    parser.add_argument("--workdir", help="directory in which a new work directory is made (default: the system's temporary directory); its filesystem matters")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--write", metavar="FILE", help="append the rows to the '## PKI' table of this markdown file")
     args = parser.parse_args(argv)
     if args.pfx > args.count:
         parser.error("--pfx cannot exceed --count (the exported certificates are the issued ones)")
-    work = Path(args.workdir).resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="bench-pki-"))
-    work.mkdir(parents=True, exist_ok=True)
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-pki-", dir=args.workdir)).resolve()  # always a new directory of our own
     note(f"work directory: {work}")
     started = time.perf_counter()
     try:
@@ -412,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    when, host = dt.date.today().isoformat(), machine()
+    when, host = dt.date.today().isoformat(), f"{machine()}; PKI on {filesystem(work)}"
     lines = table_lines(rows, when, host)
     print(TABLE_HEAD + "\n".join(lines))
     missed = [r for r in rows if r.goal.startswith("MISSED")]

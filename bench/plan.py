@@ -45,6 +45,16 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
 
 
+def append_row(path: Path, row: str) -> None:
+    """Add `row` at the end of the table under '## Plan' (other sections stay where they are)."""
+    lines = path.read_text().splitlines()
+    start = lines.index("## Plan")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    last_row = max(i for i in range(start, end) if lines[i].startswith("|"))
+    lines.insert(last_row + 1, row)
+    path.write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.plan")
     parser.add_argument("--runs", type=int, default=5)
@@ -66,14 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(line)
     if args.write:
-        path = ROOT / args.write
-        if not path.exists():
-            path.write_text(
-                "# Benchmarks\n\nMedians of interleaved runs; ratio = measured / floor in the same command.\n\n"
-                "| date | machine | what | median | floor | ratio | goal |\n|---|---|---|---|---|---|---|\n"
-            )
-        with path.open("a") as handle:
-            handle.write(line + "\n")
+        append_row(ROOT / args.write, line)
     return 0 if ratio <= 2.0 else 1
 
 

@@ -1,6 +1,7 @@
 """Command line of `python -m scripts.pki` (see docs/pki.md).
 
-Exit codes: 0 done (check: accept), 1 check: reject, 2 bad input or state (one line on stderr).
+Exit codes: 0 done (check: accept), 1 check: reject, or crl --publish could not upload (the CRL
+was written), 2 bad input or state (one line on stderr), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .store import PRIVATE_FILE, PUBLIC_FILE, Batch, Pki, PkiError, atomic_write
 PROG = "python -m scripts.pki"
 PASSWORD_ENV = "PKI_PASSWORD"
 PROJECT = "flexnet-beacon"
-BACKGROUND_FROM = 32  # from this many certificates, a background process writes the files
+BACKGROUND_FROM = 32  # from this many certificates, background processes write the files
 PFX_PARALLEL_FROM, PFX_CHUNK = 8, 4  # export-pfx: worker processes from 8 files, 4 per unit
 DEFAULT_DAYS = {"ca": 3650, "intermediate": 1825, "server": 397, "client": 365, "crl": 7}
 
@@ -89,6 +90,13 @@ def check_attr(value: str | None, what: str, limit: int = 64) -> str | None:
     if len(value) > limit:
         raise PkiError(f"{what} {value!r}: {len(value)} characters; at most {limit}")
     return value
+
+
+def required_attr(value: str, what: str, limit: int = 64) -> str:
+    """check_attr for a value that is always given (typed str, not str | None)."""
+    checked = check_attr(value, what, limit)
+    assert checked is not None
+    return checked
 
 
 def check_url(url: str, what: str) -> str:
@@ -182,7 +190,7 @@ class Issuer:
 
     Made for bulk: the CA certificate and key are read once; each profile becomes a
     build.CertificateTemplate once; files go through a store.Batch (atomic, final mode from
-    creation, no fsync each; for many certificates written by a background process while this
+    creation, no fsync each; for many certificates written by background processes while this
     one signs); entries are kept in memory. finish() waits for the files, keeps exactly the
     certificates whose files are all on disk, syncs once and writes index.json once. Call it in
     a ``finally``: after an error or Ctrl-C what was issued is recorded, and nothing else is left
@@ -196,7 +204,7 @@ class Issuer:
         self.key_type = pki.index["ca"].get("keyType", "ec")
         self.clamped = 0
         self.batch = Batch(pki.root)
-        self.touched: list[tuple[str, int]] = []  # (name, files) in the order the files were written
+        self.touched: list[tuple[str, int, list[tuple[int, int]]]] = []  # (name, files expected, their write tokens)
         self.templates: dict[tuple[Any, ...], build.CertificateTemplate] = {}
         self.private_dir = os.path.join(pki.private, "")  # strings: pathlib costs more than a signature's share
         self.issued_dir = os.path.join(pki.issued, "")
@@ -218,10 +226,11 @@ class Issuer:
             public_key = key.public_key()
         cert, clamped = self.template(kind, days, dns, ips).sign(subject, public_key, now_utc())
         entry = entry_for(cert, kind, "key" if key is not None else "csr", subject, may_have_san=bool(dns or ips))
-        self.touched.append((name, 2 if key is not None else 1))  # before any write: finish() cleans up
+        files: list[tuple[int, int]] = []
+        self.touched.append((name, 2 if key is not None else 1, files))  # before any write: finish() cleans up
         if key is not None:
-            self.batch.write(f"{self.private_dir}{name}.key", key_pem(key), PRIVATE_FILE)
-        self.batch.write(f"{self.issued_dir}{name}.pem", cert.public_bytes(serialization.Encoding.PEM), PUBLIC_FILE)
+            files.append(self.batch.write(f"{self.private_dir}{name}.key", key_pem(key), PRIVATE_FILE))
+        files.append(self.batch.write(f"{self.issued_dir}{name}.pem", cert.public_bytes(serialization.Encoding.PEM), PUBLIC_FILE))
         self.pki.add_certificate(name, entry)
         self.clamped += clamped
         return cert, entry
@@ -229,7 +238,7 @@ class Issuer:
     def issue_many(self, requests: Sequence[tuple[str, x509.Name, Any]], kind: str, days: int, key_type: str | None,
                    verb: str, line: Callable[[str, dict[str, Any]], str] | None = None) -> None:
         """(name, subject, public key or None) each, with a progress display. From
-        BACKGROUND_FROM certificates on, the files are written by a background process.
+        BACKGROUND_FROM certificates on, the files are written by background processes.
         line(name, entry): an optional result line per certificate for stdout."""
         if len(requests) >= BACKGROUND_FROM:
             self.batch.start_background()  # forks: before the progress bar starts its thread
@@ -245,16 +254,10 @@ class Issuer:
         files are not all written; sync once; write index.json once. Returns how many were
         issued; raises the background writer's error, if any, after recording the rest."""
         error = self.batch.drain()
-        on_disk: set[str] = set()
-        files = 0
-        for name, count in self.touched:
-            files += count
-            if files > self.batch.written:
-                break
-            on_disk.add(name)
         kept, total = 0, len(self.touched)
-        for name, _ in self.touched:
-            if name in on_disk and name in self.pki.certificates:
+        for name, expected, files in self.touched:
+            on_disk = len(files) == expected and all(self.batch.is_written(token) for token in files)
+            if on_disk and name in self.pki.certificates:
                 kept += 1
                 continue
             self.pki.certificates.pop(name, None)  # a new name of this command: nothing else lost
@@ -383,7 +386,7 @@ def _init_ca(args: argparse.Namespace, pki: Pki) -> int:
     if existing:
         names = ", ".join(p.name for p in existing)
         raise PkiError(f"a CA already exists in {pki.root}/ ({names}); refusing to overwrite it (use another --dir)")
-    cn = check_attr(args.cn, "--cn")
+    cn = required_attr(args.cn, "--cn")
     o, ou = check_attr(args.o, "--o"), check_attr(args.ou, "--ou")
     country = args.c
     if country is not None and not re.fullmatch(r"[A-Za-z]{2}", country):
@@ -397,7 +400,7 @@ def _init_ca(args: argparse.Namespace, pki: Pki) -> int:
     if args.intermediate and not root_crl_urls and crl_urls:
         root_crl_urls = [derived_root_crl_url(u) for u in crl_urls]
         note(f"note: the intermediate's CDP (the root's CRL) will be {', '.join(root_crl_urls)}: publish root-crl.der there (or pass --root-crl-url)")
-    root_cn = check_attr(args.root_cn or f"{cn} Root", "--root-cn") if args.intermediate else cn
+    root_cn = required_attr(args.root_cn or f"{cn} Root", "--root-cn") if args.intermediate else cn
     if args.intermediate and root_cn == cn:
         raise PkiError("--root-cn must differ from --cn: the root and the issuing CA need distinct names")
     if not crl_urls:
@@ -452,7 +455,7 @@ def cmd_issue_server(args: argparse.Namespace, pki: Pki) -> int:
     name = args.name or dns[0].replace("*", "wildcard")
     with pki.locked():
         pki.check_new_name(name)
-        subject = build.make_name(check_attr(dns[0], "--dns"), check_attr(args.o, "--o"), check_attr(args.ou, "--ou"))
+        subject = build.make_name(required_attr(dns[0], "--dns"), check_attr(args.o, "--o"), check_attr(args.ou, "--ou"))
         issuer = Issuer(pki)
         try:
             cert, _ = issuer.issue(name, subject, "server", args.days, args.key, dns=dns, ips=ips)
@@ -721,7 +724,7 @@ def cmd_export_pfx(args: argparse.Namespace, pki: Pki) -> int:
     pki.pfx.mkdir(mode=0o700, exist_ok=True)
     batch = Batch(pki.root)
 
-    def export(span: range) -> int:  # PBKDF2 makes each file cost ~10 ms: worth worker processes
+    def export(span: Any) -> int:  # a range of positions  # PBKDF2 makes each file cost ~10 ms: worth worker processes
         for name in names[span.start:span.stop]:
             cert = pki.load_cert(pki.issued / f"{name}.pem")
             key = pki.load_key(pki.private / f"{name}.key")
@@ -876,7 +879,7 @@ def cmd_check(args: argparse.Namespace, pki: Pki) -> int:
             if path.is_file():
                 crls += _read_crl_list(path)
     if args.issuer_cn is not None:
-        issuing_cns = [check_attr(args.issuer_cn, "--issuer-cn")]
+        issuing_cns = [required_attr(args.issuer_cn, "--issuer-cn")]
     else:
         issuing_cns = [cn for ca in certs.issuing_cas([c for c in trusted if certs.is_ca(c)]) if (cn := certs.common_name(ca.subject))]
     mappings = [[certs.issuer_rule(cn), *stack.extra_rules] for cn in issuing_cns]

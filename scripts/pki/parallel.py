@@ -1,15 +1,18 @@
-"""Bulk work in chunks, on worker processes when that is safe and worth it.
+"""Processes for bulk work, forked (Linux) only while the command is still single-threaded
+(before a progress bar starts its thread). cryptography holds the GIL while it generates keys
+and signs, so threads do not help.
 
-cryptography holds the GIL while it generates keys and signs, and file creation is a good
-part of the rest, so threads do not help; processes do. Workers are forked (Linux only) while
-the command is still single-threaded, before a progress bar starts its thread: they inherit
-the loaded CA key and the validated requests, so nothing secret is pickled, only the small
-results (index entries) travel back.
+- :class:`BackgroundWriter` (issue-client, sign-csr): a process per directory writes the files (atomic,
+  final mode, no fsync) in the order given while this one signs; on many filesystems creating
+  and renaming two files costs as much as making the certificate. It stops at the first error
+  and reports how many files it wrote, so the caller records exactly the certificates whose
+  files are all on disk (cli.Issuer.finish).
+- :class:`Workers` (export-pfx): a pool of processes for independent, CPU-heavy items (PBKDF2
+  of the PFX files). They inherit the loaded data by fork: only positions go to them and only
+  small results come back, nothing secret is pickled. Workers ignore SIGINT and finish the
+  chunk they hold; after an error or Ctrl-C the completed chunks are still reported.
 
-A chunk either completes or leaves nothing behind: the chunk function removes the files it
-wrote when it fails. The caller records every completed chunk (in submission order) and, after
-an error or Ctrl-C (workers ignore SIGINT and finish the chunks they hold), still writes
-index.json for them before the error is reported.
+Without fork (other systems, or threads already running) everything runs in this process.
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ class Workers:
             except KeyboardInterrupt as exc:
                 stop = stop or exc  # let the workers finish what they hold, then record it
                 continue
-            except BaseException as exc:  # the chunk failed (and removed its files)
+            except BaseException as exc:  # the chunk failed: stop submitting, collect the others
                 pending.popleft()
                 stop = stop or exc
                 continue

@@ -66,7 +66,7 @@ class Target:
     def client(self) -> Any:
         if self._client is None:
             try:
-                import boto3
+                import boto3.session
                 from botocore.exceptions import BotoCoreError, ProfileNotFound
             except ImportError:
                 raise PkiError("crl --publish needs boto3 (pip install -r requirements.txt)") from None

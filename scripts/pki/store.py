@@ -142,40 +142,66 @@ class Batch:
     """Files of one bulk command: each written atomically and with its final mode from creation,
     all made durable by one :meth:`sync` (syncfs) before index.json names them.
 
-    With :meth:`start_background` the writes happen in a forked writer process (parallel.py),
-    in order, while this process goes on signing; :meth:`drain` waits for it and says how many
-    of the files, in order, were written (and the error that stopped it, if any)."""
+    With :meth:`start_background` the writes happen in forked writer processes (parallel.py),
+    one per directory (creations in one directory are serialised by the kernel; two directories
+    proceed side by side), each in the order given, while this process goes on signing.
+    :meth:`write` returns a token (lane, position); after :meth:`drain`, :meth:`is_written`
+    says whether that file is on disk."""
 
     def __init__(self, root: Path):
         self.root = root
         self.pending = 0  # files written and not yet synced
-        self.written = 0  # files written, in order (inline, or reported by the writer)
-        self._writer: Any = None
+        self._writers: list[Any] = []
+        self._lane_of: dict[str, int] = {}
+        self._sent: list[int] = [0]
+        self._done: list[int] = [0]  # files on disk per lane, in order
 
-    def start_background(self) -> bool:
+    def start_background(self, lanes: int = 2) -> bool:
         from .parallel import BackgroundWriter
 
-        writer = BackgroundWriter()
-        if writer.start():
-            self._writer = writer
-        return self._writer is not None
+        writers = []
+        for _ in range(lanes):
+            writer = BackgroundWriter()
+            if not writer.start():
+                break
+            writers.append(writer)
+        if writers:
+            self._writers = writers
+            self._sent = [0] * len(writers)
+            self._done = [0] * len(writers)
+        return bool(writers)
 
-    def write(self, path: str | Path, data: bytes, mode: int) -> None:
-        if self._writer is not None:
-            self._writer.write(os.fspath(path), data, mode)
+    def write(self, path: str | Path, data: bytes, mode: int) -> tuple[int, int]:
+        """Write (or hand to a writer) one file; returns its token."""
+        if self._writers:
+            text = os.fspath(path)
+            folder = os.path.dirname(text)
+            lane = self._lane_of.get(folder)
+            if lane is None:
+                lane = self._lane_of[folder] = len(self._lane_of) % len(self._writers)
+            position = self._sent[lane]
+            self._writers[lane].write(text, data, mode)
+            self._sent[lane] = position + 1
         else:
+            lane, position = 0, self._done[0]
             atomic_write(path, data, mode, durable=False)
-            self.written += 1
+            self._done[0] = position + 1
         self.pending += 1
+        return lane, position
+
+    def is_written(self, token: tuple[int, int]) -> bool:
+        lane, position = token
+        return position < self._done[lane]
 
     def drain(self) -> BaseException | None:
-        """Wait for the background writer (if any); returns the error that stopped it. After
-        this, ``written`` files (in the order given) are on disk and nothing else will be."""
-        if self._writer is None:
-            return None
-        writer, self._writer = self._writer, None
-        self.written, error = writer.close()
-        return error
+        """Wait for the background writers (if any); returns the first error that stopped one.
+        After this, nothing more will be written."""
+        first: BaseException | None = None
+        writers, self._writers = self._writers, []
+        for lane, writer in enumerate(writers):
+            self._done[lane], error = writer.close()
+            first = first or error
+        return first
 
     def sync(self) -> None:
         if self.pending:
