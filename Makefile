@@ -26,7 +26,7 @@ plan-all: $(VENV)/.installed-runtime
 ## test: every test (unit, mocks, plan determinism, TLS on loopback)
 test: $(VENV)/.installed-dev
 	./.ci/install-debian-packages
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 ## lint: static type gate (basedpyright over the program, components, scripts, policy)
 lint: $(VENV)/.installed-dev
