@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import botocore.exceptions as bce
 
 from components import certs
+from scripts.cli_args import bounded
 from scripts.pki.cli import read_password
 from scripts.pki.store import PkiError
 
@@ -68,34 +69,9 @@ class Context:
 # Argument types
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"got {text!r}; expected a whole number") from None
-    if value < 0 or value > 36500:
-        raise argparse.ArgumentTypeError(f"got {value}; expected 0 to 36500")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"got {text!r}; expected seconds") from None
-    if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError(f"got {value}; expected more than 0 and at most 86400 seconds")
-    return value
-
-
-def _days(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"got {text!r}; expected a number of days") from None
-    if not 0 <= value <= 36500:
-        raise argparse.ArgumentTypeError(f"got {value}; expected 0 to 36500 days")
-    return value
+_positive_int = bounded(int, 0, 36500, "a whole number")
+_seconds = bounded(float, 0, 86400, "seconds", low_inclusive=False)
+_days = bounded(float, 0, 36500, "a number of days")
 
 
 def _pairs(certs: Sequence[str] | None, keys: Sequence[str] | None, cert_flag: str, key_flag: str) -> list[tuple[str, str]]:

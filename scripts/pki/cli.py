@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from components import certs
+from scripts.cli_args import bounded
 
 from . import build, parallel
 from .progress import Progress
@@ -59,24 +60,8 @@ def note(text: str) -> None:
 # Argument checks
 
 
-def positive_days(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"got {text!r}; expected a whole number of days") from None
-    if not 1 <= value <= 36500:
-        raise argparse.ArgumentTypeError(f"got {value}; expected 1 to 36500 days")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"got {text!r}; expected a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"got {value}; expected 0 or more")
-    return value
+positive_days = bounded(int, 1, 36500, "a whole number of days")
+non_negative_int = bounded(int, 0, 10**9, "a whole number")
 
 
 def check_attr(value: str | None, what: str, limit: int = 64) -> str | None:
