@@ -223,3 +223,22 @@ def test_mapping_names_are_safe_keys(tmp_path: Path) -> None:
     assert names == ["Deny 1 - OBrien Devices CA", "Agents - OBrien Devices CA"]
     # The rule still matches the CA's real CN.
     assert state["authentication"]["clientCertificateMapping"]["manyToOneMappings"][1]["rules"][0]["matchCriteria"] == "O'Brien [Devices] CA"
+
+
+def test_issuer_rule_can_also_match_the_organization(tmp_path: Path) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Contoso Ltd"), x509.NameAttribute(NameOID.COMMON_NAME, "Contoso CA")])
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    ca = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(7)
+        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256())
+    )
+    files = [write(tmp_path / "ca.pem", ca)]
+    plain = state_for(tmp_path, files).iis_state["authentication"]["clientCertificateMapping"]["manyToOneMappings"][0]["rules"]
+    with_o = state_for(tmp_path, files, issuerRuleMatchOrganization="true").iis_state["authentication"]["clientCertificateMapping"]["manyToOneMappings"][0]["rules"]
+    assert [(r["certificateField"], r["certificateSubField"]) for r in plain] == [("Issuer", "CN")]
+    assert [(r["certificateField"], r["certificateSubField"], r["matchCriteria"]) for r in with_o] == [
+        ("Issuer", "CN", "Contoso CA"),
+        ("Issuer", "O", "Contoso Ltd"),
+    ]

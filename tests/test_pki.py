@@ -836,8 +836,8 @@ def test_check_stack_client_ca_certificates(shared: Path, tmp_path: Path) -> Non
     [
         ("config:\n  flexnet-beacon:extraMappingRules: ['Subject.XX=1']\n", "sub-field is one of"),
         ("config:\n  flexnet-beacon:extraMappingRules: ['Owner.CN=1']\n", "field is one of"),
-        ("config:\n  flexnet-beacon:extraMappingRules: ['nonsense']\n", "mapping rule 'nonsense'"),
-        ("config:\n  flexnet-beacon:extraMappingRules: 5\n", "expected a list of rule strings"),
+        ("config:\n  flexnet-beacon:extraMappingRules: ['nonsense']\n", "extraMappingRules: got 'nonsense'; expected a rule like"),
+        ("config:\n  flexnet-beacon:extraMappingRules: 5\n", "extraMappingRules: got '5'; expected a list of strings"),
         ("config: [1, 2]\n", "expected a mapping with a 'config:' mapping"),
         ("config: {\n", "not valid YAML"),
     ],

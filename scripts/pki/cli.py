@@ -775,32 +775,12 @@ def _read_crl_list(path: Path) -> list[x509.CertificateRevocationList]:
 
 @dataclass
 class StackTrust:
-    """What `check` takes from a stack file."""
+    """What `check` takes from a stack file (validated exactly as the deployment validates it)."""
 
     extra_rules: list[certs.MappingRule]
     deny_rules: list[certs.MappingRule]
     ca_files: list[Path]
-
-
-def _rule_list(config: dict[str, Any], key: str, path: Path) -> list[certs.MappingRule]:
-    full_key = f"{PROJECT}:{key}"
-    value = config.get(full_key)
-    if value is None:
-        return []
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise PkiError(f"--stack-config {path}: {full_key}: expected a list of rule strings") from None
-    if not isinstance(value, list):
-        raise PkiError(f"--stack-config {path}: {full_key}: expected a list of rule strings, got {type(value).__name__}")
-    rules = []
-    for item in value:
-        try:
-            rules.append(certs.parse_mapping_rule(item))
-        except ValueError as exc:
-            raise PkiError(f"--stack-config {path}: {full_key}: {exc}") from None
-    return rules
+    include_organization: bool = False
 
 
 def _project_dir(stack_file: Path) -> Path:
@@ -812,8 +792,10 @@ def _project_dir(stack_file: Path) -> Path:
 
 
 def read_stack_config(path: Path) -> StackTrust:
-    """extraMappingRules, denyMappingRules and clientCaCertificates of a stack file."""
+    """Mapping rules and client CA files of a stack file, through components.config."""
     import yaml  # only `check --stack-config` needs it: not at start-up of every verb
+
+    from components.config import ConfigInvalid, load, stack_file_to_raw
 
     try:
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -821,19 +803,23 @@ def read_stack_config(path: Path) -> StackTrust:
         raise PkiError(f"--stack-config {path}: unreadable ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise PkiError(f"--stack-config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    config = document.get("config") if isinstance(document, dict) else None
-    if not isinstance(config, dict):
+    if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
         raise PkiError(f"--stack-config {path}: expected a mapping with a 'config:' mapping")
-    files = config.get(f"{PROJECT}:clientCaCertificates") or []
-    if isinstance(files, str):
-        try:
-            files = json.loads(files)
-        except ValueError:
-            files = [files]
-    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
-        raise PkiError(f"--stack-config {path}: {PROJECT}:clientCaCertificates: expected a list of file paths")
+    raw, region, _ = stack_file_to_raw(document)
+    name = path.name
+    stack = name[len("Pulumi."):-len(".yaml")] if name.startswith("Pulumi.") and name.endswith(".yaml") else "stack"
+    try:
+        # The region matters only to ARNs, which `check` does not use.
+        cfg = load(raw, stack, region or "us-east-1")
+    except ConfigInvalid as invalid:
+        raise PkiError(f"--stack-config {path}: " + "; ".join(str(issue) for issue in invalid.issues)) from None
     base = _project_dir(path)
-    return StackTrust(_rule_list(config, "extraMappingRules", path), _rule_list(config, "denyMappingRules", path), [base / f for f in files])
+    return StackTrust(
+        [certs.parse_mapping_rule(text) for text in cfg.extra_mapping_rules],
+        [certs.parse_mapping_rule(text) for text in cfg.deny_mapping_rules],
+        [base / f for f in cfg.client_ca_certificates],
+        cfg.issuer_rule_match_organization,
+    )
 
 
 def cmd_check(args: argparse.Namespace, pki: Pki) -> int:
@@ -864,11 +850,14 @@ def cmd_check(args: argparse.Namespace, pki: Pki) -> int:
             if path.is_file():
                 crls += _read_crl_list(path)
     if args.issuer_cn is not None:
-        issuing_cns = [required_attr(args.issuer_cn, "--issuer-cn")]
+        cn = required_attr(args.issuer_cn, "--issuer-cn")
+        mappings = [[certs.issuer_rule(cn), *stack.extra_rules]]
+        denials = [[certs.issuer_rule(cn), rule] for rule in stack.deny_rules]
     else:
-        issuing_cns = [cn for ca in certs.issuing_cas([c for c in trusted if certs.is_ca(c)]) if (cn := certs.common_name(ca.subject))]
-    mappings = [[certs.issuer_rule(cn), *stack.extra_rules] for cn in issuing_cns]
-    denials = [[certs.issuer_rule(cn), rule] for cn in issuing_cns for rule in stack.deny_rules]
+        # The same mappings the deployment writes (components/iis_state.py uses these functions).
+        issuing = certs.issuing_cas([c for c in trusted if certs.is_ca(c)])
+        mappings = certs.allow_mappings(issuing, stack.extra_rules, stack.include_organization)
+        denials = certs.deny_mappings(issuing, stack.deny_rules, stack.include_organization)
     verdict = certs.iis_verdict(leaf, trusted, crls, at, mappings, intermediates=sent, denials=denials)
     if args.json:
         payload = verdict.to_dict()
