@@ -102,6 +102,11 @@ KEYS: tuple[Key, ...] = (
 KEYS_BY_NAME = {k.name: k for k in KEYS}
 
 
+class SecretValue(str):
+    """A config value Pulumi keeps encrypted (`pulumi config set --secret`); keys declared
+    secret refuse anything else, so a password never sits in a stack file in plain text."""
+
+
 @dataclass(frozen=True)
 class ConfigIssue:
     key: str
@@ -109,6 +114,8 @@ class ConfigIssue:
     expected: str
 
     def __str__(self) -> str:
+        if isinstance(self.value, SecretValue):
+            return f"{self.key}: got a secret value (not shown); expected {self.expected}"
         shown = self.value if isinstance(self.value, str) else json.dumps(self.value)
         if len(shown) > 120:
             shown = shown[:117] + "..."
@@ -379,6 +386,10 @@ def _build(raw: Mapping[str, Any], stack: str, region: str | None) -> tuple[Beac
         value = raw.get(key.name, _MISSING)
         if value is _MISSING or value is None:
             values[key.name] = key.default
+            continue
+        if key.secret and not isinstance(value, SecretValue):
+            bad(key.name, "(plain text, not shown)", f"a secret: pulumi config set --secret {key.name} ...")
+            values[key.name] = _MISSING
             continue
         try:
             values[key.name] = _parse(key, value)
@@ -694,8 +705,12 @@ def raw_from_pulumi() -> tuple[dict[str, Any], str, str | None]:
 
     prefix = f"{PROJECT}:"
     all_keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
-    raw = {k[len(prefix):]: runtime_config.get_config(k) for k in all_keys if k.startswith(prefix)}
-    raw = {k: v for k, v in raw.items() if v is not None}
+    raw = {}
+    for full_key in all_keys:
+        value = runtime_config.get_config(full_key)
+        if full_key.startswith(prefix) and value is not None:
+            secret = runtime_config.is_config_secret(full_key)
+            raw[full_key[len(prefix):]] = SecretValue(value) if secret else value
     region = pulumi.Config("aws").get("region")
     return raw, pulumi.get_stack(), region
 
@@ -716,6 +731,9 @@ def stack_file_to_raw(document: Mapping[str, Any]) -> tuple[dict[str, str], str 
         namespace, _, key = str(full_key).partition(":")
         if isinstance(value, dict) and set(value) == {"secure"}:
             secrets.append(full_key)
+            if namespace == PROJECT:
+                raw[key] = SecretValue("[secret]")  # cannot be decrypted offline
+                continue
             value = "[secret]"
         if isinstance(value, bool):
             text = "true" if value else "false"

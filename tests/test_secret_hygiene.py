@@ -86,3 +86,26 @@ def test_mocked_resource_inputs_have_no_secrets(stack: str, request: pytest.Fixt
     planned = request.getfixturevalue(stack)
     findings = [f for r in planned.resources for f in scan(json.dumps(r.inputs), r.name)]
     assert findings == []
+
+
+def test_secret_config_keys_refuse_plain_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    from components import config
+
+    demo = config.Key("demoPassword", "string", "", "a password-like setting", secret=True)
+    monkeypatch.setattr(config, "KEYS", config.KEYS + (demo,))
+    monkeypatch.setattr(config, "KEYS_BY_NAME", {**config.KEYS_BY_NAME, "demoPassword": demo})
+    issues = config.validate({"demoPassword": "hunter22-plain"}, "dev", "us-east-1")
+    assert [i.key for i in issues] == ["demoPassword"]
+    assert "pulumi config set --secret demoPassword" in str(issues[0])
+    assert "hunter22" not in str(issues[0])
+    assert config.validate({"demoPassword": config.SecretValue("hunter22-plain")}, "dev", "us-east-1") == []
+    # A secure: value in a stack file arrives as a secret placeholder, never decrypted.
+    raw, _, secret_keys = config.stack_file_to_raw({"config": {"flexnet-beacon:demoPassword": {"secure": "AAABAKxyz"}}})
+    assert isinstance(raw["demoPassword"], config.SecretValue) and secret_keys == ["flexnet-beacon:demoPassword"]
+
+
+def test_secret_values_are_never_echoed_in_messages() -> None:
+    from components import config
+
+    issue = config.ConfigIssue("owner", config.SecretValue("s3cr3t-value"), "a tag value")
+    assert "s3cr3t" not in str(issue)
