@@ -19,7 +19,7 @@ from .iis_mtls import BeaconMtls, BeaconMtlsArgs
 from .iis_state import converge_log_group, desired_state
 from .layout import beacon_zone_indexes, split_vpc, vpc_resolver_ip
 from .network import BeaconNetwork, BeaconNetworkArgs
-from .ssm_document import read_user_data
+from .ssm_document import command_document, document_content, read_converge_script, read_user_data
 from .tagging import base_tags
 from .config import ConfigIssue
 from .crl_hosting import CrlHosting, CrlHostingArgs
@@ -90,6 +90,14 @@ def prepare(raw: Mapping[str, Any], stack: str, region: str | None, base: Path =
         )
     warnings = tuple(cfg.warnings) + tuple(f"CRL URL ignored: {entry}" for entry in crl.ignored)
     state = desired_state(cfg, trust, devices, crl.urls)
+    try:  # the SSM document has a size limit: say so before any resource exists
+        document_content(command_document(read_converge_script(), state, cfg.converge_timeout_seconds))
+    except ValueError as too_big:
+        if cfg.mapping_mode == "one-to-one":
+            key, files = "oneToOneCertificates", cfg.one_to_one_certificates
+        else:
+            key, files = "clientCaCertificates", cfg.client_ca_certificates
+        raise ConfigInvalid([ConfigIssue(key, list(files), f"fewer certificates: {too_big}")]) from None
     return Prepared(cfg, trust, tuple(devices), crl, state, warnings)
 
 

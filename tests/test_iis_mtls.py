@@ -164,3 +164,23 @@ def test_hostile_state_leaves_the_syntax_tree_of_the_real_document_unchanged(pro
 
     script = read_converge_script()
     assert _shape("\n".join(run_command(script, state))) == _shape("\n".join(run_command(script, poison(state))))
+
+
+def test_document_over_the_size_limit_is_a_config_error_before_any_resource(tmp_path) -> None:
+    from components.config import ConfigInvalid
+    from components.stack import prepare
+    from tests.test_iis_state import make_cert, write
+
+    ca, ca_key = make_cert("Devices CA")
+    devices = [write(tmp_path / f"d{i}.pem", make_cert(f"laptop-{i}", "Devices CA", ca_key, ca=False)[0]) for i in range(40)]
+    raw = {
+        "clientCaCertificates": json.dumps([write(tmp_path / "ca.pem", ca)]),
+        "crlUrls": '["http://crl.example.com/d.crl"]',
+        "mappingMode": "one-to-one",
+        "oneToOneCertificates": json.dumps(devices),
+    }
+    with pytest.raises(ConfigInvalid) as raised:
+        prepare(raw, "dev", "us-east-1", base=tmp_path)
+    (issue,) = raised.value.issues
+    assert issue.key == "oneToOneCertificates" and "65536-byte limit" in issue.expected
+    assert prepare({**raw, "oneToOneCertificates": json.dumps(devices[:3])}, "dev", "us-east-1", base=tmp_path).iis_state
