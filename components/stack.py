@@ -102,13 +102,18 @@ def prepare(raw: Mapping[str, Any], stack: str, region: str | None, base: Path =
 
 
 def availability_zones(cfg: BeaconConfig) -> list[str]:
-    if cfg.availability_zones:
-        return list(cfg.availability_zones)
     found = aws.get_availability_zones(
         state="available",
         filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])],
     )
     names = sorted(found.names)
+    if cfg.availability_zones:
+        unknown = [zone for zone in cfg.availability_zones if zone not in names]
+        if unknown:
+            raise pulumi.RunError(
+                f"availabilityZones: got {', '.join(unknown)}; expected zones available in {cfg.region}: {', '.join(names)}"
+            )
+        return list(cfg.availability_zones)
     if len(names) < cfg.az_count:
         raise pulumi.RunError(
             f"azCount: got {cfg.az_count}; expected at most {len(names)}, the available zones in {cfg.region}: {', '.join(names)}"

@@ -63,7 +63,12 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
     prepared = prepare(raw, stack, region)  # raises ConfigInvalid before anything runs
     cfg = prepared.cfg
 
-    run = run_program(stack, raw, region or "", secret_keys)
+    import pulumi
+
+    try:
+        run = run_program(stack, raw, region or "", secret_keys)
+    except pulumi.RunError as stopped:  # the program's own clean stop (e.g. a zone that does not exist)
+        raise PlanError(str(stopped)) from None
     errors = [msg for level, msg in run.log if level == "error"]
     if errors:
         raise PlanError("the program reported errors:\n  " + "\n  ".join(errors))

@@ -162,3 +162,20 @@ def test_invalid_yaml(tmp_path: Path) -> None:
     (stacks / "Pulumi.x.yaml").write_text("config: [unclosed")
     with pytest.raises(plan.PlanError, match="not valid YAML"):
         plan.plan("x", tmp_path / "out", stacks_dir=stacks)
+
+
+def test_program_stop_is_exit_2_without_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from scripts import plan
+
+    stacks = tmp_path / "stacks"
+    stacks.mkdir()
+    source = (ROOT / "stacks" / "Pulumi.dev.yaml").read_text()
+    (stacks / "Pulumi.zones.yaml").write_text(
+        source + "  flexnet-beacon:availabilityZones:\n    - us-east-1q\n"
+    )
+    monkeypatch.setattr(plan, "STACKS", stacks)
+    code = plan.main(["--stack", "zones", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "availabilityZones: got us-east-1q; expected zones available in us-east-1" in err
+    assert "Traceback" not in err
