@@ -746,7 +746,3 @@ def stack_file_to_raw(document: Mapping[str, Any]) -> tuple[dict[str, str], str 
         elif namespace == PROJECT:
             raw[key] = text
     return raw, region, secrets
-
-
-
-
