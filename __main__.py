@@ -14,4 +14,9 @@ except config.ConfigInvalid as invalid:
 for warning in prepared.warnings:
     pulumi.log.warn(warning)
 
-export(build(prepared))
+try:
+    export(build(prepared))
+except ValueError as refused:
+    # The pure decisions refuse input they cannot turn into safe rules (e.g. a host name that
+    # no firewall rule can express): a message, not a traceback.
+    raise pulumi.RunError(str(refused)) from None

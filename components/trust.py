@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .certs import aia_urls, cdp_urls, common_name, issuing_cas, load_certificates
-from .config import ConfigIssue
+from .config import ConfigIssue, hostname_problem
 
 
 @dataclass(frozen=True)
@@ -176,6 +176,10 @@ def crl_egress(
             continue
         if not host or host.replace(".", "").isdigit() or ":" in host:
             ignored.append(f"{url} (host is not a DNS name: the firewall filters egress by name)")
+            continue
+        problem = hostname_problem(host)
+        if problem:  # e.g. an underscore: no firewall domain rule can be written for it
+            ignored.append(f"{url} (host {host!r} cannot be allowlisted: {problem})")
             continue
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)

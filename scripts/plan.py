@@ -67,7 +67,7 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
 
     try:
         run = run_program(stack, raw, region or "", secret_keys)
-    except pulumi.RunError as stopped:  # the program's own clean stop (e.g. a zone that does not exist)
+    except (pulumi.RunError, ValueError) as stopped:  # the program's own clean stop (e.g. a zone that does not exist)
         raise PlanError(str(stopped)) from None
     errors = [msg for level, msg in run.log if level == "error"]
     if errors:

@@ -55,7 +55,8 @@ def test_urls_from_chain_sample_explicit_and_hosting() -> None:
     issuing, issuing_key = cert("Issuing", ("Root", root_key), cdp=["http://pki.example.com/root.crl", "ldap:///CN=Root?certificateRevocationList"])
     device, _ = cert(
         "laptop", ("Issuing", issuing_key), ca=False,
-        cdp=["http://crl.example.com:8080/issuing.crl", "http://10.0.0.5/issuing.crl"], aia=["https://pki.example.com/issuing.cer"],
+        cdp=["http://crl.example.com:8080/issuing.crl", "http://10.0.0.5/issuing.crl", "http://crl_srv.example.com/x.crl", "http://a\"b.example.com/x.crl"],
+        aia=["https://pki.example.com/issuing.cer"],
     )
     trust, issues = classify([loaded(root), loaded(issuing)])
     assert not issues and trust
@@ -73,6 +74,8 @@ def test_urls_from_chain_sample_explicit_and_hosting() -> None:
     assert egress.sources["http://extra.example.org/x.crl"] == ["crlUrls"]
     assert any(i.startswith("ldap:///") for i in egress.ignored)
     assert any("10.0.0.5" in i and "DNS name" in i for i in egress.ignored)
+    assert any("crl_srv.example.com" in i and "cannot be allowlisted" in i for i in egress.ignored)
+    assert len(egress.ignored) == 4
     assert device_crl_known(egress)
     assert json.loads(json.dumps(egress.as_output()))["ports"] == [80, 443, 8080]
 
