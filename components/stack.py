@@ -48,6 +48,7 @@ class Prepared:
     crl: CrlEgress
     iis_state: dict[str, Any]
     warnings: tuple[str, ...]
+    allowlist: dict[str, list[str]]
 
     @property
     def egress_ports(self) -> list[int]:
@@ -90,6 +91,10 @@ def prepare(raw: Mapping[str, Any], stack: str, region: str | None, base: Path =
         )
     warnings = tuple(cfg.warnings) + tuple(f"CRL URL ignored: {entry}" for entry in crl.ignored)
     state = desired_state(cfg, trust, devices, crl.urls)
+    try:  # every domain must be expressible as a firewall rule before anything is created
+        allowlist = egress_allowlist(cfg, crl_hosts=crl.hosts)
+    except ValueError as refused:
+        raise ConfigInvalid([ConfigIssue("crlDomains", list(crl.hosts), str(refused))]) from None
     try:  # the SSM document has a size limit: say so before any resource exists
         document_content(command_document(read_converge_script(), state, cfg.converge_timeout_seconds))
     except ValueError as too_big:
@@ -98,7 +103,7 @@ def prepare(raw: Mapping[str, Any], stack: str, region: str | None, base: Path =
         else:
             key, files = "clientCaCertificates", cfg.client_ca_certificates
         raise ConfigInvalid([ConfigIssue(key, list(files), f"fewer certificates: {too_big}")]) from None
-    return Prepared(cfg, trust, tuple(devices), crl, state, warnings)
+    return Prepared(cfg, trust, tuple(devices), crl, state, warnings, allowlist)
 
 
 def availability_zones(cfg: BeaconConfig) -> list[str]:
@@ -129,7 +134,7 @@ def build(prepared: Prepared) -> dict[str, Any]:
     """Create every resource; return the stack outputs."""
     cfg = prepared.cfg
     zones = split_vpc(cfg.vpc_cidr, availability_zones(cfg))
-    allowlist = egress_allowlist(cfg, crl_hosts=prepared.crl.hosts)
+    allowlist = prepared.allowlist
     tags = base_tags(cfg)
 
     network = BeaconNetwork(

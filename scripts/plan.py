@@ -84,7 +84,6 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
         }
         for r in run.resources
     ]
-    from components.egress import egress_allowlist
     from components.firewall_rules import rule_groups
     from components.layout import split_vpc
 
@@ -96,7 +95,7 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
         cfg.allowed_ingress_cidrs,
         cfg.allow_http,
         prepared.egress_ports,
-        egress_allowlist(cfg, crl_hosts=prepared.crl.hosts),
+        prepared.allowlist,
     )
     rules_text = "".join(f"# rule group {g.key} (capacity {g.capacity}): {g.description}\n{g.rules_string}\n" for g in groups)
 
