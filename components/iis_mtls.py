@@ -15,17 +15,17 @@ import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
 from .log_groups import log_group
-from .ssm_document import command_document, document_content, read_converge_script, state_digest
+from .ssm_document import state_digest
 from .tagging import component_tags
 
 
 @dataclass
 class BeaconMtlsArgs:
     state: dict[str, Any]
+    document_content: str  # components.ssm_document: the static script with `state` as data
     instance_ids: Sequence[Input[str]]
     schedule_expression: str
     compliance_severity: str
-    timeout_seconds: int
     association_name: str
     log_group_name: str
     log_retention_days: int
@@ -39,7 +39,6 @@ class BeaconMtls(pulumi.ComponentResource):
         child = ResourceOptions(parent=self)
         tags = lambda part: component_tags(args.tags, "iis-mtls", f"{name}-{part}")  # noqa: E731
 
-        self.document_json = document_content(command_document(read_converge_script(), args.state, args.timeout_seconds))
         self.state_digest = state_digest(args.state)
 
         self.log_group = log_group(
@@ -51,7 +50,7 @@ class BeaconMtls(pulumi.ComponentResource):
                 document_type="Command",
                 document_format="JSON",
                 target_type="/AWS::EC2::Instance",
-                content=self.document_json,
+                content=args.document_content,
                 tags=tags("document"),
             ),
             opts=child,

@@ -49,6 +49,7 @@ class Prepared:
     iis_state: dict[str, Any]
     warnings: tuple[str, ...]
     allowlist: dict[str, list[str]]
+    ssm_document: str  # the Command document's content: script + state, size-checked
 
     @property
     def egress_ports(self) -> list[int]:
@@ -96,14 +97,14 @@ def prepare(raw: Mapping[str, Any], stack: str, region: str | None, base: Path =
     except ValueError as refused:
         raise ConfigInvalid([ConfigIssue("crlDomains", list(crl.hosts), str(refused))]) from None
     try:  # the SSM document has a size limit: say so before any resource exists
-        document_content(command_document(read_converge_script(), state, cfg.converge_timeout_seconds))
+        document = document_content(command_document(read_converge_script(), state, cfg.converge_timeout_seconds))
     except ValueError as too_big:
         if cfg.mapping_mode == "one-to-one":
             key, files = "oneToOneCertificates", cfg.one_to_one_certificates
         else:
             key, files = "clientCaCertificates", cfg.client_ca_certificates
         raise ConfigInvalid([ConfigIssue(key, list(files), f"fewer certificates: {too_big}")]) from None
-    return Prepared(cfg, trust, tuple(devices), crl, state, warnings, allowlist)
+    return Prepared(cfg, trust, tuple(devices), crl, state, warnings, allowlist, document)
 
 
 def availability_zones(cfg: BeaconConfig) -> list[str]:
@@ -204,10 +205,10 @@ def build(prepared: Prepared) -> dict[str, Any]:
         "mtls",
         BeaconMtlsArgs(
             state=prepared.iis_state,
+            document_content=prepared.ssm_document,
             instance_ids=[host.instance.id for host in hosts],
             schedule_expression=cfg.converge_schedule,
             compliance_severity=cfg.compliance_severity,
-            timeout_seconds=cfg.converge_timeout_seconds,
             association_name=f"{PROJECT}-{cfg.stack}-mtls",
             log_group_name=converge_log_group(cfg),
             log_retention_days=cfg.firewall_log_retention_days,

@@ -61,6 +61,7 @@ class RecordedResource:
     custom: bool
     inputs: dict[str, Any]
     ignore_changes: list[str] = field(default_factory=list)
+    arn: str = ""  # the mock's output, to follow references between resources
 
 
 class PlanMocks(pulumi.runtime.Mocks):
@@ -172,6 +173,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     custom=bool(request.custom),
                     inputs=_scrub(inputs),
                     ignore_changes=sorted(request.ignoreChanges),
+                    arn=str(self.resources[response.urn].state.get("arn", "")) if response.urn in self.resources else "",
                 )
             )
         return response

@@ -48,12 +48,24 @@ def dump_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+def firewall_rules_text(resources: list[Any]) -> str:
+    """The rule groups exactly as declared, in the policy's evaluation order (its priorities)."""
+    by_arn = {r.arn: r for r in resources if r.type == "aws:networkfirewall/ruleGroup:RuleGroup"}
+    policy = next(r for r in resources if r.type == "aws:networkfirewall/firewallPolicy:FirewallPolicy")
+    text = ""
+    for ref in sorted(policy.inputs["firewallPolicy"]["statefulRuleGroupReferences"], key=lambda ref: ref["priority"]):
+        group = by_arn[ref["resourceArn"]]
+        rules = group.inputs["ruleGroup"]["rulesSource"]["rulesString"]
+        text += f"# rule group {group.name} (priority {ref['priority']}, capacity {group.inputs['capacity']}): {group.inputs.get('description', '')}\n{rules}\n"
+    return text
+
+
 def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any]:
     from scripts.diagram import render
     from scripts.offline import run_program
 
     from components.iis_appcmd import render as render_appcmd
-    from components.ssm_document import command_document, document_content, read_converge_script, read_user_data
+    from components.ssm_document import read_user_data
     from components.stack import prepare
     from scripts.cost import estimate as estimate_cost
     from scripts.cost import load_prices
@@ -84,20 +96,7 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
         }
         for r in run.resources
     ]
-    from components.firewall_rules import rule_groups
-    from components.layout import split_vpc
-
-    zones = [b for b in sorted({s["inputs"]["availabilityZone"] for s in resources if s["type"] == "aws:ec2/subnet:Subnet"})]
-    layout = split_vpc(cfg.vpc_cidr, zones)
-    groups = rule_groups(
-        cfg.vpc_cidr,
-        [z.protected_cidr for z in layout],
-        cfg.allowed_ingress_cidrs,
-        cfg.allow_http,
-        prepared.egress_ports,
-        prepared.allowlist,
-    )
-    rules_text = "".join(f"# rule group {g.key} (capacity {g.capacity}): {g.description}\n{g.rules_string}\n" for g in groups)
+    rules_text = firewall_rules_text(run.resources)
 
     cost = estimate_cost(resources, cfg.region, load_prices())
 
@@ -109,9 +108,7 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
         "firewall-rules.suricata": rules_text,
         "diagram.md": render(stack, resources, run.outputs),
         "iis-state.json": dump_json(prepared.iis_state),
-        "ssm-document.json": document_content(
-            command_document(read_converge_script(), prepared.iis_state, cfg.converge_timeout_seconds)
-        ) + "\n",
+        "ssm-document.json": prepared.ssm_document + "\n",
         "user-data.ps1": read_user_data(),
         "appcmd.txt": render_appcmd(prepared.iis_state),
         "crl-egress.json": dump_json(prepared.crl.as_output()),
