@@ -1297,3 +1297,14 @@ def test_progress_lines_and_bar() -> None:
         for _ in range(50):
             progress.advance()
     assert "issued 100/" not in terminal.getvalue()  # a bar, not lines
+
+
+def test_password_prompt_asks_twice_only_when_writing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scripts.pki import cli as pki_cli
+
+    monkeypatch.delenv("PKI_PASSWORD", raising=False)
+    asked: list[str] = []
+    monkeypatch.setattr(pki_cli.getpass, "getpass", lambda prompt: asked.append(prompt) or "typed-pw")
+    assert pki_cli.read_password() == b"typed-pw" and len(asked) == 2
+    asked.clear()
+    assert pki_cli.read_password(confirm=False) == b"typed-pw" and len(asked) == 1

@@ -87,7 +87,7 @@ def _pairs(certs: Sequence[str] | None, keys: Sequence[str] | None, cert_flag: s
 
 def _password() -> bytes:
     try:
-        return read_password()
+        return read_password(confirm=False)  # opening an existing PFX: one prompt
     except PkiError as exc:
         raise InputError(str(exc)) from None
 

@@ -646,7 +646,8 @@ def cmd_crl(args: argparse.Namespace, pki: Pki) -> int:
     return 0
 
 
-def read_password() -> bytes:
+def read_password(confirm: bool = True) -> bytes:
+    """PFX password from PKI_PASSWORD or a prompt (asked twice when a new PFX is written)."""
     if PASSWORD_ENV in os.environ:
         password = os.environ[PASSWORD_ENV]
         if not password:
@@ -654,11 +655,11 @@ def read_password() -> bytes:
         return password.encode("utf-8")
     try:
         first = getpass.getpass("PFX password: ")
-        second = getpass.getpass("PFX password (again): ")
+        second = getpass.getpass("PFX password (again): ") if confirm else first
     except (EOFError, KeyboardInterrupt):
         raise PkiError(f"no password entered (set {PASSWORD_ENV} or answer the prompt)") from None
     if not first:
-        raise PkiError("empty password; refusing to write an unprotected PFX")
+        raise PkiError("empty password; a PFX must be protected by one")
     if first != second:
         raise PkiError("the two passwords differ")
     return first.encode("utf-8")
