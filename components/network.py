@@ -155,7 +155,6 @@ class BeaconNetwork(pulumi.ComponentResource):
             opts=child,
         )
 
-        # Firewall subnets: out to the internet gateway.
         self.firewall_route_tables: list[aws.ec2.RouteTable] = []
         self.protected_route_tables: list[aws.ec2.RouteTable] = []
         self.edge_routes: list[aws.ec2.Route] = []
@@ -170,52 +169,37 @@ class BeaconNetwork(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        def default_route_table(kind: str, suffix: str, subnet: aws.ec2.Subnet, **target: pulumi.Input[str]) -> aws.ec2.RouteTable:
+            """A subnet's own route table whose default route goes to `target` (gateway_id or vpc_endpoint_id)."""
+            table = aws.ec2.RouteTable(
+                f"{name}-{kind}-rt-{suffix}",
+                aws.ec2.RouteTableArgs(vpc_id=self.vpc.id, tags=tags(f"{kind}-rt-{suffix}")),
+                opts=child,
+            )
+            aws.ec2.Route(
+                f"{name}-{kind}-default-{suffix}",
+                aws.ec2.RouteArgs(route_table_id=table.id, destination_cidr_block="0.0.0.0/0", **target),
+                opts=child,
+            )
+            aws.ec2.RouteTableAssociation(
+                f"{name}-{kind}-assoc-{suffix}",
+                aws.ec2.RouteTableAssociationArgs(route_table_id=table.id, subnet_id=subnet.id),
+                opts=child,
+            )
+            return table
+
         for zone, firewall_subnet, protected_subnet in zip(args.zones, self.firewall_subnets, self.protected_subnets):
             suffix = f"az{zone.index + 1}"
             endpoint_id = self.firewall.endpoint_id(zone.availability_zone)
             self.endpoint_ids[zone.availability_zone] = endpoint_id
-
-            firewall_rt = aws.ec2.RouteTable(
-                f"{name}-firewall-rt-{suffix}",
-                aws.ec2.RouteTableArgs(vpc_id=self.vpc.id, tags=tags(f"firewall-rt-{suffix}")),
-                opts=child,
+            # Firewall subnets go out to the internet gateway; protected subnets through the
+            # firewall endpoint of their own AZ.
+            self.firewall_route_tables.append(
+                default_route_table("firewall", suffix, firewall_subnet, gateway_id=self.internet_gateway.id)
             )
-            aws.ec2.Route(
-                f"{name}-firewall-default-{suffix}",
-                aws.ec2.RouteArgs(
-                    route_table_id=firewall_rt.id,
-                    destination_cidr_block="0.0.0.0/0",
-                    gateway_id=self.internet_gateway.id,
-                ),
-                opts=child,
+            self.protected_route_tables.append(
+                default_route_table("protected", suffix, protected_subnet, vpc_endpoint_id=endpoint_id)
             )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-firewall-assoc-{suffix}",
-                aws.ec2.RouteTableAssociationArgs(route_table_id=firewall_rt.id, subnet_id=firewall_subnet.id),
-                opts=child,
-            )
-            self.firewall_route_tables.append(firewall_rt)
-
-            protected_rt = aws.ec2.RouteTable(
-                f"{name}-protected-rt-{suffix}",
-                aws.ec2.RouteTableArgs(vpc_id=self.vpc.id, tags=tags(f"protected-rt-{suffix}")),
-                opts=child,
-            )
-            aws.ec2.Route(
-                f"{name}-protected-default-{suffix}",
-                aws.ec2.RouteArgs(
-                    route_table_id=protected_rt.id,
-                    destination_cidr_block="0.0.0.0/0",
-                    vpc_endpoint_id=endpoint_id,
-                ),
-                opts=child,
-            )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-protected-assoc-{suffix}",
-                aws.ec2.RouteTableAssociationArgs(route_table_id=protected_rt.id, subnet_id=protected_subnet.id),
-                opts=child,
-            )
-            self.protected_route_tables.append(protected_rt)
 
             # Return path: traffic arriving at the IGW for this AZ's beacons goes through the
             # same AZ's endpoint it left by.
