@@ -299,6 +299,38 @@ def revoked_entries(pki: Pki) -> list[tuple[int, dt.datetime | str, str]]:
     return entries
 
 
+def _sign_and_write_crl(
+    pki: Pki,
+    kind: str,
+    issuer: x509.Certificate,
+    key: Any,
+    revoked: list,
+    now: dt.datetime,
+    days: int,
+    pem_path: Path,
+    der_path: Path,
+    urls: list[str],
+    files: list[CrlFile] | None,
+) -> str:
+    """One CRL (kind "crl" or "root-crl"): number +1 recorded first, signed, PEM and DER written."""
+    counter = "crlNumber" if kind == "crl" else "rootCrlNumber"
+    number = pki.next_crl_number(counter)
+    pki.save_crl_number(counter, number)
+    try:
+        der = build.sign_crl(issuer, key, number, revoked, now, now + dt.timedelta(days=days))
+    except ValueError as exc:
+        raise PkiError(f"cannot sign the {'CRL' if kind == 'crl' else 'root CRL'}: {exc}") from None
+    crl = x509.load_der_x509_crl(der)
+    atomic_write(pem_path, build.crl_pem(der), PUBLIC_FILE)
+    atomic_write(der_path, der, PUBLIC_FILE)
+    if files is not None:
+        files.append(CrlFile(kind, der_path, der, list(urls)))
+    return (
+        f"{pem_path.name}/{der_path.name}: CRL {number} of {certs.common_name(issuer.subject)!r}, "
+        f"{len(revoked)} revoked, nextUpdate {iso(crl.next_update_utc)}"
+    )
+
+
 def publish_crls(pki: Pki, days: int, root_days: int | None = None, files: list[CrlFile] | None = None) -> list[str]:
     """Sign and write the issuing CA's CRL (and the root's with an intermediate); numbers +1.
 
@@ -309,18 +341,9 @@ def publish_crls(pki: Pki, days: int, root_days: int | None = None, files: list[
     written = []
     issuing_cert, issuing_key = pki.issuing()
     revoked = revoked_entries(pki)
-    number = pki.next_crl_number("crlNumber")
-    pki.save_crl_number("crlNumber", number)
-    try:
-        der = build.sign_crl(issuing_cert, issuing_key, number, revoked, now, now + dt.timedelta(days=days))
-    except ValueError as exc:
-        raise PkiError(f"cannot sign the CRL: {exc}") from None
-    crl = x509.load_der_x509_crl(der)
-    atomic_write(pki.crl_pem, build.crl_pem(der), PUBLIC_FILE)
-    atomic_write(pki.crl_der, der, PUBLIC_FILE)
-    if files is not None:
-        files.append(CrlFile("crl", pki.crl_der, der, list(ca.get("crlUrls", []))))
-    written.append(f"crl.pem/crl.der: CRL {number} of {certs.common_name(issuing_cert.subject)!r}, {len(revoked)} revoked, nextUpdate {iso(crl.next_update_utc)}")
+    written.append(
+        _sign_and_write_crl(pki, "crl", issuing_cert, issuing_key, revoked, now, days, pki.crl_pem, pki.crl_der, ca.get("crlUrls", []), files)
+    )
     if pki.intermediate():
         issuing = pki.index["authorities"]["issuing"]
         if not pki.root_key.exists():
@@ -337,15 +360,12 @@ def publish_crls(pki: Pki, days: int, root_days: int | None = None, files: list[
         if issuing["status"] == "revoked":
             root_revoked.append((parse_serial(issuing["serial"]), parse_at(issuing["revokedAt"]), issuing.get("reason") or "unspecified"))
         root_days = root_days or days
-        root_number = pki.next_crl_number("rootCrlNumber")
-        pki.save_crl_number("rootCrlNumber", root_number)
-        root_der = build.sign_crl(root_cert, root_key, root_number, root_revoked, now, now + dt.timedelta(days=root_days))
-        root_crl = x509.load_der_x509_crl(root_der)
-        atomic_write(pki.root_crl_pem, build.crl_pem(root_der), PUBLIC_FILE)
-        atomic_write(pki.root_crl_der, root_der, PUBLIC_FILE)
-        if files is not None:
-            files.append(CrlFile("root-crl", pki.root_crl_der, root_der, list(ca.get("rootCrlUrls", []))))
-        written.append(f"root-crl.pem/root-crl.der: CRL {root_number} of {certs.common_name(root_cert.subject)!r}, {len(root_revoked)} revoked, nextUpdate {iso(root_crl.next_update_utc)}")
+        written.append(
+            _sign_and_write_crl(
+                pki, "root-crl", root_cert, root_key, root_revoked, now, root_days,
+                pki.root_crl_pem, pki.root_crl_der, ca.get("rootCrlUrls", []), files,
+            )
+        )
     return written
 
 
