@@ -61,21 +61,21 @@ def firewall_rules_text(resources: list[Any]) -> str:
 
 
 def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any]:
-    from scripts.diagram import render
-    from scripts.offline import run_program
+    # Imported here so `--help` and bad-input errors stay fast (pulumi_aws takes about a second).
+    import pulumi
 
     from components.iis_appcmd import render as render_appcmd
     from components.ssm_document import read_user_data
     from components.stack import prepare
     from scripts.cost import estimate as estimate_cost
     from scripts.cost import load_prices
+    from scripts.diagram import render
+    from scripts.offline import run_program
 
     document = read_stack_file(stack, stacks_dir)
     raw, region, secret_keys = beacon_config.stack_file_to_raw(document)
     prepared = prepare(raw, stack, region)  # raises ConfigInvalid before anything runs
     cfg = prepared.cfg
-
-    import pulumi
 
     try:
         run = run_program(stack, raw, region or "", secret_keys)
