@@ -623,7 +623,7 @@ def _secret_arn_problem(value: str, region: str | None, stack: str) -> str | Non
 
 
 def _validate_iis(values: dict[str, Any], ok: Callable[[str], bool], bad: Callable[[str, Any, str], None], region: str | None, stack: str) -> None:
-    from .mapping_rules import parse_rule
+    from .iis.mapping_rules import parse_rule
 
     if ok("iisSiteName") and not _SITE_NAME.fullmatch(values["iisSiteName"]):
         bad("iisSiteName", values["iisSiteName"], "an IIS site name of 1-64 characters without \\ / ? ; : @ & = + $ , | \" < > or control characters")

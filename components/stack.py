@@ -10,20 +10,20 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import ResourceOptions
 
-from . import beacon_policy
-from .beacon import BeaconHost, BeaconHostArgs
+from .beacon import policy as beacon_policy
+from .beacon.host import BeaconHost, BeaconHostArgs
 from .config import PROJECT, BeaconConfig, ConfigInvalid, load
-from .egress import egress_allowlist
-from .firewall_rules import rule_groups
-from .iis_mtls import BeaconMtls, BeaconMtlsArgs
-from .iis_state import converge_log_group, desired_state
-from .layout import beacon_zone_indexes, split_vpc, vpc_resolver_ip
-from .network import BeaconNetwork, BeaconNetworkArgs
-from .ssm_document import command_document, document_content, read_converge_script, read_user_data
+from .network.egress import egress_allowlist
+from .network.firewall_rules import rule_groups
+from .iis.mtls import BeaconMtls, BeaconMtlsArgs
+from .iis.state import converge_log_group, desired_state
+from .network.layout import beacon_zone_indexes, split_vpc, vpc_resolver_ip
+from .network.vpc import BeaconNetwork, BeaconNetworkArgs
+from .iis.document import command_document, document_content, read_converge_script, read_user_data
 from .tagging import base_tags
 from .config import ConfigIssue
-from .crl_hosting import CrlHosting, CrlHostingArgs
-from .trust import (
+from .certs.hosting import CrlHosting, CrlHostingArgs
+from .certs.trust import (
     ClientTrust,
     CrlEgress,
     LoadedCertificate,

@@ -64,8 +64,8 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
     # Imported here so `--help` and bad-input errors stay fast (pulumi_aws takes about a second).
     import pulumi
 
-    from components.iis_appcmd import render as render_appcmd
-    from components.ssm_document import read_user_data
+    from components.iis.appcmd import render as render_appcmd
+    from components.iis.document import read_user_data
     from components.stack import prepare
     from scripts.cost import estimate as estimate_cost
     from scripts.cost import load_prices

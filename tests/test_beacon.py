@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from components.beacon_policy import WINDOWS_2022_AMI_PARAMETER
+from components.beacon.policy import WINDOWS_2022_AMI_PARAMETER
 from conftest import Planned, plan_stack
 from scripts.offline import MOCK_AMI
 

@@ -1,4 +1,4 @@
-"""Egress allowlist groups (components/egress.py), built from real configs via config.load."""
+"""Egress allowlist groups (components/network/egress.py), built from real configs via config.load."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components import config, egress
+from components import config
+from components.network import egress
 
 AWS_SERVICES = ("ssm", "ssmmessages", "ec2messages", "secretsmanager", "logs")
 

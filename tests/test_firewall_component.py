@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from components.firewall import endpoint_for_az
+from components.network.firewall import endpoint_for_az
 from conftest import Planned, plan_stack
 
 

@@ -1,4 +1,4 @@
-"""Network Firewall rule groups (components/firewall_rules.py).
+"""Network Firewall rule groups (components/network/firewall_rules.py).
 
 Structure is checked in Python; the syntax and the matching semantics are checked with a real
 Suricata (the engine Network Firewall runs) when one is installed: `suricata -T` must load
@@ -21,8 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components import config, egress, layout
-from components import firewall_rules as fr
+from components import config
+from components.network import egress, layout
+from components.network import firewall_rules as fr
 
 ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
 SID = re.compile(r"\bsid:(\d+);")

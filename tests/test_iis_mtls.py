@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from components.ssm_document import DOCUMENT_CONTENT_LIMIT, canonical_state, command_document, run_command
+from components.iis.document import DOCUMENT_CONTENT_LIMIT, canonical_state, command_document, run_command
 from conftest import Planned, plan_stack
 
 HOSTILE = [
@@ -149,7 +149,7 @@ def _shape(text: str) -> list[str]:
 @pytest.mark.parametrize("hostile", HOSTILE)
 def test_hostile_state_leaves_the_syntax_tree_of_the_real_document_unchanged(prod: Planned, hostile: str) -> None:
     """Every string of the real prod state replaced by a hostile one: the parsed tree keeps its shape."""
-    from components.ssm_document import read_converge_script
+    from components.iis.document import read_converge_script
 
     state = json.loads(base64.b64decode(next(
         line for line in document_of(prod)["mainSteps"][0]["inputs"]["runCommand"] if line.startswith("$stateBase64")

@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from components.config import ConfigInvalid, load
-from components.iis_appcmd import render as render_appcmd
-from components.iis_state import IIS_FEATURES, desired_state
+from components.iis.appcmd import render as render_appcmd
+from components.iis.state import IIS_FEATURES, desired_state
 from components.stack import prepare
-from components.trust import LoadedCertificate, classify
+from components.certs.trust import LoadedCertificate, classify
 from conftest import ROOT, stack_raw
 
 GOLDEN = ROOT / "tests" / "golden"

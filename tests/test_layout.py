@@ -1,4 +1,4 @@
-"""Subnet layout of the dedicated VPC (components/layout.py): pure, so checked exhaustively."""
+"""Subnet layout of the dedicated VPC (components/network/layout.py): pure, so checked exhaustively."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components import config, layout
+from components import config
+from components.network import layout
 
 ZONES = ("eu-west-1a", "eu-west-1b", "eu-west-1c")
 

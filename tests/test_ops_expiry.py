@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from components import certs
+from components.certs import facts as cert_facts
 from tests.ops_fixtures.support import PFX_PASS, BeaconCa, aws_env, boto_client, create_document, golden_state, outputs_file, run
 from tests.tls.conftest import pki_ok
 
@@ -107,8 +107,8 @@ def test_server_certificate_from_secrets_manager_and_cloudwatch_metrics(tmp_path
     d = make_pki(tmp_path, cdp)
     pfx, server_cert = BeaconCa().pfx(tmp_path / "beacon.pfx", days=20)
     assert run(capsys, "publish-server-cert", str(pfx), "--stack", "dev", "--region", "us-east-1", "--hostname", "ec2-198-51-100-53.us-east-1.compute.amazonaws.com", "--min-days", "10")[0] == 0
-    ca_cert = certs.read_certificates(d / "ca.pem")[0]
-    trust = [{"pem": ca_cert.public_bytes(serialization.Encoding.PEM).decode(), "store": "Root", "thumbprint": certs.thumbprint(ca_cert), "subject": "CN=Ops Devices CA"}]
+    ca_cert = cert_facts.read_certificates(d / "ca.pem")[0]
+    trust = [{"pem": ca_cert.public_bytes(serialization.Encoding.PEM).decode(), "store": "Root", "thumbprint": cert_facts.thumbprint(ca_cert), "subject": "CN=Ops Devices CA"}]
     document, _ = create_document(golden_state(trustStores=trust, crlUrls=[f"{cdp.base}/devices.crl", f"{cdp.base}/devices.cer"]))
     outputs = outputs_file(tmp_path, **{"mtls.documentName": document, "crlEgress": None})
 
@@ -117,7 +117,7 @@ def test_server_certificate_from_secrets_manager_and_cloudwatch_metrics(tmp_path
     result = json.loads(out)
     server = [i for i in result["items"] if i["kind"] == "server-certificate"]
     assert len(server) == 1 and server[0]["state"] == "window" and server[0]["source"].startswith("arn:aws:secretsmanager:us-east-1:")
-    assert server[0]["detail"] == f"thumbprint {certs.thumbprint(server_cert)}"
+    assert server[0]["detail"] == f"thumbprint {cert_facts.thumbprint(server_cert)}"
     assert [i["kind"] for i in result["items"]].count("ca-certificate") == 1  # from the document's trust stores
     assert [i["kind"] for i in result["items"]].count("crl") == 1  # the CRL URL from the document; the .cer skipped
     assert result["stack"] == "dev" and result["metricsPut"] > 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from components import certs
+from components.certs import facts as cert_facts
 from tests.ops_fixtures.support import CLIENT_ONLY, OTHER_PASS, PFX_PASS, REGION, BeaconCa, aws_env, boto_client, outputs_file, run
 
 HOST = "ec2-198-51-100-53.us-east-1.compute.amazonaws.com"  # beacons[0].hostname of the recorded outputs
@@ -46,7 +46,7 @@ def test_first_publish_creates_two_tagged_secrets_and_prints_the_config_lines(en
     password_arn = sm.describe_secret(SecretId="flexnet-beacon/dev/server-pfx-password")["ARN"]
     tags = tags_of(pfx_arn)
     assert tags["Project"] == "flexnet-beacon" and tags["flexnet-beacon:stack"] == "dev"
-    assert tags["flexnet-beacon:thumbprint"] == certs.thumbprint(cert)
+    assert tags["flexnet-beacon:thumbprint"] == cert_facts.thumbprint(cert)
     assert tags["flexnet-beacon:component"] == "server-certificate" and tags["ManagedBy"] == "scripts.ops"
     assert f"pulumi config set flexnet-beacon:serverCertificateSecretArn {pfx_arn} --stack dev" in out
     assert f"pulumi config set flexnet-beacon:serverCertificatePasswordSecretArn {password_arn} --stack dev" in out
@@ -76,13 +76,13 @@ def test_publishing_again_adds_versions_never_second_secrets(env: Path, ca: Beac
     result = json.loads(out)
     assert result["secrets"]["pfx"]["action"] == "new-version" and result["secrets"]["pfx"]["arn"] == arn
     assert result["secrets"]["password"]["action"] == "unchanged"  # same password: no version
-    assert result["certificate"]["thumbprint"] == certs.thumbprint(cert2)
+    assert result["certificate"]["thumbprint"] == cert_facts.thumbprint(cert2)
     assert len(sm.list_secrets()["SecretList"]) == 2
     versions = sm.list_secret_version_ids(SecretId=arn)["Versions"]
     assert len(versions) == 2
     current = sm.get_secret_value(SecretId=arn)
     assert current["SecretBinary"] == second.read_bytes()
-    assert tags_of(arn)["flexnet-beacon:thumbprint"] == certs.thumbprint(cert2)
+    assert tags_of(arn)["flexnet-beacon:thumbprint"] == cert_facts.thumbprint(cert2)
 
 
 def test_new_password_and_kms_key(env: Path, ca: BeaconCa, capsys, monkeypatch) -> None:

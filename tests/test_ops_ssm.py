@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from components import certs
+from components.certs import facts as cert_facts
 from tests.ops_fixtures.support import (
     PFX_PASS,
     BeaconCa,
@@ -216,13 +216,13 @@ def prepare_rotation(stack, capsys, monkeypatch, with_secrets_in_state: bool = T
     name, digest = create_document(golden_state(serverCertificate=server if with_secrets_in_state else None))
     stack["digest"] = digest
     new_pfx, new_cert = ca.pfx(stack["tmp"] / "new.pfx")
-    return new_pfx, new_cert, certs.thumbprint(old_cert)
+    return new_pfx, new_cert, cert_facts.thumbprint(old_cert)
 
 
 def test_rotate_publishes_runs_the_association_and_finds_the_new_thumbprint_bound(stack, capsys, monkeypatch) -> None:
     new_pfx, new_cert, _ = prepare_rotation(stack, capsys, monkeypatch)
     association = Association(stack["hooks"])
-    new = certs.thumbprint(new_cert)
+    new = cert_facts.thumbprint(new_cert)
     stack["invocations"].set(BEACON_1, RUNNING, final(rotated_report(new), 0))
     code, out, err = run(capsys, "--stack-outputs", outputs(stack), "rotate-server-cert", str(new_pfx), "--poll", "0.01")
     assert code == 0, out + err
@@ -245,7 +245,7 @@ def test_rotate_reports_the_old_certificate_still_bound(stack, capsys, monkeypat
     result = json.loads(out)
     assert result["ok"] is False and result["association"]["status"] == "Success"
     checks = {c["name"]: c for c in result["verify"]["beacons"][0]["checks"]}
-    assert checks["binding"]["items"] == [f"bound {old}, expected {certs.thumbprint(new_cert)}"]
+    assert checks["binding"]["items"] == [f"bound {old}, expected {cert_facts.thumbprint(new_cert)}"]
     assert "clientcertnegotiation=disable (desired enable)" in checks["HTTP.sys"]["items"]
 
 

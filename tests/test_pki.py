@@ -1,4 +1,4 @@
-"""scripts.pki (the offline PKI CLI) and components/certs.py (the pure certificate helpers).
+"""scripts.pki (the offline PKI CLI) and the pure certificate helpers (components/certs/, components/iis/mapping_rules.py).
 
 Every verb, every misuse (exit 2, one line, no traceback), file modes, PFX round trips, CSR
 signing, bulk issue, CSV import, `check` verdicts. Real handshakes are in tests/tls/.
@@ -26,7 +26,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components import certs
+from components.certs import facts as cert_facts
+
+from components.certs import verdict as cert_verdict
+
+from components.iis import mapping_rules
 from conftest import ROOT
 from scripts.pki import cli
 
@@ -137,14 +141,14 @@ def test_init_ca_layout_extensions_and_modes(shared: Path) -> None:
     assert mode(shared / "private") == 0o700 and mode(shared) == 0o700
     assert mode(shared / "ca.pem") == 0o644
     ca = cert_of(shared / "ca.pem")
-    assert certs.common_name(ca.subject) == CA_CN and ca.subject == ca.issuer and certs.is_self_signed(ca)
+    assert cert_facts.common_name(ca.subject) == CA_CN and ca.subject == ca.issuer and cert_facts.is_self_signed(ca)
     bc = ext(ca, x509.BasicConstraints)
     assert bc.critical and bc.value.ca and bc.value.path_length == 0
     ku = ext(ca, x509.KeyUsage)
     assert ku.critical and ku.value.key_cert_sign and ku.value.crl_sign and not ku.value.digital_signature
     assert ext(ca, x509.SubjectKeyIdentifier).value == x509.SubjectKeyIdentifier.from_public_key(ca.public_key())
     assert isinstance(ca.public_key(), ec.EllipticCurvePublicKey) and ca.public_key().curve.name == "secp256r1"
-    assert certs.cdp_urls(ca) == []  # the root has no CDP; what it issues does
+    assert cert_facts.cdp_urls(ca) == []  # the root has no CDP; what it issues does
     assert (shared / "chain.pem").read_bytes() == (shared / "ca.pem").read_bytes()
     crl = x509.load_der_x509_crl((shared / "crl.der").read_bytes())
     assert crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key())
@@ -157,17 +161,17 @@ def test_init_ca_layout_extensions_and_modes(shared: Path) -> None:
 def test_init_ca_intermediate(chained: Path) -> None:
     root, ca = cert_of(chained / "root.pem"), cert_of(chained / "ca.pem")
     assert mode(chained / "root.key") == 0o600 and mode(chained / "ca.key") == 0o600
-    assert certs.common_name(ca.subject) == CA_CN and certs.common_name(root.subject) == f"{CA_CN} Root"
+    assert cert_facts.common_name(ca.subject) == CA_CN and cert_facts.common_name(root.subject) == f"{CA_CN} Root"
     ca.verify_directly_issued_by(root)
     bc = ext(ca, x509.BasicConstraints).value
     assert bc.ca and bc.path_length == 0
     assert ext(ca, x509.AuthorityKeyIdentifier).value.key_identifier == ext(root, x509.SubjectKeyIdentifier).value.digest
-    assert certs.cdp_urls(ca) == ["http://crl.example.com/root-devices-ca.crl"]  # the root's CRL
-    assert certs.read_certificates(chained / "chain.pem") == [ca, root]
+    assert cert_facts.cdp_urls(ca) == ["http://crl.example.com/root-devices-ca.crl"]  # the root's CRL
+    assert cert_facts.read_certificates(chained / "chain.pem") == [ca, root]
     device = cert_of(chained / "issued" / "device-1.pem")
     device.verify_directly_issued_by(ca)
-    assert certs.cdp_urls(device) == [CRL_URL]
-    assert certs.aia_urls(device) == ["http://pki.example.com/ca.crt"] == certs.aia_urls(device, "caIssuers")
+    assert cert_facts.cdp_urls(device) == [CRL_URL]
+    assert cert_facts.aia_urls(device) == ["http://pki.example.com/ca.crt"] == cert_facts.aia_urls(device, "caIssuers")
     crl = x509.load_pem_x509_crl((chained / "crl.pem").read_bytes())
     root_crl = x509.load_der_x509_crl((chained / "root-crl.der").read_bytes())
     assert crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key())
@@ -209,13 +213,13 @@ def test_issue_server(shared: Path) -> None:
     cert = cert_of(shared / "issued" / "beacon.example.com.pem")
     ca = cert_of(shared / "ca.pem")
     assert mode(shared / "private" / "beacon.example.com.key") == 0o600
-    assert certs.eku_names(cert) == ["serverAuth", "clientAuth"]
-    assert certs.subject_alt_names(cert) == {"dns": ["beacon.example.com", "beacon2.example.com"], "ip": ["10.0.0.5"]}
-    assert certs.common_name(cert.subject) == "beacon.example.com"
+    assert cert_facts.eku_names(cert) == ["serverAuth", "clientAuth"]
+    assert cert_facts.subject_alt_names(cert) == {"dns": ["beacon.example.com", "beacon2.example.com"], "ip": ["10.0.0.5"]}
+    assert cert_facts.common_name(cert.subject) == "beacon.example.com"
     ku = ext(cert, x509.KeyUsage)
     assert ku.critical and ku.value.digital_signature and not ku.value.key_encipherment and not ku.value.key_cert_sign
-    assert not certs.is_ca(cert) and ext(cert, x509.BasicConstraints).critical
-    assert certs.cdp_urls(cert) == [CRL_URL]
+    assert not cert_facts.is_ca(cert) and ext(cert, x509.BasicConstraints).critical
+    assert cert_facts.cdp_urls(cert) == [CRL_URL]
     assert ext(cert, x509.AuthorityKeyIdentifier).value.key_identifier == ext(ca, x509.SubjectKeyIdentifier).value.digest
     cert.verify_directly_issued_by(ca)
     key = serialization.load_pem_private_key((shared / "private" / "beacon.example.com.key").read_bytes(), None)
@@ -234,13 +238,13 @@ def test_issue_server_name_and_days(tmp_path: Path) -> None:
 
 def test_issue_client(shared: Path) -> None:
     cert = cert_of(shared / "issued" / "laptop-01.pem")
-    assert certs.eku_names(cert) == ["clientAuth"]
+    assert cert_facts.eku_names(cert) == ["clientAuth"]
     assert cert.subject.rfc4514_string() == "CN=laptop-01,OU=Sales,O=Example Corp"
-    assert certs.subject_alt_names(cert) == {}
+    assert cert_facts.subject_alt_names(cert) == {}
     assert mode(shared / "private" / "laptop-01.key") == 0o600
     entry = index(shared)["certificates"]["laptop-01"]
     assert entry["kind"] == "client" and entry["status"] == "valid"
-    assert entry["serial"] == certs.serial_hex(cert.serial_number) and entry["notAfter"] == certs.iso(cert.not_valid_after_utc)
+    assert entry["serial"] == cert_facts.serial_hex(cert.serial_number) and entry["notAfter"] == cert_facts.iso(cert.not_valid_after_utc)
 
 
 def test_validity_is_cut_to_the_issuing_ca(tmp_path: Path) -> None:
@@ -261,7 +265,7 @@ def test_bulk_count_200(tmp_path: Path) -> None:
     assert len({e["serial"] for e in issued.values()}) == 200
     assert len(list((d / "private").iterdir())) == 200
     assert all(mode(p) == 0o600 for p in (d / "private").iterdir())
-    assert certs.common_name(cert_of(d / "issued" / "dev-0137.pem").subject) == "dev-0137"
+    assert cert_facts.common_name(cert_of(d / "issued" / "dev-0137.pem").subject) == "dev-0137"
     # A second batch must not collide.
     fails(d, "issue-client", "--count", "2", "--prefix", "dev-", "--start", "200", expect="'dev-0200' is already issued")
     ok(d, "issue-client", "--count", "2", "--prefix", "dev-", "--start", "201")
@@ -318,7 +322,7 @@ def test_sign_csr_files_directory_and_der(tmp_path: Path) -> None:
     a = cert_of(d / "issued" / "device-a.pem")
     assert a.public_key() == key_a.public_key()
     assert a.subject.rfc4514_string() == "CN=device-a,OU=Field,O=Example Corp"
-    assert certs.eku_names(a) == ["clientAuth"]  # the CSR asked for serverAuth: ignored
+    assert cert_facts.eku_names(a) == ["clientAuth"]  # the CSR asked for serverAuth: ignored
     assert not (d / "private" / "device-a.key").exists()
     assert index(d)["certificates"]["device-a"]["source"] == "csr"
     assert ext(cert_of(d / "issued" / "device-c.pem"), x509.KeyUsage).value.key_encipherment
@@ -386,7 +390,7 @@ def test_revoke_and_crl(tmp_path: Path) -> None:
     crl = x509.load_pem_x509_crl((d / "crl.pem").read_bytes())
     assert crl.is_signature_valid(ca.public_key()) and crl.issuer == ca.subject
     assert crl.next_update_utc - crl.last_update_utc == dt.timedelta(days=3)
-    summary = certs.crl_summary(crl)
+    summary = cert_facts.crl_summary(crl)
     reasons = {r["serial"]: r["reason"] for r in summary["revoked"]}
     entries = index(d)["certificates"]
     assert reasons == {entries["a"]["serial"]: "keyCompromise", serial_b: None, entries["c"]["serial"]: "superseded"}
@@ -418,7 +422,7 @@ def test_revoke_intermediate_goes_to_root_crl(tmp_path: Path) -> None:
     ok(d, "revoke", "--serial", serial, "--reason", "cessationOfOperation")
     ok(d, "crl")
     root_crl = x509.load_pem_x509_crl((d / "root-crl.pem").read_bytes())
-    assert [certs.serial_hex(e.serial_number) for e in root_crl] == [serial]
+    assert [cert_facts.serial_hex(e.serial_number) for e in root_crl] == [serial]
     assert len(list(x509.load_pem_x509_crl((d / "crl.pem").read_bytes()))) == 0
 
 
@@ -456,7 +460,7 @@ def test_export_pfx_round_trip(chained: Path, legacy: bool) -> None:
     key, cert, extra = pkcs12.load_key_and_certificates(data, b"correct horse")
     assert cert == cert_of(chained / "issued" / "device-1.pem")
     assert key.public_key() == cert.public_key()
-    assert extra == certs.read_certificates(chained / "chain.pem")  # intermediate, then root
+    assert extra == cert_facts.read_certificates(chained / "chain.pem")  # intermediate, then root
     assert pkcs12.load_pkcs12(data, b"correct horse").cert.friendly_name == b"device-1"
     with pytest.raises(ValueError):
         pkcs12.load_key_and_certificates(data, b"wrong password")
@@ -500,7 +504,7 @@ def test_inspect_certificate_json(shared: Path) -> None:
     assert info["cdp"] == [CRL_URL] and info["aia"] == {"caIssuers": [], "ocsp": []}
     assert info["san"] == {"dns": ["beacon.example.com", "beacon2.example.com"], "ip": ["10.0.0.5"]}
     assert info["isCA"] is False and info["selfSigned"] is False
-    assert info["validity"] == {"notBefore": certs.iso(cert.not_valid_before_utc), "notAfter": certs.iso(cert.not_valid_after_utc)}
+    assert info["validity"] == {"notBefore": cert_facts.iso(cert.not_valid_before_utc), "notAfter": cert_facts.iso(cert.not_valid_after_utc)}
     assert info["fingerprints"] == {
         "sha1": cert.fingerprint(hashes.SHA1()).hex().upper(),
         "sha256": cert.fingerprint(hashes.SHA256()).hex().upper(),
@@ -740,9 +744,9 @@ def test_check_text_output_and_exit_codes(shared: Path) -> None:
 def test_check_time_and_crl_freshness(shared: Path) -> None:
     laptop = cert_of(shared / "issued" / "laptop-01.pem")
     crl = x509.load_pem_x509_crl((shared / "crl.pem").read_bytes())
-    before = certs.iso(laptop.not_valid_before_utc - dt.timedelta(hours=1))
+    before = cert_facts.iso(laptop.not_valid_before_utc - dt.timedelta(hours=1))
     assert check(shared, "laptop-01", "--at", before)[1]["reason"] == "not-yet-valid"
-    after_crl = certs.iso(crl.next_update_utc + dt.timedelta(hours=1))
+    after_crl = cert_facts.iso(crl.next_update_utc + dt.timedelta(hours=1))
     code, verdict = check(shared, "laptop-01", "--at", after_crl)
     assert code == 1 and verdict["status"] == "403.13" and verdict["reason"] == "crl-stale" and "nextUpdate" in verdict["detail"]
     # The server certificate has clientAuth too: IIS would accept it as a client.
@@ -856,48 +860,48 @@ def test_check_bad_input(shared: Path, tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# components/certs.py, directly
+# components/certs/ and components/iis/mapping_rules.py, directly
 
 
 def test_read_certificates_pem_bundle_and_der(chained: Path, tmp_path: Path) -> None:
-    bundle = certs.read_certificates(chained / "chain.pem")
+    bundle = cert_facts.read_certificates(chained / "chain.pem")
     assert len(bundle) == 2
     der = tmp_path / "root.cer"
     der.write_bytes(bundle[1].public_bytes(serialization.Encoding.DER))
-    assert certs.read_certificates(der) == [bundle[1]]
+    assert cert_facts.read_certificates(der) == [bundle[1]]
     with pytest.raises(ValueError):
-        certs.load_certificates(b"junk")
+        cert_facts.load_certificates(b"junk")
     with pytest.raises(ValueError):
-        certs.load_certificates(b"-----BEGIN X509 CRL-----\n-----END X509 CRL-----\n")
-    assert len(certs.read_crls(chained / "crl.der")) == 1
+        cert_facts.load_certificates(b"-----BEGIN X509 CRL-----\n-----END X509 CRL-----\n")
+    assert len(cert_facts.read_crls(chained / "crl.der")) == 1
 
 
 def test_certificate_facts(shared: Path) -> None:
     cert = cert_of(shared / "issued" / "laptop-01.pem")
-    assert certs.common_name(cert.subject) == "laptop-01" and certs.common_name(x509.Name([])) is None
-    assert certs.name_values(cert.subject, "ou") == ["Sales"]
-    assert certs.thumbprint(cert) == certs.fingerprints(cert)["sha1"] and len(certs.thumbprint(cert)) == 40
-    assert certs.serial_hex(0x1) == "01" and certs.serial_hex(0xABC) == "0abc"
-    assert certs.eku_names(cert_of(shared / "ca.pem")) is None
+    assert cert_facts.common_name(cert.subject) == "laptop-01" and cert_facts.common_name(x509.Name([])) is None
+    assert cert_facts.name_values(cert.subject, "ou") == ["Sales"]
+    assert cert_facts.thumbprint(cert) == cert_facts.fingerprints(cert)["sha1"] and len(cert_facts.thumbprint(cert)) == 40
+    assert cert_facts.serial_hex(0x1) == "01" and cert_facts.serial_hex(0xABC) == "0abc"
+    assert cert_facts.eku_names(cert_of(shared / "ca.pem")) is None
     with pytest.raises(ValueError):
-        certs.aia_urls(cert, "bogus")
+        cert_facts.aia_urls(cert, "bogus")
 
 
 def test_mapping_rule_parsing() -> None:
-    rule = certs.parse_mapping_rule("issuer.cn~=devices*")
+    rule = mapping_rules.parse_mapping_rule("issuer.cn~=devices*")
     assert (rule.certificate_field, rule.certificate_sub_field, rule.match_criteria, rule.compare_case_sensitive) == ("Issuer", "CN", "devices*", False)
-    assert str(certs.parse_mapping_rule("Subject.O=Example Corp")) == "Subject.O=Example Corp"
-    assert certs.parse_mapping_rule("Subject.O=a=b").match_criteria == "a=b"
-    assert certs.issuer_rule("X CA").as_iis() == {"certificateField": "Issuer", "certificateSubField": "CN", "matchCriteria": "X CA", "compareCaseSensitive": True}
+    assert str(mapping_rules.parse_mapping_rule("Subject.O=Example Corp")) == "Subject.O=Example Corp"
+    assert mapping_rules.parse_mapping_rule("Subject.O=a=b").match_criteria == "a=b"
+    assert mapping_rules.issuer_rule("X CA").as_iis() == {"certificateField": "Issuer", "certificateSubField": "CN", "matchCriteria": "X CA", "compareCaseSensitive": True}
     for bad in ("", "Subject.CN", "Subject.CN=", "Nobody.CN=x", "Subject.E=x", "Subject.CN=a\nb", 42):
         with pytest.raises(ValueError):
-            certs.parse_mapping_rule(bad)  # type: ignore[arg-type]
+            mapping_rules.parse_mapping_rule(bad)  # type: ignore[arg-type]
 
 
 def test_wildcards_and_multi_valued_attributes() -> None:
-    assert certs.wildcard_match("Dev*CA", "Devices CA") and certs.wildcard_match("*", "")
-    assert not certs.wildcard_match("dev*", "Devices") and certs.wildcard_match("dev*", "Devices", case_sensitive=False)
-    assert not certs.wildcard_match("a.c", "abc")  # only '*' is special
+    assert mapping_rules.wildcard_match("Dev*CA", "Devices CA") and mapping_rules.wildcard_match("*", "")
+    assert not mapping_rules.wildcard_match("dev*", "Devices") and mapping_rules.wildcard_match("dev*", "Devices", case_sensitive=False)
+    assert not mapping_rules.wildcard_match("a.c", "abc")  # only '*' is special
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Sales"),
@@ -909,9 +913,9 @@ def test_wildcards_and_multi_valued_attributes() -> None:
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256())
     )
-    assert certs.rule_matches(cert, certs.parse_mapping_rule("Subject.OU=Laptops"))
-    assert not certs.rule_matches(cert, certs.parse_mapping_rule("Subject.O=*"))  # absent attribute
-    assert certs.first_unmatched(cert, [certs.parse_mapping_rule("Subject.CN=d"), certs.parse_mapping_rule("Issuer.L=x")]) == certs.parse_mapping_rule("Issuer.L=x")
+    assert mapping_rules.rule_matches(cert, mapping_rules.parse_mapping_rule("Subject.OU=Laptops"))
+    assert not mapping_rules.rule_matches(cert, mapping_rules.parse_mapping_rule("Subject.O=*"))  # absent attribute
+    assert mapping_rules.first_unmatched(cert, [mapping_rules.parse_mapping_rule("Subject.CN=d"), mapping_rules.parse_mapping_rule("Issuer.L=x")]) == mapping_rules.parse_mapping_rule("Issuer.L=x")
 
 
 @settings(max_examples=60, deadline=None)
@@ -924,41 +928,41 @@ def test_wildcard_property(parts: list[str], fillers: list[str]) -> None:
     a literal character breaks the match."""
     pattern = "*".join(parts)
     value = "".join(p + (fillers[i] if i < len(parts) - 1 else "") for i, p in enumerate(parts))
-    assert certs.wildcard_match(pattern, value)
+    assert mapping_rules.wildcard_match(pattern, value)
     if "*" not in pattern and pattern:
-        assert not certs.wildcard_match(pattern, value + "x") and not certs.wildcard_match(pattern + "x", value)
+        assert not mapping_rules.wildcard_match(pattern, value + "x") and not mapping_rules.wildcard_match(pattern + "x", value)
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.text(alphabet="abcdefXYZ -.", min_size=1, max_size=12))
 def test_wildcard_case_property(text: str) -> None:
-    assert certs.wildcard_match(text.upper(), text.lower(), case_sensitive=False)
-    assert certs.wildcard_match(text, text) and certs.wildcard_match("*" + text[1:], text)
+    assert mapping_rules.wildcard_match(text.upper(), text.lower(), case_sensitive=False)
+    assert mapping_rules.wildcard_match(text, text) and mapping_rules.wildcard_match("*" + text[1:], text)
     if text.upper() != text.lower():
-        assert not certs.wildcard_match(text.upper(), text.lower(), case_sensitive=True)
+        assert not mapping_rules.wildcard_match(text.upper(), text.lower(), case_sensitive=True)
 
 
 def test_issuing_cas_and_mappings(chained: Path) -> None:
     root, ca = cert_of(chained / "root.pem"), cert_of(chained / "ca.pem")
-    assert certs.issuing_cas([root, ca, root]) == [ca]
-    assert certs.issuing_cas([root]) == [root]
-    assert [[str(r) for r in m] for m in certs.allow_mappings([ca], [certs.parse_mapping_rule("Subject.O=X")])] == [[f"Issuer.CN={CA_CN}", "Subject.O=X"]]
-    assert [[str(r) for r in m] for m in certs.deny_mappings([ca], [certs.parse_mapping_rule("Subject.OU=C")])] == [[f"Issuer.CN={CA_CN}", "Subject.OU=C"]]
+    assert cert_facts.issuing_cas([root, ca, root]) == [ca]
+    assert cert_facts.issuing_cas([root]) == [root]
+    assert [[str(r) for r in m] for m in mapping_rules.allow_mappings([ca], [mapping_rules.parse_mapping_rule("Subject.O=X")])] == [[f"Issuer.CN={CA_CN}", "Subject.O=X"]]
+    assert [[str(r) for r in m] for m in mapping_rules.deny_mappings([ca], [mapping_rules.parse_mapping_rule("Subject.OU=C")])] == [[f"Issuer.CN={CA_CN}", "Subject.OU=C"]]
 
 
 def test_iis_verdict_pure(chained: Path) -> None:
     root, ca = cert_of(chained / "root.pem"), cert_of(chained / "ca.pem")
     device = cert_of(chained / "issued" / "device-1.pem")
-    crls = certs.read_crls(chained / "crl.pem") + certs.read_crls(chained / "root-crl.der")
+    crls = cert_facts.read_crls(chained / "crl.pem") + cert_facts.read_crls(chained / "root-crl.der")
     now = dt.datetime.now(dt.timezone.utc)
-    verdict = certs.iis_verdict(device, [root, ca], crls, now)
+    verdict = cert_verdict.iis_verdict(device, [root, ca], crls, now)
     assert verdict.accepted and verdict.path == (device, ca, root) and verdict.line() == "accept"
     assert verdict.to_dict()["allowMappings"] == [[f"Issuer.CN={CA_CN}"]]
     naive = now.replace(tzinfo=None)
-    assert certs.iis_verdict(device, [root, ca], crls, naive).accepted  # naive = UTC
-    assert certs.iis_verdict(device, [root, ca], crls, now, mappings=[]).reason == "no-mapping"
-    assert certs.iis_verdict(device, [root, ca], [], now, check_revocation=False).accepted
-    path, why = certs.build_path(device, [ca])
+    assert cert_verdict.iis_verdict(device, [root, ca], crls, naive).accepted  # naive = UTC
+    assert cert_verdict.iis_verdict(device, [root, ca], crls, now, mappings=[]).reason == "no-mapping"
+    assert cert_verdict.iis_verdict(device, [root, ca], [], now, check_revocation=False).accepted
+    path, why = cert_verdict.build_path(device, [ca])
     assert path is None and "no certificate for issuer" in why
 
 
@@ -1060,7 +1064,7 @@ def test_sign_crl_equals_cryptography_builder(key_type: str) -> None:
     serials = [1, 127, 128, 255, 256, 2**159 - 1] + [x509.random_serial_number() for _ in range(40)]
     for count in (0, 1, 2, len(serials)):
         revoked = [(serials[i], dates[i % len(dates)], reasons[i % len(reasons)]) for i in range(count)]
-        as_text = [(s, certs.iso(d), r) if i % 2 else (s, d, r) for i, (s, d, r) in enumerate(revoked)]  # index.json's form too
+        as_text = [(s, cert_facts.iso(d), r) if i % 2 else (s, d, r) for i, (s, d, r) in enumerate(revoked)]  # index.json's form too
         der = pki_build.sign_crl(ca, key, 7, as_text, now, now + dt.timedelta(days=30000))
         mine = x509.load_der_x509_crl(der)
         assert mine.is_signature_valid(ca.public_key())
@@ -1111,7 +1115,7 @@ def test_crl_with_many_entries(tmp_path: Path) -> None:
         serial = x509.random_serial_number()
         serials[serial] = ("2026-03-01T10:00:%02dZ" % (i % 60), list(pki_build.REASONS)[i % 5])
         data["certificates"][f"old-{i:05d}"] = {
-            "kind": "client", "source": "key", "serial": certs.serial_hex(serial), "subject": f"CN=old-{i:05d}", "notBefore": "2026-01-01T00:00:00Z",
+            "kind": "client", "source": "key", "serial": cert_facts.serial_hex(serial), "subject": f"CN=old-{i:05d}", "notBefore": "2026-01-01T00:00:00Z",
             "notAfter": "2027-01-01T00:00:00Z", "sha1": "00", "status": "revoked", "revokedAt": serials[serial][0], "reason": serials[serial][1],
         }
     (d / "index.json").write_text(pki_store.dumps_index(data) + "\n")
@@ -1121,7 +1125,7 @@ def test_crl_with_many_entries(tmp_path: Path) -> None:
     listed = {r.serial_number: r for r in crl}
     assert set(listed) == set(serials) and [r.serial_number for r in crl] == sorted(serials)
     sample = next(iter(serials))
-    assert certs.iso(listed[sample].revocation_date_utc) == serials[sample][0]
+    assert cert_facts.iso(listed[sample].revocation_date_utc) == serials[sample][0]
     assert (d / "crl.pem").read_bytes() == crl.public_bytes(serialization.Encoding.PEM)
     data["certificates"]["old-00000"]["reason"] = "whimsy"
     (d / "index.json").write_text(pki_store.dumps_index(data) + "\n")
@@ -1182,7 +1186,7 @@ def test_bulk_issue_writes_index_once_and_syncs_once(tmp_path: Path, monkeypatch
     leaf.verify_directly_issued_by(cert_of(d / "ca.pem"))
     key = serialization.load_pem_private_key((d / "private" / "b-0250.key").read_bytes(), None)
     assert key.public_key() == leaf.public_key()
-    assert index(d)["certificates"]["b-0250"]["sha1"] == certs.thumbprint(leaf)
+    assert index(d)["certificates"]["b-0250"]["sha1"] == cert_facts.thumbprint(leaf)
 
 
 @pytest.mark.parametrize("background", [True, False], ids=["background-writer", "inline"])

@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from components.config import ConfigInvalid
-from components.crl_hosting import crl_read_policy
+from components.certs.hosting import crl_read_policy
 from components.stack import prepare
-from components.trust import LoadedCertificate, classify, crl_egress, crl_hosting_base_url, device_crl_known
+from components.certs.trust import LoadedCertificate, classify, crl_egress, crl_hosting_base_url, device_crl_known
 from conftest import Planned, plan_stack
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

@@ -1,4 +1,4 @@
-"""Static verification of components/windows/*.ps1: no PowerShell runs here, so this is what is checked.
+"""Static verification of components/iis/windows/*.ps1: no PowerShell runs here, so this is what is checked.
 
 - syntax: tree-sitter-powershell parses each script (and the converge script wrapped the way the
   SSM document runs it) without ERROR or MISSING nodes;
@@ -7,7 +7,7 @@
   native programs are an explicit list;
 - data, not code: no Invoke-Expression / script blocks from strings / Add-Type, netsh and installers
   get argument arrays, user data has no template placeholders;
-- contract with components/iis_state.py: the feature lists, every `$state.a.b` member path against
+- contract with components/iis/state.py: the feature lists, every `$state.a.b` member path against
   real desired states, every state key read; the report shape against docs/examples.
 """
 
@@ -26,18 +26,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import ps_lint
-from components.iis_state import IIS_FEATURES, REMOVED_FEATURES
-from components.ssm_document import run_command
+from components.iis.state import IIS_FEATURES, REMOVED_FEATURES
+from components.iis.document import run_command
 from components.stack import prepare
 from conftest import ROOT
 
-WINDOWS = ROOT / "components" / "windows"
+WINDOWS = ROOT / "components" / "iis" / "windows"
 CONVERGE = WINDOWS / "Set-BeaconMtls.ps1"
 USER_DATA = WINDOWS / "user-data.ps1"
 EXAMPLE_REPORT = ROOT / "docs" / "examples" / "converge-report.json"
 SCRIPTS = sorted(WINDOWS.glob("*.ps1"))
 PARAMS = ["StatePath", "EncodedState", "ReportOnly", "LogGroupName"]
-# The SSM document (components/ssm_document.py) runs the script exactly like this.
+# The SSM document (components/iis/document.py) runs the script exactly like this.
 WRAPPER = "& {{\n{script}\n}} -EncodedState $b64 -ReportOnly:$r"
 # Keys of the desired state the script deliberately does not read (descriptive only).
 INFORMATIONAL_KEYS = {
@@ -66,7 +66,7 @@ def user_data_tree():
     return ps_lint.parse(powershell_of(USER_DATA))
 
 
-# --- desired states built by components/iis_state.py -------------------------------------------------
+# --- desired states built by components/iis/state.py -------------------------------------------------
 
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Corp")])
@@ -189,7 +189,7 @@ def test_parses_wrapped_as_the_ssm_document_runs_it(converge: str) -> None:
 
 
 def test_parses_inside_the_leads_ssm_run_command(converge: str, states) -> None:
-    """The exact runCommand lines of components/ssm_document.py: the param block opens the script block."""
+    """The exact runCommand lines of components/iis/document.py: the param block opens the script block."""
     text = "\n".join(run_command(converge, states["many-to-one-local"]))
     tree = ps_lint.parse(text)
     found = ps_lint.defects(tree)

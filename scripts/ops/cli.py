@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import botocore.exceptions as bce
 
-from components import certs
+from components.certs import facts as cert_facts
 from scripts.cli_args import bounded
 from scripts.pki.cli import read_password
 from scripts.pki.store import PkiError
@@ -271,21 +271,21 @@ def cmd_expiry(ctx: Context) -> int:
         if why:
             notes.append(why)
         if state:
-            known = {certs.thumbprint(c) for c in cas}
+            known = {cert_facts.thumbprint(c) for c in cas}
             for entry in state.get("trustStores") or []:
                 try:
-                    cert = certs.load_certificates(str(entry.get("pem", "")).encode())[0]
+                    cert = cert_facts.load_certificates(str(entry.get("pem", "")).encode())[0]
                 except (ValueError, IndexError):
                     continue
-                if certs.thumbprint(cert) not in known:
-                    known.add(certs.thumbprint(cert))
+                if cert_facts.thumbprint(cert) not in known:
+                    known.add(cert_facts.thumbprint(cert))
                     cas.append(cert)
                     items.append(expiry_mod.certificate_item("ca-certificate", cert, f"{entry.get('store')} store ({document})"))
             urls = expiry_mod.dedupe_urls(urls, state.get("crlUrls") or [])
     egress = ctx.outputs.optional("crlEgress.urls")
     if isinstance(egress, list):
         urls = expiry_mod.dedupe_urls(urls, egress)
-    urls = expiry_mod.dedupe_urls(urls, *(certs.cdp_urls(ca) for ca in cas))  # e.g. an intermediate's root CRL
+    urls = expiry_mod.dedupe_urls(urls, *(cert_facts.cdp_urls(ca) for ca in cas))  # e.g. an intermediate's root CRL
     published_crls = expiry_mod.crl_url_items(urls, cas, args.fetch_timeout)
     items += published_crls
     items += [item for _, item in local]

@@ -6,7 +6,7 @@ import datetime as dt
 import sys
 from typing import Any, Sequence
 
-from components import certs
+from components.certs import facts as cert_facts
 
 PROG = "python -m scripts.ops"
 PROJECT = "flexnet-beacon"
@@ -30,7 +30,7 @@ def now_utc() -> dt.datetime:
 
 
 def iso(moment: dt.datetime | None) -> str | None:
-    return certs.iso(moment)
+    return cert_facts.iso(moment)
 
 
 def parse_time(text: Any) -> dt.datetime | None:

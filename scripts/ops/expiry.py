@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 
-from components import certs
+from components.certs import facts as cert_facts
 
 from .common import PROJECT, InputError, days_left, iso, parse_time
 
@@ -70,8 +70,8 @@ def judge(items: Iterable[Item], now: dt.datetime, warn_days: float, crl_warn_da
 
 
 def certificate_item(kind: str, cert: x509.Certificate, source: str) -> Item:
-    name = certs.common_name(cert.subject) or cert.subject.rfc4514_string()
-    return Item(kind, name, cert.not_valid_after_utc, source, detail=f"thumbprint {certs.thumbprint(cert)}")
+    name = cert_facts.common_name(cert.subject) or cert.subject.rfc4514_string()
+    return Item(kind, name, cert.not_valid_after_utc, source, detail=f"thumbprint {cert_facts.thumbprint(cert)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ def pki_items(directory: str) -> tuple[list[Item], list[x509.Certificate], list[
         path = root / f"{stem}.pem"
         if path.is_file():
             try:
-                found = certs.read_certificates(path)
+                found = cert_facts.read_certificates(path)
             except (OSError, ValueError) as exc:
                 raise InputError(f"--pki {path}: {exc}") from None
             for cert in found:
@@ -113,7 +113,7 @@ def pki_items(directory: str) -> tuple[list[Item], list[x509.Certificate], list[
         path = root / f"{stem}.pem"
         if path.is_file():
             try:
-                for crl in certs.read_crls(path):
+                for crl in cert_facts.read_crls(path):
                     local.append((str(path), crl_item(crl, f"{path} (local; publish before nextUpdate)", cas)))
             except (OSError, ValueError) as exc:
                 local.append((str(path), Item("crl", str(path), None, str(path), "invalid", f"unreadable CRL ({exc})")))
@@ -138,7 +138,7 @@ def _crl_number(crl: x509.CertificateRevocationList) -> int | None:
 
 
 def crl_item(crl: x509.CertificateRevocationList, source: str, cas: Sequence[x509.Certificate]) -> Item:
-    issuer = certs.common_name(crl.issuer) or crl.issuer.rfc4514_string()
+    issuer = cert_facts.common_name(crl.issuer) or crl.issuer.rfc4514_string()
     number = _crl_number(crl)
     item = Item("crl", f"CRL {number if number is not None else '?'} of {issuer}", crl.next_update_utc, source)
     item.issuer, item.number = crl.issuer.rfc4514_string(), number
@@ -166,10 +166,10 @@ def crl_url_items(urls: Sequence[str], cas: Sequence[x509.Certificate], timeout:
             items.append(Item("crl", url, None, url, "unreachable", f"cannot fetch: {reason}"))
             continue
         try:
-            crls = certs.load_crls(data)
+            crls = cert_facts.load_crls(data)
         except ValueError:
             try:
-                certs.load_certificates(data)
+                cert_facts.load_certificates(data)
                 continue  # an AIA certificate URL listed with the CRL egress URLs: not a CRL
             except ValueError:
                 items.append(Item("crl", url, None, url, "invalid", f"{len(data)} bytes that are neither a CRL nor a certificate"))

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from components import certs
+from components.certs import facts as cert_facts
 
 from .common import InputError, OpsError, days_left, now_utc
 
@@ -116,12 +116,12 @@ def certificate_notes(rows: Sequence[Identity]) -> list[str]:
         if identity.cert is None:
             continue
         try:
-            cert = certs.read_certificates(identity.cert)[0]
+            cert = cert_facts.read_certificates(identity.cert)[0]
         except (OSError, ValueError) as exc:
             raise InputError(f"{identity.cert}: not a certificate ({exc})") from None
         if days_left(cert.not_valid_after_utc, now) < 0:
-            notes.append(f"{identity.cert} expired {certs.iso(cert.not_valid_after_utc)}: the beacon answers 403.17")
-        names = certs.eku_names(cert)
+            notes.append(f"{identity.cert} expired {cert_facts.iso(cert.not_valid_after_utc)}: the beacon answers 403.17")
+        names = cert_facts.eku_names(cert)
         if names is not None and "clientAuth" not in names and "anyExtendedKeyUsage" not in names:
             notes.append(f"{identity.cert} has no clientAuth EKU ({', '.join(names)}): the beacon refuses it")
     return notes
@@ -219,7 +219,7 @@ def run_matrix(target: Target, ca: str, rows: Sequence[Identity], tls12_too: boo
 
 def load_ca(path: str) -> list[x509.Certificate]:
     try:
-        return certs.read_certificates(path)
+        return cert_facts.read_certificates(path)
     except OSError as exc:
         raise InputError(f"--ca {path}: unreadable ({exc.strerror or exc})") from None
     except ValueError as exc:

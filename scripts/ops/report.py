@@ -1,4 +1,4 @@
-"""The converge report of components/windows/Set-BeaconMtls.ps1: find it in a command's output,
+"""The converge report of components/iis/windows/Set-BeaconMtls.ps1: find it in a command's output,
 judge it, and show it as a table per beacon.
 
 The script prints ONE JSON object (schemaVersion 1) and exits 0 compliant/converged, 1 failed,

@@ -2,7 +2,7 @@
 as a second secret, both named under flexnet-beacon/<stack>/ (the only secrets the beacon's
 instance role may read), created once and then updated with new versions.
 
-The converge script (components/windows/Set-BeaconMtls.ps1) reads the AWSCURRENT version of
+The converge script (components/iis/windows/Set-BeaconMtls.ps1) reads the AWSCURRENT version of
 both on every run and imports the certificate when its thumbprint is not in LocalMachine\\My.
 """
 
@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, pkcs12
 
-from components import certs
+from components.certs import facts as cert_facts
 from scripts.pki.build import key_problem
 
 from .aws import Aws, error_code
@@ -45,7 +45,7 @@ class ServerPfx:
 
     @property
     def thumbprint(self) -> str:
-        return certs.thumbprint(self.certificate)
+        return cert_facts.thumbprint(self.certificate)
 
 
 def load_pfx(data: bytes, password: bytes, source: str) -> ServerPfx:
@@ -97,14 +97,14 @@ def certificate_problems(pfx: ServerPfx, hostnames: Sequence[str], min_days: int
     """Why this PFX must not become the beacon's certificate (empty: fine)."""
     cert = pfx.certificate
     problems = []
-    names = certs.eku_names(cert)
+    names = cert_facts.eku_names(cert)
     if names is None:
         problems.append("no Extended Key Usage extension: a beacon certificate needs serverAuth and clientAuth")
     else:
         missing = [n for n in ("serverAuth", "clientAuth") if n not in names]
         if missing:
             problems.append(f"EKU {', '.join(names) or '(empty)'} lacks {' and '.join(missing)}: a beacon certificate needs serverAuth and clientAuth")
-    sans = certs.subject_alt_names(cert)
+    sans = cert_facts.subject_alt_names(cert)
     unmatched = [h for h in hostnames if not host_matches(h, sans)]
     if unmatched:
         have = ", ".join(sans.get("dns", []) + sans.get("ip", [])) or "no DNS/IP SAN"
@@ -116,7 +116,7 @@ def certificate_problems(pfx: ServerPfx, hostnames: Sequence[str], min_days: int
         problems.append(f"expires {iso(cert.not_valid_after_utc)}, in {left:.1f} days (< --min-days {min_days})")
     if cert.not_valid_before_utc > now:
         problems.append(f"not valid before {iso(cert.not_valid_before_utc)}")
-    if certs.is_ca(cert):
+    if cert_facts.is_ca(cert):
         problems.append("a CA certificate (basicConstraints cA=TRUE) cannot be the beacon's certificate")
     problem = key_problem(pfx.key.public_key())
     if problem:
@@ -134,13 +134,13 @@ def certificate_facts(cert: x509.Certificate, now: dt.datetime) -> dict[str, Any
     return {
         "subject": cert.subject.rfc4514_string(),
         "issuer": cert.issuer.rfc4514_string(),
-        "thumbprint": certs.thumbprint(cert),
-        "serial": certs.serial_hex(cert.serial_number),
+        "thumbprint": cert_facts.thumbprint(cert),
+        "serial": cert_facts.serial_hex(cert.serial_number),
         "notBefore": iso(cert.not_valid_before_utc),
         "notAfter": iso(cert.not_valid_after_utc),
         "daysLeft": round(days_left(cert.not_valid_after_utc, now), 1),
-        "eku": certs.eku_names(cert),
-        "san": certs.subject_alt_names(cert),
+        "eku": cert_facts.eku_names(cert),
+        "san": cert_facts.subject_alt_names(cert),
     }
 
 
@@ -151,7 +151,7 @@ def tags_for(stack: str, leaf: str, cert: x509.Certificate) -> list[dict[str, st
         {"Key": f"{PROJECT}:component", "Value": "server-certificate"},
         {"Key": "Name", "Value": secret_name(stack, leaf)},
         {"Key": "ManagedBy", "Value": "scripts.ops"},
-        {"Key": f"{PROJECT}:thumbprint", "Value": certs.thumbprint(cert)},
+        {"Key": f"{PROJECT}:thumbprint", "Value": cert_facts.thumbprint(cert)},
         {"Key": f"{PROJECT}:not-after", "Value": iso(cert.not_valid_after_utc) or ""},
     ]
 
@@ -213,7 +213,7 @@ def upsert_secret(
 def publish(aws: Aws, stack: str, pfx: ServerPfx, kms_key_id: str | None) -> dict[str, Any]:
     """Store the PFX and its password; the PFX first, so a run in between imports the new
     certificate with the new password at the latest on its next run."""
-    cn = certs.common_name(pfx.certificate.subject) or pfx.certificate.subject.rfc4514_string()
+    cn = cert_facts.common_name(pfx.certificate.subject) or pfx.certificate.subject.rfc4514_string()
     pfx_result = upsert_secret(
         aws,
         secret_name(stack, PFX_SECRET),

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from botocore.exceptions import ClientError
 
-from components.ssm_document import state_digest
+from components.iis.document import state_digest
 
 from .aws import Aws, error_code, error_message
 from .common import OpsError, parse_time

@@ -2,7 +2,7 @@
 
 Verbs: init-ca, issue-server, issue-client, sign-csr, revoke, crl, export-pfx, inspect, check,
 list. See docs/pki.md. The pure certificate logic (reading, mapping rules, the IIS verdict) lives
-in components/certs.py so the deployment code reuses it.
+in components/certs/ and components/iis/mapping_rules.py so the deployment code reuses it.
 """
 
 from __future__ import annotations

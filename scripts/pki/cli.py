@@ -25,7 +25,11 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from components import certs
+from components.certs import facts as cert_facts
+
+from components.certs import verdict as cert_verdict
+
+from components.iis import mapping_rules
 from scripts.cli_args import bounded
 
 from . import build, parallel
@@ -45,7 +49,7 @@ def now_utc() -> dt.datetime:
 
 
 def iso(moment: dt.datetime | None) -> str | None:
-    return certs.iso(moment)
+    return cert_facts.iso(moment)
 
 
 def out(text: str = "") -> None:
@@ -143,16 +147,16 @@ def entry_for(cert: x509.Certificate, kind: str, source: str, subject: x509.Name
     item = {
         "kind": kind,
         "source": source,
-        "serial": certs.serial_hex(cert.serial_number),
+        "serial": cert_facts.serial_hex(cert.serial_number),
         "subject": (subject if subject is not None else cert.subject).rfc4514_string(),
         "notBefore": _iso_cached(cert.not_valid_before_utc),
         "notAfter": _iso_cached(cert.not_valid_after_utc),
-        "sha1": cert.fingerprint(hashes.SHA1()).hex().upper(),  # = certs.thumbprint
+        "sha1": cert.fingerprint(hashes.SHA1()).hex().upper(),  # = cert_facts.thumbprint
         "status": "valid",
         "revokedAt": None,
         "reason": None,
     }
-    sans = certs.subject_alt_names(cert) if may_have_san else None
+    sans = cert_facts.subject_alt_names(cert) if may_have_san else None
     if sans:
         item["san"] = sans
     return item
@@ -185,7 +189,7 @@ class Issuer:
         self.pki = pki
         self.ca_cert, self.ca_key = pki.issuing()
         if self.ca_cert.not_valid_after_utc <= now_utc():
-            raise PkiError(f"the issuing CA {certs.common_name(self.ca_cert.subject)!r} expired {iso(self.ca_cert.not_valid_after_utc)}: it cannot issue certificates")
+            raise PkiError(f"the issuing CA {cert_facts.common_name(self.ca_cert.subject)!r} expired {iso(self.ca_cert.not_valid_after_utc)}: it cannot issue certificates")
         self.key_type = pki.index["ca"].get("keyType", "ec")
         self.clamped = 0
         self.batch = Batch(pki.root)
@@ -326,7 +330,7 @@ def _sign_and_write_crl(
     if files is not None:
         files.append(CrlFile(kind, der_path, der, list(urls)))
     return (
-        f"{pem_path.name}/{der_path.name}: CRL {number} of {certs.common_name(issuer.subject)!r}, "
+        f"{pem_path.name}/{der_path.name}: CRL {number} of {cert_facts.common_name(issuer.subject)!r}, "
         f"{len(revoked)} revoked, nextUpdate {iso(crl.next_update_utc)}"
     )
 
@@ -444,7 +448,7 @@ def _init_ca(args: argparse.Namespace, pki: Pki) -> int:
     pki.save_index()
     written = publish_crls(pki, DEFAULT_DAYS["crl"])
     kind = "root + issuing intermediate" if args.intermediate else "root"
-    out(f"created {kind} CA {cn!r} in {pki.root}/ (key {args.key}, serial {certs.serial_hex(ca_cert.serial_number)}, until {iso(ca_cert.not_valid_after_utc)})")
+    out(f"created {kind} CA {cn!r} in {pki.root}/ (key {args.key}, serial {cert_facts.serial_hex(ca_cert.serial_number)}, until {iso(ca_cert.not_valid_after_utc)})")
     for line in written:
         out(f"  {line}")
     out(f"  IIS mapping rule: Issuer.CN={cn}")
@@ -466,7 +470,7 @@ def cmd_issue_server(args: argparse.Namespace, pki: Pki) -> int:
             cert, _ = issuer.issue(name, subject, "server", args.days, args.key, dns=dns, ips=ips)
         finally:
             issuer.finish()
-    out(f"issued server certificate {name!r}: {pki.issued / (name + '.pem')} (key {pki.private / (name + '.key')}), serial {certs.serial_hex(cert.serial_number)}, thumbprint {certs.thumbprint(cert)}")
+    out(f"issued server certificate {name!r}: {pki.issued / (name + '.pem')} (key {pki.private / (name + '.key')}), serial {cert_facts.serial_hex(cert.serial_number)}, thumbprint {cert_facts.thumbprint(cert)}")
     return 0
 
 
@@ -582,7 +586,7 @@ def cmd_sign_csr(args: argparse.Namespace, pki: Pki) -> int:
         seen: set[str] = set()
         for path in files:
             csr = load_csr(path)
-            cn = certs.common_name(csr.subject)
+            cn = cert_facts.common_name(csr.subject)
             if not cn:
                 raise PkiError(f"{path}: the CSR subject has no CN (the device name)")
             try:
@@ -593,8 +597,8 @@ def cmd_sign_csr(args: argparse.Namespace, pki: Pki) -> int:
             problem = build.key_problem(csr.public_key())
             if problem:
                 raise PkiError(f"{path}: unsupported key {problem}")
-            o = o_override or (certs.name_values(csr.subject, "O") or [None])[-1]
-            ou = ou_override or (certs.name_values(csr.subject, "OU") or [None])[-1]
+            o = o_override or (cert_facts.name_values(csr.subject, "O") or [None])[-1]
+            ou = ou_override or (cert_facts.name_values(csr.subject, "OU") or [None])[-1]
             try:
                 subject = build.make_name(cn, check_attr(o, "O"), check_attr(ou, "OU"))
             except ValueError as exc:
@@ -766,19 +770,19 @@ def _resolve_file(text: str, pki: Pki) -> Path:
 def cmd_inspect(args: argparse.Namespace, pki: Pki) -> int:
     path = _resolve_file(args.file, pki)
     try:
-        found_certs, found_crls = certs.read_x509(path)
+        found_certs, found_crls = cert_facts.read_x509(path)
     except OSError as exc:
         raise PkiError(f"{path}: unreadable ({exc.strerror})") from None
     except ValueError as exc:
         raise PkiError(f"{path}: {exc}") from None
-    items = [certs.certificate_summary(c) for c in found_certs] + [certs.crl_summary(c) for c in found_crls]
+    items = [cert_facts.certificate_summary(c) for c in found_certs] + [cert_facts.crl_summary(c) for c in found_crls]
     out(json.dumps(items[0] if len(items) == 1 else items, indent=2, ensure_ascii=False))
     return 0
 
 
 def _read_cert_list(path: Path, what: str) -> list[x509.Certificate]:
     try:
-        return certs.read_certificates(path)
+        return cert_facts.read_certificates(path)
     except OSError as exc:
         raise PkiError(f"{what} {path}: unreadable ({exc.strerror})") from None
     except ValueError as exc:
@@ -787,7 +791,7 @@ def _read_cert_list(path: Path, what: str) -> list[x509.Certificate]:
 
 def _read_crl_list(path: Path) -> list[x509.CertificateRevocationList]:
     try:
-        return certs.read_crls(path)
+        return cert_facts.read_crls(path)
     except OSError as exc:
         raise PkiError(f"--crl {path}: unreadable ({exc.strerror})") from None
     except ValueError as exc:
@@ -798,8 +802,8 @@ def _read_crl_list(path: Path) -> list[x509.CertificateRevocationList]:
 class StackTrust:
     """What `check` takes from a stack file (validated exactly as the deployment validates it)."""
 
-    extra_rules: list[certs.MappingRule]
-    deny_rules: list[certs.MappingRule]
+    extra_rules: list[mapping_rules.MappingRule]
+    deny_rules: list[mapping_rules.MappingRule]
     ca_files: list[Path]
     include_organization: bool = False
 
@@ -836,8 +840,8 @@ def read_stack_config(path: Path) -> StackTrust:
         raise PkiError(f"--stack-config {path}: " + "; ".join(str(issue) for issue in invalid.issues)) from None
     base = _project_dir(path)
     return StackTrust(
-        [certs.parse_mapping_rule(text) for text in cfg.extra_mapping_rules],
-        [certs.parse_mapping_rule(text) for text in cfg.deny_mapping_rules],
+        [mapping_rules.parse_mapping_rule(text) for text in cfg.extra_mapping_rules],
+        [mapping_rules.parse_mapping_rule(text) for text in cfg.deny_mapping_rules],
         [base / f for f in cfg.client_ca_certificates],
         cfg.issuer_rule_match_organization,
     )
@@ -872,17 +876,17 @@ def cmd_check(args: argparse.Namespace, pki: Pki) -> int:
                 crls += _read_crl_list(path)
     if args.issuer_cn is not None:
         cn = required_attr(args.issuer_cn, "--issuer-cn")
-        mappings = [[certs.issuer_rule(cn), *stack.extra_rules]]
-        denials = [[certs.issuer_rule(cn), rule] for rule in stack.deny_rules]
+        mappings = [[mapping_rules.issuer_rule(cn), *stack.extra_rules]]
+        denials = [[mapping_rules.issuer_rule(cn), rule] for rule in stack.deny_rules]
     else:
-        # The same mappings the deployment writes (components/iis_state.py uses these functions).
-        issuing = certs.issuing_cas([c for c in trusted if certs.is_ca(c)])
-        mappings = certs.allow_mappings(issuing, stack.extra_rules, stack.include_organization)
-        denials = certs.deny_mappings(issuing, stack.deny_rules, stack.include_organization)
-    verdict = certs.iis_verdict(leaf, trusted, crls, at, mappings, intermediates=sent, denials=denials)
+        # The same mappings the deployment writes (components/iis/state.py uses these functions).
+        issuing = cert_facts.issuing_cas([c for c in trusted if cert_facts.is_ca(c)])
+        mappings = mapping_rules.allow_mappings(issuing, stack.extra_rules, stack.include_organization)
+        denials = mapping_rules.deny_mappings(issuing, stack.deny_rules, stack.include_organization)
+    verdict = cert_verdict.iis_verdict(leaf, trusted, crls, at, mappings, intermediates=sent, denials=denials)
     if args.json:
         payload = verdict.to_dict()
-        payload.update({"certificate": cert_path.as_posix(), "subject": leaf.subject.rfc4514_string(), "serial": certs.serial_hex(leaf.serial_number), "at": iso(at)})
+        payload.update({"certificate": cert_path.as_posix(), "subject": leaf.subject.rfc4514_string(), "serial": cert_facts.serial_hex(leaf.serial_number), "at": iso(at)})
         out(json.dumps(payload, indent=2, ensure_ascii=False))
     else:
         out(verdict.line())

@@ -26,7 +26,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from components.ssm_document import command_document, document_content, read_converge_script, state_digest
+from components.iis.document import command_document, document_content, read_converge_script, state_digest
 from scripts.ops import aws as ops_aws
 from scripts.ops.cli import main as ops_main
 from scripts.pki import build

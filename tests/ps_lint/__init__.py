@@ -1,4 +1,4 @@
-"""Static checks of the Windows PowerShell scripts under components/windows (no PowerShell needed).
+"""Static checks of the Windows PowerShell scripts under components/iis/windows (no PowerShell needed).
 
 - `parse` / `defects`: tree-sitter-powershell syntax tree and its ERROR / MISSING nodes.
 - `commands` / `lint`: every command and -Parameter used, checked against cmdlets.json (Windows

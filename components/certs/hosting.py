@@ -17,8 +17,8 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import ResourceOptions
 
-from .beacon_policy import partition_for
-from .tagging import component_tags
+from ..beacon.policy import partition_for
+from ..tagging import component_tags
 
 
 def crl_read_policy(partition: str, bucket: str) -> str:

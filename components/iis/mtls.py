@@ -14,15 +14,15 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
-from .log_groups import log_group
-from .ssm_document import state_digest
-from .tagging import component_tags
+from ..log_groups import log_group
+from .document import state_digest
+from ..tagging import component_tags
 
 
 @dataclass
 class BeaconMtlsArgs:
     state: dict[str, Any]
-    document_content: str  # components.ssm_document: the static script with `state` as data
+    document_content: str  # components/iis/document.py: the static script with `state` as data
     instance_ids: Sequence[Input[str]]
     schedule_expression: str
     compliance_severity: str

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .certs import aia_urls, cdp_urls, common_name, issuing_cas, load_certificates
-from .config import ConfigIssue, hostname_problem
+from .facts import aia_urls, cdp_urls, common_name, issuing_cas, load_certificates
+from ..config import ConfigIssue, hostname_problem
 
 
 @dataclass(frozen=True)

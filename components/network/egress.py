@@ -2,7 +2,7 @@
 
 Groups (each can be switched off with egressDisabledGroups, and extended in config):
 - crl: hosts of the CRL distribution points the beacon must reach to check revocation
-  (crlUrls, crlDomains; derived from the certificates by components/trust.py later).
+  (crlUrls, crlDomains; derived from the certificates by components/certs/trust.py later).
 - flexera-parent: the beacon's parent (Flexera One or an upstream server).
 - aws-endpoints: what SSM, the converge script and the logs need in the stack's region.
 - windows-update: Microsoft's update and certificate trust list hosts.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from .config import EGRESS_GROUPS, BeaconConfig, domain_problem
+from ..config import EGRESS_GROUPS, BeaconConfig, domain_problem
 
 # Microsoft's documented Windows Update endpoints, plus the CTL/CRL hosts Windows uses to keep
 # its trusted roots and check Microsoft-signed binaries.

@@ -10,8 +10,8 @@ import pulumi_aws as aws
 from pulumi import Input, Output, ResourceOptions
 
 from .firewall_rules import RuleGroupSpec
-from .log_groups import log_group
-from .tagging import component_tags
+from ..log_groups import log_group
+from ..tagging import component_tags
 
 STATEFUL_DEFAULT_ACTIONS = ["aws:drop_established", "aws:alert_established"]
 STATELESS_DEFAULT_ACTIONS = ["aws:forward_to_sfe"]

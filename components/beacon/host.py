@@ -9,8 +9,8 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import Input, ResourceOptions
 
-from . import beacon_policy as policy
-from .tagging import component_tags
+from . import policy
+from ..tagging import component_tags
 
 
 @dataclass

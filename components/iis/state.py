@@ -1,6 +1,6 @@
 """The IIS, HTTP.sys and SChannel state a beacon must have, as plain data (no Pulumi).
 
-components/windows/Set-BeaconMtls.ps1 reads this JSON and converges the machine to it; the
+components/iis/windows/Set-BeaconMtls.ps1 reads this JSON and converges the machine to it; the
 offline plan writes it to build/plan/<stack>/iis-state.json and renders `appcmd.txt`, the
 equivalent commands an administrator would type (the manual article, step by step).
 """
@@ -10,10 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
-from .certs import allow_mappings, deny_mappings
-from .config import BeaconConfig
-from .mapping_rules import parse_rule
-from .trust import ClientTrust, LoadedCertificate
+from ..config import BeaconConfig
+from .mapping_rules import allow_mappings, deny_mappings, parse_rule
+from ..certs.trust import ClientTrust, LoadedCertificate
 
 SCHEMA_VERSION = 1
 IIS_APP_ID = "{4dc3e181-e14b-4a21-b022-59fc669b0914}"
@@ -62,7 +61,7 @@ def many_to_one_mappings(
 ) -> list[dict[str, Any]]:
     """Deny mappings first (IIS uses the first mapping that matches), then one Allow per issuing CA.
 
-    The rule lists come from components.certs, the same code `pki check` predicts verdicts with.
+    The rule lists come from components/iis/mapping_rules.py, the same code `pki check` predicts verdicts with.
     """
     issuing = [ca.certificate for ca in trust.issuing]
     mappings: list[dict[str, Any]] = []

@@ -19,8 +19,8 @@ from pulumi import ResourceOptions
 from .firewall import BeaconFirewall, BeaconFirewallArgs
 from .firewall_rules import RuleGroupSpec
 from .layout import AzLayout
-from .log_groups import log_group
-from .tagging import component_tags
+from ..log_groups import log_group
+from ..tagging import component_tags
 
 
 @dataclass
