@@ -23,7 +23,7 @@ def test_instance_hardening(prod: Planned) -> None:
         assert root["volumeType"] == "gp3"
         assert root["volumeSize"] == 80  # prod stack value
         assert "keyName" not in inputs, "beacons have no key pair"
-        assert inputs["associatePublicIpAddress"] is False
+        assert "associatePublicIpAddress" not in inputs, "forces replacement and reads back true once the EIP is attached"
         assert inputs["disableApiTermination"] is True  # prod
         assert inputs["instanceType"] == "m6i.large"
 
@@ -35,7 +35,7 @@ def test_dev_has_no_termination_protection(dev: Planned) -> None:
 def test_ami_from_public_parameter_is_ignored_after_create(dev: Planned) -> None:
     instance = dev.one("ec2/instance:Instance")
     assert instance.inputs["ami"] == MOCK_AMI
-    assert instance.ignore_changes == ["ami"]
+    assert instance.ignore_changes == ["ami", "userData"]
     assert WINDOWS_2022_AMI_PARAMETER.endswith("Windows_Server-2022-English-Full-Base")
 
 
@@ -43,7 +43,7 @@ def test_pinned_ami_is_not_ignored() -> None:
     p = plan_stack("dev", {"amiId": "ami-0123456789abcdef0"})
     instance = p.one("ec2/instance:Instance")
     assert instance.inputs["ami"] == "ami-0123456789abcdef0"
-    assert instance.ignore_changes == []
+    assert instance.ignore_changes == ["userData"], "a pinned AMI is deliberate: changing the pin replaces the beacon"
 
 
 def test_beacons_round_robin_over_zones() -> None:
@@ -155,3 +155,89 @@ def test_other_partitions() -> None:
     policy = json.loads(p.one("iam/rolePolicy:RolePolicy", "beacon-1-stack-read").inputs["policy"])
     assert policy["Statement"][0]["Resource"].startswith("arn:aws-cn:secretsmanager:cn-north-1:")
     assert "ssm.cn-north-1.amazonaws.com.cn" in p.outputs["egressAllowlist"]["aws-endpoints"]
+
+
+# --- No replacement after create or after a refresh -------------------------------------------
+# Every aws.ec2.Instance argument the provider marks ForceNew (terraform-provider-aws,
+# internal/service/ec2/ec2_instance.go, the schema under pulumi-aws): a diff on any of them
+# replaces the beacon. Nested ones are written parent.child.
+FORCES_REPLACEMENT = frozenset({
+    "ami", "associatePublicIpAddress", "availabilityZone", "cpuCoreCount", "cpuThreadsPerCore",
+    "cpuOptions.amdSevSnp", "cpuOptions.coreCount", "cpuOptions.threadsPerCore", "ebsBlockDevices",
+    "ebsOptimized", "enclaveOptions.enabled", "ephemeralBlockDevices", "hibernation", "hostId",
+    "ipv6AddressCount", "ipv6Addresses", "keyName", "launchTemplate", "networkInterfaces",
+    "placementGroup", "placementPartitionNumber", "privateDnsNameOptions", "privateIp",
+    "rootBlockDevice.encrypted", "rootBlockDevice.kmsKeyId", "securityGroups", "subnetId", "tenancy",
+    # userData replaces only with userDataReplaceOnChange; otherwise it stops and starts the instance.
+    "userDataReplaceOnChange",
+})
+
+# The ForceNew arguments a beacon sets, each with why it cannot change after create: the value
+# read back by a refresh equals the input, and no day-2 config change alters it.
+STABLE_AFTER_CREATE = {
+    "ami": "ignored after create (ignore_changes), or a deliberate pin",
+    "subnetId": "the protected subnet of its AZ; changes only if the subnet itself is replaced",
+    "ebsOptimized": "constant true; every x86_64 type the config admits reads back true (EBS-optimized by default)",
+    "rootBlockDevice.encrypted": "constant true; EC2 reads back the volume's encryption",
+}
+
+
+def _forced_inputs(inputs: dict) -> dict[str, object]:
+    found = {}
+    for name in FORCES_REPLACEMENT:
+        top, _, nested = name.partition(".")
+        if top not in inputs:
+            continue
+        value = inputs[top]
+        if nested:
+            if not isinstance(value, dict) or nested not in value:
+                continue
+            value = value[nested]
+        found[name] = value
+    return found
+
+
+# Day-2 changes an operator makes to a running stack: none may touch a ForceNew argument.
+DAY2_CHANGES = [
+    {},
+    {"instanceType": "m6i.xlarge", "rootVolumeGb": 120},
+    {"extraMappingRules": ["Subject.O=Example Corp"], "denyMappingRules": ["Subject.OU=Contractors"]},
+    {"convergeSchedule": "rate(1 hour)", "convergeReportOnly": "true", "revocationChecking": "false"},
+    {"allowedIngressCidrs": ["203.0.113.0/24"], "allowHttp": "true", "egressPorts": [443]},
+    {"protection": "true", "alarmTopicArn": "arn:aws:sns:us-east-1:123456789012:beacon-alarms"},
+    {"beaconInstallerS3Uri": "s3://beacon-media/flexnet/beacon.msi", "beaconInstallerSha256": "b" * 64},
+    {"crlUrls": ["http://crl2.example.net/devices.crl"], "owner": "platform-team"},
+]
+
+
+def test_every_forced_argument_a_beacon_sets_is_stable() -> None:
+    forced_by_change = []
+    for change in DAY2_CHANGES:
+        p = plan_stack("dev", change)
+        instance = p.one("ec2/instance:Instance")
+        forced = _forced_inputs(instance.inputs)
+        assert set(forced) <= set(STABLE_AFTER_CREATE), f"{change}: unexplained ForceNew inputs {set(forced) - set(STABLE_AFTER_CREATE)}"
+        assert forced.get("ebsOptimized", True) is True and forced.get("rootBlockDevice.encrypted", True) is True
+        assert "ami" in instance.ignore_changes and "userData" in instance.ignore_changes
+        assert not instance.inputs.get("userDataReplaceOnChange")
+        forced_by_change.append(forced)
+    assert all(f == forced_by_change[0] for f in forced_by_change), "a day-2 change altered a ForceNew argument"
+    assert set(forced_by_change[0]) == {"ami", "subnetId", "ebsOptimized", "rootBlockDevice.encrypted"}
+
+
+def test_refresh_read_back_cannot_force_replacement(prod: Planned) -> None:
+    """What a refresh reads back for an instance with an Elastic IP, against what the program sends:
+    only arguments the program leaves unset may differ (an unset Computed argument is never diffed)."""
+    for instance in prod.of_type("ec2/instance:Instance"):
+        read_back = {  # the provider's read of a running beacon of this stack
+            "associatePublicIpAddress": True,  # the EIP association shows as a public IP
+            "availabilityZone": "us-east-1a",
+            "ebsOptimized": True,
+            "rootBlockDevice.encrypted": True,
+            "rootBlockDevice.kmsKeyId": "arn:aws:kms:us-east-1:123456789012:key/aws-ebs-default",
+            "privateIp": "10.80.0.10",
+            "tenancy": "default",
+        }
+        sent = _forced_inputs(instance.inputs)
+        for name, value in read_back.items():
+            assert name not in sent or sent[name] == value, f"{name}: sent {sent[name]!r}, a refresh reads {value!r}: replacement"

@@ -108,9 +108,7 @@ class BeaconHost(pulumi.ComponentResource):
             opts=child,
         )
 
-        # A new Windows image must never replace a running beacon: the AMI from the public
-        # parameter is read at create time and ignored afterwards. A pinned AMI is deliberate.
-        instance_opts = child if args.ami_pinned else ResourceOptions.merge(child, ResourceOptions(ignore_changes=["ami"]))
+        instance_opts = ResourceOptions.merge(child, ResourceOptions(ignore_changes=policy.instance_ignore_changes(args.ami_pinned)))
         self.instance = aws.ec2.Instance(
             f"{name}-instance",
             aws.ec2.InstanceArgs(
@@ -119,7 +117,9 @@ class BeaconHost(pulumi.ComponentResource):
                 subnet_id=args.subnet_id,
                 vpc_security_group_ids=[self.security_group.id],
                 iam_instance_profile=self.instance_profile.name,
-                associate_public_ip_address=False,
+                # No associate_public_ip_address: it forces replacement, and once the Elastic IP
+                # is attached a refresh reads it back as true, so every later `up` would replace
+                # the beacon. The subnet already launches without public IPs.
                 metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
                     http_endpoint="enabled",
                     http_tokens="required",

@@ -9,6 +9,18 @@ from typing import Sequence
 WINDOWS_2022_AMI_PARAMETER = "/aws/service/ami-windows-latest/Windows_Server-2022-English-Full-Base"
 
 
+def instance_ignore_changes(ami_pinned: bool) -> list[str]:
+    """Instance inputs the engine must not diff after create, so nothing replaces or restarts a beacon.
+
+    - ami: the public parameter names a newer image every month; a new image must never replace
+      a running beacon (a pinned AMI is deliberate, so a changed pin does replace it).
+    - userData: EC2Launch v2 runs the `<powershell>` block on first boot only, so a changed
+      user data would stop and start a beacon for nothing; the desired state travels in the
+      SSM document instead.
+    """
+    return ["userData"] if ami_pinned else ["ami", "userData"]
+
+
 def partition_for(region: str) -> str:
     if region.startswith("cn-"):
         return "aws-cn"
