@@ -62,6 +62,8 @@ class RecordedResource:
     inputs: dict[str, Any]
     ignore_changes: list[str] = field(default_factory=list)
     arn: str = ""  # the mock's output, to follow references between resources
+    # Input property -> URNs of the resources its value came from: what orders the engine's steps.
+    property_dependencies: dict[str, list[str]] = field(default_factory=dict)
 
 
 class PlanMocks(pulumi.runtime.Mocks):
@@ -174,6 +176,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     inputs=_scrub(inputs),
                     ignore_changes=sorted(request.ignoreChanges),
                     arn=str(self.resources[response.urn].state.get("arn", "")) if response.urn in self.resources else "",
+                    property_dependencies={k: sorted(v.urns) for k, v in request.propertyDependencies.items()},
                 )
             )
         return response

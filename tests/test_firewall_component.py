@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pulumi
 import pytest
 
 from components.network.firewall import endpoint_for_az
@@ -108,10 +109,33 @@ def test_endpoint_for_az_matches_by_zone() -> None:
     assert endpoint_for_az(statuses, "eu-west-1b") == "vpce-b"
     snake = [{"sync_states": [{"availability_zone": "eu-west-1c", "attachments": [{"endpoint_id": "vpce-c"}]}]}]
     assert endpoint_for_az(snake, "eu-west-1c") == "vpce-c"
-    with pytest.raises(ValueError, match="eu-west-1c"):
+    with pytest.raises(pulumi.RunError, match=r"no endpoint in eu-west-1c \(endpoints in: eu-west-1a, eu-west-1b\)") as missing:
         endpoint_for_az(statuses, "eu-west-1c")
-    with pytest.raises(ValueError):
+    assert "\n" not in str(missing.value), "one line: the engine prints it as the whole error"
+    with pytest.raises(pulumi.RunError, match=r"endpoints in: none"):
         endpoint_for_az(None, "eu-west-1a")
+
+
+def test_missing_endpoint_stops_the_program_with_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    """A firewall whose second AZ has no endpoint yet: the whole program ends as one clean line
+    (the plan's exit 2), not a traceback from inside the apply that reads the endpoint."""
+    from scripts import offline, plan
+
+    real = offline.PlanMocks.new_resource
+
+    def second_az_not_attached(self, args):
+        rid, state = real(self, args)
+        if args.typ == "aws:networkfirewall/firewall:Firewall":
+            syncs = state["firewallStatuses"][0]["syncStates"]
+            state["firewallStatuses"] = [{"syncStates": [s for s in syncs if not s["availabilityZone"].endswith("b")]}]
+        return rid, state
+
+    monkeypatch.setattr(offline.PlanMocks, "new_resource", second_az_not_attached)
+    code = plan.main(["--stack", "prod", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "no endpoint in us-east-1b (endpoints in: us-east-1a)" in err
+    assert "Traceback" not in err
 
 
 def test_firewall_resources_parented_to_component(dev: Planned) -> None:

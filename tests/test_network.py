@@ -120,3 +120,16 @@ def test_flow_logs_to_cloudwatch(dev: Planned) -> None:
 def test_flow_log_retention_from_config() -> None:
     p = plan_stack("dev", {"flowLogRetentionDays": 731})
     assert p.one("cloudwatch/logGroup:LogGroup", "net-flow-logs").inputs["retentionInDays"] == 731
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_edge_route_destination_comes_from_its_subnet(stack: str, request: pytest.FixtureRequest) -> None:
+    """The engine orders the IGW edge route after the protected subnet: its destination is the
+    subnet's cidr_block output, not the same string computed beside it."""
+    p: Planned = request.getfixturevalue(stack)
+    protected = {s.inputs["cidrBlock"]: s.urn for s in p.of_type("subnet:Subnet") if "-protected-" in s.name}
+    edges = [r for r in p.of_type("ec2/route:Route") if "-edge-" in r.name]
+    assert len(edges) == len(protected) > 0
+    for route in edges:
+        destination = route.inputs["destinationCidrBlock"]
+        assert route.property_dependencies["destinationCidrBlock"] == [protected[destination]], route.name

@@ -31,15 +31,22 @@ def endpoint_for_az(firewall_statuses: Any, availability_zone: str) -> str:
                 return value
         return None
 
+    zones_with_endpoint = []
     for status in firewall_statuses or []:
         for sync in get(status, "sync_states", "syncStates") or []:
-            if get(sync, "availability_zone", "availabilityZone") != availability_zone:
-                continue
+            zone = get(sync, "availability_zone", "availabilityZone")
             for attachment in get(sync, "attachments") or []:
                 endpoint = get(attachment, "endpoint_id", "endpointId")
-                if endpoint:
+                if endpoint and zone == availability_zone:
                     return endpoint
-    raise ValueError(f"the firewall has no endpoint in {availability_zone} (firewall_statuses={firewall_statuses!r})")
+                if endpoint:
+                    zones_with_endpoint.append(str(zone))
+    # RunError: the engine prints the one line, not a traceback from inside an apply.
+    raise pulumi.RunError(
+        f"the Network Firewall has no endpoint in {availability_zone} "
+        f"(endpoints in: {', '.join(sorted(set(zones_with_endpoint))) or 'none'}): its subnet there is still "
+        "attaching or failed to attach; check `aws network-firewall describe-firewall`, then run `pulumi up` again"
+    )
 
 
 @dataclass

@@ -202,13 +202,15 @@ class BeaconNetwork(pulumi.ComponentResource):
             )
 
             # Return path: traffic arriving at the IGW for this AZ's beacons goes through the
-            # same AZ's endpoint it left by.
+            # same AZ's endpoint it left by. The destination is the subnet's own output, so the
+            # engine creates the route after the subnet (AWS refuses a route to a CIDR no
+            # subnet of the VPC has yet).
             self.edge_routes.append(
                 aws.ec2.Route(
                     f"{name}-edge-{suffix}",
                     aws.ec2.RouteArgs(
                         route_table_id=self.edge_route_table.id,
-                        destination_cidr_block=zone.protected_cidr,
+                        destination_cidr_block=protected_subnet.cidr_block,
                         vpc_endpoint_id=endpoint_id,
                     ),
                     opts=child,
