@@ -138,6 +138,7 @@ def build(prepared: Prepared) -> dict[str, Any]:
     allowlist = prepared.allowlist
     tags = base_tags(cfg)
 
+    account_id = aws.get_caller_identity_output().account_id
     network = BeaconNetwork(
         "net",
         BeaconNetworkArgs(
@@ -153,14 +154,17 @@ def build(prepared: Prepared) -> dict[str, Any]:
             ),
             protection=cfg.protection,
             log_group_prefix=f"/{PROJECT}/{cfg.stack}",
+            firewall_log_group_prefix=f"/aws/vendedlogs/{PROJECT}/{cfg.stack}",
+            region=cfg.region,
+            account_id=account_id,
             flow_log_retention_days=cfg.flow_log_retention_days,
             firewall_log_retention_days=cfg.firewall_log_retention_days,
             log_kms_key_arn=cfg.log_kms_key_arn,
+            permissions_boundary_arn=cfg.permissions_boundary_arn,
             tags=tags,
         ),
     )
 
-    account_id = aws.get_caller_identity_output().account_id
     ami_id = cfg.ami_id or aws.ssm.get_parameter_output(name=beacon_policy.WINDOWS_2022_AMI_PARAMETER).value
     hosts: list[BeaconHost] = []
     for i, zone_index in enumerate(beacon_zone_indexes(cfg.beacon_count, len(zones))):
@@ -213,6 +217,7 @@ def build(prepared: Prepared) -> dict[str, Any]:
             log_group_name=converge_log_group(cfg),
             log_retention_days=cfg.firewall_log_retention_days,
             log_kms_key_arn=cfg.log_kms_key_arn,
+            retain_logs=cfg.protection,
             tags=tags,
         ),
     )

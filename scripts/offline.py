@@ -61,6 +61,7 @@ class RecordedResource:
     custom: bool
     inputs: dict[str, Any]
     ignore_changes: list[str] = field(default_factory=list)
+    retain_on_delete: bool = False
     arn: str = ""  # the mock's output, to follow references between resources
     # Input property -> URNs of the resources its value came from: what orders the engine's steps.
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
@@ -175,6 +176,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     custom=bool(request.custom),
                     inputs=_scrub(inputs),
                     ignore_changes=sorted(request.ignoreChanges),
+                    retain_on_delete=bool(request.retainOnDelete),
                     arn=str(self.resources[response.urn].state.get("arn", "")) if response.urn in self.resources else "",
                     property_dependencies={k: sorted(v.urns) for k, v in request.propertyDependencies.items()},
                 )

@@ -93,6 +93,7 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
             "custom": r.custom,
             "inputs": r.inputs,
             **({"ignoreChanges": r.ignore_changes} if r.ignore_changes else {}),
+            **({"retainOnDelete": True} if r.retain_on_delete else {}),
         }
         for r in run.resources
     ]

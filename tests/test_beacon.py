@@ -84,14 +84,21 @@ def test_iam_scoped_to_this_stack(prod: Planned) -> None:
             continue
         document = json.loads(policy.inputs["policy"])
         statements = {s["Sid"]: s for s in document["Statement"]}
-        assert set(statements) == {"ReadStackSecrets", "ReadStackParameters", "WriteConvergeReports"}
+        assert set(statements) == {"ReadStackSecrets", "DecryptStackSecrets", "ReadStackParameters", "WriteConvergeReports"}
         assert statements["ReadStackSecrets"]["Resource"] == "arn:aws:secretsmanager:us-east-1:123456789012:secret:flexnet-beacon/prod/*"
         assert statements["ReadStackParameters"]["Resource"] == "arn:aws:ssm:us-east-1:123456789012:parameter/flexnet-beacon/prod/*"
         for sid in ("ReadStackSecrets", "ReadStackParameters"):
             assert all(a.split(":")[1].startswith(("Get", "Describe")) for a in statements[sid]["Action"])
         group = "arn:aws:logs:us-east-1:123456789012:log-group:/flexnet-beacon/prod/converge"
-        assert statements["WriteConvergeReports"]["Resource"] == [group, f"{group}:log-stream:*"]
-        assert all("*" not in r.split(":")[-1] or r.endswith(("/*", "log-stream:*")) for s in document["Statement"] for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]))
+        assert statements["WriteConvergeReports"]["Resource"] == [group, f"{group}:*"]
+        decrypt = statements["DecryptStackSecrets"]
+        assert decrypt["Action"] == "kms:Decrypt" and decrypt["Resource"] == "arn:aws:kms:us-east-1:123456789012:key/*"
+        assert decrypt["Condition"] == {
+            "StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"},
+            "StringLike": {"kms:EncryptionContext:SecretARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:flexnet-beacon/prod/*"},
+        }
+        unconditioned = [s for s in document["Statement"] if "Condition" not in s]
+        assert all("*" not in r.split(":")[-1] or r.endswith(("/*", f"{group}:*")) for s in unconditioned for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]))
     attachments = prod.of_type("iam/rolePolicyAttachment:RolePolicyAttachment")
     assert {a.inputs["policyArn"] for a in attachments} == {"arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}
     assert len(attachments) == 2

@@ -78,8 +78,9 @@ def test_logging_alert_and_flow(dev: Planned) -> None:
     assert set(configs) == {"ALERT", "FLOW"}
     for log_type, c in configs.items():
         assert c["logDestinationType"] == "CloudWatchLogs"
-        assert c["logDestination"]["logGroup"] == f"/flexnet-beacon/dev/firewall-{log_type.lower()}"
-    assert dev.outputs["logGroups"]["firewallAlert"] == "/flexnet-beacon/dev/firewall-alert"
+        # Under /aws/vendedlogs/: the account's log-delivery resource policy stays one wildcard.
+        assert c["logDestination"]["logGroup"] == f"/aws/vendedlogs/flexnet-beacon/dev/firewall-{log_type.lower()}"
+    assert dev.outputs["logGroups"]["firewallAlert"] == "/aws/vendedlogs/flexnet-beacon/dev/firewall-alert"
 
 
 @pytest.mark.parametrize("stack,expected", [("dev", False), ("prod", True)])

@@ -133,3 +133,38 @@ def test_edge_route_destination_comes_from_its_subnet(stack: str, request: pytes
     for route in edges:
         destination = route.inputs["destinationCidrBlock"]
         assert route.property_dependencies["destinationCidrBlock"] == [protected[destination]], route.name
+
+
+def test_flow_log_role_trust_is_scoped_and_bounded() -> None:
+    import json
+
+    arn = "arn:aws:iam::123456789012:policy/beacon-boundary"
+    p = plan_stack("dev", {"permissionsBoundaryArn": arn})
+    role = p.one("iam/role:Role", "net-flow-logs-role").inputs
+    assert role["permissionsBoundary"] == arn
+    statement = json.loads(role["assumeRolePolicy"])["Statement"][0]
+    assert statement["Principal"] == {"Service": "vpc-flow-logs.amazonaws.com"}
+    assert statement["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": "123456789012"},
+        "ArnLike": {"aws:SourceArn": "arn:aws:ec2:us-east-1:123456789012:vpc-flow-log/*"},
+    }
+
+
+def test_every_role_carries_the_permissions_boundary() -> None:
+    """Organisations that require a boundary reject CreateRole without one: every role, not only the beacon's."""
+    arn = "arn:aws:iam::123456789012:policy/beacon-boundary"
+    p = plan_stack("prod", {"permissionsBoundaryArn": arn, "crlHosting": "s3", "crlBucketName": "example-devices-crl-prod"})
+    roles = p.of_type("iam/role:Role")
+    assert len(roles) >= 3
+    assert all(r.inputs.get("permissionsBoundary") == arn for r in roles), [r.name for r in roles if r.inputs.get("permissionsBoundary") != arn]
+
+
+@pytest.mark.parametrize("stack,retained", [("dev", False), ("prod", True)])
+def test_log_groups_kept_on_delete_when_protected(stack: str, retained: bool, request: pytest.FixtureRequest) -> None:
+    p: Planned = request.getfixturevalue(stack)
+    groups = p.of_type("cloudwatch/logGroup:LogGroup")
+    assert len(groups) == 4
+    assert all(g.retain_on_delete is retained for g in groups), [(g.name, g.retain_on_delete) for g in groups]
+    names = sorted(g.inputs["name"] for g in groups)
+    assert names == sorted([f"/flexnet-beacon/{stack}/vpc-flow", f"/flexnet-beacon/{stack}/converge",
+                            f"/aws/vendedlogs/flexnet-beacon/{stack}/firewall-alert", f"/aws/vendedlogs/flexnet-beacon/{stack}/firewall-flow"])

@@ -29,7 +29,15 @@ def partition_for(region: str) -> str:
     return "aws"
 
 
+def dns_suffix(partition: str) -> str:
+    return "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com"
+
+
 def assume_role_policy(partition: str) -> str:
+    """EC2 may assume the beacon role. No aws:SourceAccount/SourceArn condition here, unlike the
+    flow-log role: EC2 does not document those keys for instance-profile credentials, and a
+    condition it never sends would leave the beacon without credentials (no SSM, no secrets).
+    iam:PassRole already confines the role to instances of this account."""
     service = "ec2.amazonaws.com.cn" if partition == "aws-cn" else "ec2.amazonaws.com"
     return json.dumps(
         {
@@ -64,7 +72,9 @@ def stack_read_policy(
                 "Sid": "WriteConvergeReports",
                 "Effect": "Allow",
                 "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                "Resource": [group_arn, f"{group_arn}:log-stream:*"],
+                # log-group:NAME:* is the form IAM evaluates for the group's own actions and,
+                # through the wildcard, for its streams (log-group:NAME:log-stream:S).
+                "Resource": [group_arn, f"{group_arn}:*"],
             }
         )
     if installer_s3_uri:
@@ -85,6 +95,21 @@ def stack_read_policy(
                     "Effect": "Allow",
                     "Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
                     "Resource": f"arn:{partition}:secretsmanager:{region}:{account_id}:secret:{prefix}/*",
+                },
+                {
+                    # A secret encrypted with a customer managed key needs kms:Decrypt too; only
+                    # through Secrets Manager of this region and only for this stack's secrets
+                    # (the key's own policy must also allow the role).
+                    "Sid": "DecryptStackSecrets",
+                    "Effect": "Allow",
+                    "Action": "kms:Decrypt",
+                    "Resource": f"arn:{partition}:kms:{region}:{account_id}:key/*",
+                    "Condition": {
+                        "StringEquals": {"kms:ViaService": f"secretsmanager.{region}.{dns_suffix(partition)}"},
+                        "StringLike": {
+                            "kms:EncryptionContext:SecretARN": f"arn:{partition}:secretsmanager:{region}:{account_id}:secret:{prefix}/*"
+                        },
+                    },
                 },
                 {
                     "Sid": "ReadStackParameters",

@@ -30,6 +30,7 @@ class BeaconMtlsArgs:
     log_group_name: str
     log_retention_days: int
     log_kms_key_arn: str = ""
+    retain_logs: bool = False
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -42,7 +43,13 @@ class BeaconMtls(pulumi.ComponentResource):
         self.state_digest = state_digest(args.state)
 
         self.log_group = log_group(
-            f"{name}-logs", args.log_group_name, args.log_retention_days, args.log_kms_key_arn, tags("logs"), child
+            f"{name}-logs",
+            args.log_group_name,
+            args.log_retention_days,
+            args.log_kms_key_arn,
+            tags("logs"),
+            child,
+            retain_on_delete=args.retain_logs,
         )
         self.document = aws.ssm.Document(
             f"{name}-document",

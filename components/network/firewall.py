@@ -149,6 +149,7 @@ class BeaconFirewall(pulumi.ComponentResource):
                 args.log_kms_key_arn,
                 tags(f"{log_type.lower()}-logs"),
                 child,
+                retain_on_delete=args.delete_protection,
             )
 
         self.logging = aws.networkfirewall.LoggingConfiguration(

@@ -19,6 +19,7 @@ from pulumi import ResourceOptions
 from .firewall import BeaconFirewall, BeaconFirewallArgs
 from .firewall_rules import RuleGroupSpec
 from .layout import AzLayout
+from ..beacon.policy import partition_for
 from ..log_groups import log_group
 from ..tagging import component_tags
 
@@ -30,13 +31,20 @@ class BeaconNetworkArgs:
     rule_groups: Sequence[RuleGroupSpec]
     protection: bool
     log_group_prefix: str  # e.g. /flexnet-beacon/dev
+    # Firewall logs: under /aws/vendedlogs/ the account-wide CloudWatch Logs resource policy that
+    # Network Firewall log delivery needs stays one wildcard entry (it has a 5,120-character limit).
+    firewall_log_group_prefix: str  # e.g. /aws/vendedlogs/flexnet-beacon/dev
+    region: str
+    account_id: pulumi.Input[str]
     flow_log_retention_days: int
     firewall_log_retention_days: int
     log_kms_key_arn: str = ""
+    permissions_boundary_arn: str = ""
     tags: dict[str, str] = field(default_factory=dict)
 
 
-def flow_log_assume_role_policy() -> str:
+def flow_log_assume_role_policy(partition: str, region: str, account_id: str) -> str:
+    """VPC Flow Logs may assume the role only for flow logs of this account (confused deputy)."""
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -45,6 +53,10 @@ def flow_log_assume_role_policy() -> str:
                     "Effect": "Allow",
                     "Principal": {"Service": "vpc-flow-logs.amazonaws.com"},
                     "Action": "sts:AssumeRole",
+                    "Condition": {
+                        "StringEquals": {"aws:SourceAccount": account_id},
+                        "ArnLike": {"aws:SourceArn": f"arn:{partition}:ec2:{region}:{account_id}:vpc-flow-log/*"},
+                    },
                 }
             ],
         },
@@ -146,8 +158,8 @@ class BeaconNetwork(pulumi.ComponentResource):
                 firewall_subnet_ids=[s.id for s in self.firewall_subnets],
                 rule_groups=args.rule_groups,
                 delete_protection=args.protection,
-                alert_log_group_name=f"{args.log_group_prefix}/firewall-alert",
-                flow_log_group_name=f"{args.log_group_prefix}/firewall-flow",
+                alert_log_group_name=f"{args.firewall_log_group_prefix}/firewall-alert",
+                flow_log_group_name=f"{args.firewall_log_group_prefix}/firewall-flow",
                 log_retention_days=args.firewall_log_retention_days,
                 log_kms_key_arn=args.log_kms_key_arn,
                 tags=args.tags,
@@ -224,10 +236,18 @@ class BeaconNetwork(pulumi.ComponentResource):
             args.log_kms_key_arn,
             tags("flow-logs"),
             child,
+            retain_on_delete=args.protection,
         )
+        partition = partition_for(args.region)
         self.flow_log_role = aws.iam.Role(
             f"{name}-flow-logs-role",
-            aws.iam.RoleArgs(assume_role_policy=flow_log_assume_role_policy(), tags=tags("flow-logs-role")),
+            aws.iam.RoleArgs(
+                assume_role_policy=pulumi.Output.from_input(args.account_id).apply(
+                    lambda account: flow_log_assume_role_policy(partition, args.region, account)
+                ),
+                permissions_boundary=args.permissions_boundary_arn or None,
+                tags=tags("flow-logs-role"),
+            ),
             opts=child,
         )
         self.flow_log_role_policy = aws.iam.RolePolicy(
