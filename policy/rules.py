@@ -20,9 +20,10 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from policy import secret_patterns
 
 
 class _Unknown:
@@ -237,82 +238,25 @@ def check_firewall_policy(resource_type: str, props: Props) -> list[str]:
 
 # --- 6. Secret material in user data and SSM documents -----------------------------------------
 
-# Written so that this source file itself holds no private key header for a repository scan to find.
-_PEM_PRIVATE_KEY = re.compile(r"-{5}BEGIN ((?:[A-Z0-9]+ )*)PRIVATE[ ]KEY-{5}")
-# DER SEQUENCE (0x30, any length form) seen as base64: starts MI plus one of A-P.
-_BASE64_DER = re.compile(r"MI[A-P][A-Za-z0-9+/]{61,}={0,2}")
-# PKCS#12 PFX: SEQUENCE { INTEGER 3, SEQUENCE { OID 1.2.840.113549.1.7.(1|2) ... } ... }
-_PKCS7_OID_PREFIX = bytes.fromhex("06092a864886f70d0107")
-_PASSWORD_NAMES = r"\b\w*?(?:password|passwd|passphrase|pwd)"
-_PASSWORD_ASSIGNMENT = re.compile(
-    _PASSWORD_NAMES + r"\b\\?[\"']?\s*[:=]\s*(?P<value>\\?\"[^\"\r\n\\]*\\?\"|'[^'\r\n]*'|[^\s'\",;)}\]]+)",
-    re.IGNORECASE,
-)
-# PowerShell: a quoted literal handed to -Password / ConvertTo-SecureString.
-_PASSWORD_PARAMETER = re.compile(
-    r"(?:-(?:Password|PlainPassword)|ConvertTo-SecureString(?:\s+-String)?)\s+(?P<value>\\?\"[^\"\r\n\\]*\\?\"|'[^'\r\n]*')",
-    re.IGNORECASE,
-)
-_CMDLET = re.compile(r"^[A-Z][A-Za-z]+-[A-Z][A-Za-z0-9]*$")  # Verb-Noun: a command, not a literal
-_REFERENCE_START = ("$", "(", "@", "{", "[", "%", "<", "&")
-_NOT_SECRETS = {"true", "false", "null", "none", "required", "optional", "yes", "no"}
-
-
 def _line_of(text: str, index: int) -> int:
     return text.count("\n", 0, index) + 1
 
 
-def _is_pfx(blob: str) -> bool:
-    """True when base64 text decodes to a PKCS#12 header (version 3, then PKCS#7 content info)."""
-    head = blob[: len(blob) - len(blob) % 4][:48]
-    try:
-        der = base64.b64decode(head, validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    if len(der) < 2 or der[0] != 0x30:
-        return False
-    first = der[1]
-    offset = 2 if first < 0x80 or first == 0x80 else 2 + (first & 0x7F)
-    if der[offset: offset + 3] != b"\x02\x01\x03":
-        return False
-    offset += 3
-    if offset + 2 > len(der) or der[offset] != 0x30:
-        return False
-    inner = der[offset + 1]
-    offset += 2 if inner < 0x80 or inner == 0x80 else 2 + (inner & 0x7F)
-    return der[offset: offset + len(_PKCS7_OID_PREFIX)] == _PKCS7_OID_PREFIX
-
-
-def _literal_value(value: str) -> str | None:
-    """The literal a password is set to, or None when it is a reference/expression/empty."""
-    inner = re.sub(r"^[\\\"']+|[\\\"']+$", "", value.strip())
-    quoted = inner != value.strip()
-    if not inner or inner.startswith(_REFERENCE_START) or set(inner) <= {"*"}:
-        return None
-    if "{{" in inner or "${" in inner:  # SSM parameter / template references
-        return None
-    if not quoted and (_CMDLET.match(inner) or inner.lower() in _NOT_SECRETS):
-        return None
-    return inner
+def _describe(match: secret_patterns.SecretMatch) -> str:
+    if match.kind == secret_patterns.PRIVATE_KEY:
+        return f"a PEM {match.label + ' ' if match.label else ''}private key"
+    if match.kind == secret_patterns.PKCS12_BLOB:
+        return "a base64 PKCS#12/PFX blob"
+    return "a password set to a literal"
 
 
 def find_secret_material(text: str) -> list[str]:
     """Kinds and lines of secret material in text: PEM private keys, base64 PKCS#12/PFX blobs,
-    password assignments to literals. Never returns the material itself."""
+    password assignments to literals (what counts is defined in policy/secret_patterns.py, shared
+    with the test suite's repository scan). Never returns the material itself."""
     if not isinstance(text, str) or not text:
         return []
-    findings: list[str] = []
-    for match in _PEM_PRIVATE_KEY.finditer(text):
-        kind = (match.group(1) or "").strip()
-        findings.append(f"a PEM {kind + ' ' if kind else ''}private key (line {_line_of(text, match.start())})")
-    for match in _BASE64_DER.finditer(text):
-        if _is_pfx(match.group(0)):
-            findings.append(f"a base64 PKCS#12/PFX blob (line {_line_of(text, match.start())})")
-    for pattern in (_PASSWORD_ASSIGNMENT, _PASSWORD_PARAMETER):
-        for match in pattern.finditer(text):
-            if _literal_value(match.group("value")) is not None:
-                findings.append(f"a password set to a literal (line {_line_of(text, match.start())})")
-    return findings
+    return [f"{_describe(m)} (line {_line_of(text, m.start)})" for m in secret_patterns.find(text)]
 
 
 def _decoded_base64(value: str) -> str | None:

@@ -18,8 +18,19 @@ import datetime as dt
 from components.secret_scan import scan
 from conftest import ROOT
 
-# Files that describe the patterns themselves.
-SCANNER_FILES = {"components/secret_scan.py", "tests/test_secret_hygiene.py"}
+# Files that describe the patterns themselves with literal samples (policy/secret_patterns.py, the
+# definition, and components/secret_scan.py are written so that the scan finds nothing in them).
+SCANNER_FILES = {"tests/test_secret_hygiene.py"}
+# Literal passwords found that are not secrets: the throwaway passwords of the PFX files that
+# tests/test_pki.py makes at run time (found since the scan shares the policy pack's patterns, which
+# also see PKI_PASSWORD-style names and short values). By file and exact excerpt: any other literal,
+# in that file or another, still fails.
+KNOWN_TEST_PASSWORDS = {
+    ("tests/test_pki.py", 'PKI_PASSWORD": "pw"'),
+    ("tests/test_pki.py", 'PKI_PASSWORD": "x"'),
+    ("tests/test_pki.py", 'PKI_PASSWORD": "many"'),
+    ("tests/test_pki.py", 'PKI_PASSWORD": "correct horse"'),
+}
 
 
 def _self_signed():
@@ -60,7 +71,7 @@ def test_repository_has_no_secrets() -> None:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             continue
-        findings += scan(text, name)
+        findings += [f for f in scan(text, name) if (f.where, f.excerpt) not in KNOWN_TEST_PASSWORDS]
     assert findings == []
 
 
