@@ -7,29 +7,39 @@ reported at once, each naming the key, the bad value and what was expected.
 
 The table `KEYS` is the single source of truth for the keys: Pulumi.yaml's ``config:`` block
 and the README's reference table are generated from it (tests keep them in sync).
+
+This module parses the raw strings and assembles `BeaconConfig`; the checks of the typed values,
+one validator per concern, live in components/config_checks.py. Import everything, those
+checks included, from here.
 """
 
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-PROJECT = "flexnet-beacon"
-
-# Egress groups the firewall's domain allowlist is built from (components/egress.py).
-EGRESS_GROUPS = ("crl", "flexera-parent", "aws-endpoints", "windows-update")
-
-# CloudWatch Logs accepts only these retention periods (PutRetentionPolicy).
-LOG_RETENTION_DAYS = (
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
-    2557, 2922, 3288, 3653,
+# `X as X`: re-exported, callers import these from components.config.
+from .config_checks import (
+    EGRESS_DOMAIN_KEYS,
+    EGRESS_GROUPS as EGRESS_GROUPS,
+    LOG_RETENTION_DAYS as LOG_RETENTION_DAYS,
+    RFC1918 as RFC1918,
+    VALIDATORS,
+    Checks,
+    Report,
+    arn_problem as arn_problem,
+    checked_region,
+    domain_problem as domain_problem,
+    hostname_problem as hostname_problem,
+    instance_type_problem as instance_type_problem,
+    secret_arn_problem,
+    url_host_problem as url_host_problem,
 )
 
-RFC1918 = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+PROJECT = "flexnet-beacon"
 
 
 @dataclass(frozen=True)
@@ -201,9 +211,6 @@ class BeaconConfig:
 
 # --- parsing: strings (as Pulumi passes them) to typed values --------------------------------
 
-_MISSING = object()
-
-
 def _parse_scalar(key: Key, raw: str) -> Any:
     if key.type == "string":
         return raw
@@ -246,117 +253,7 @@ def _parse(key: Key, raw: Any) -> Any:
     return out
 
 
-# --- value checks: each returns an expectation string when bad, else None ---------------------
-
-_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-
-
-def hostname_problem(name: str) -> str | None:
-    if not isinstance(name, str) or not name:
-        return "a DNS host name like beacon.example.com"
-    if "://" in name or "/" in name:
-        return "a bare host name, not a URL (drop the scheme and path)"
-    host = name.lower()
-    if len(host) > 253:
-        return "a host name of at most 253 characters"
-    labels = host.split(".")
-    if len(labels) < 2 or not all(_LABEL.fullmatch(lbl) for lbl in labels):
-        return "a DNS host name like beacon.example.com (letters, digits, hyphens; at least two labels)"
-    if labels[-1].isdigit():
-        return "a DNS name, not an IP address"
-    return None
-
-
-def domain_problem(name: str) -> str | None:
-    """Network Firewall domain list entry: 'host.example.com' or '.example.com' (and subdomains)."""
-    if not isinstance(name, str) or not name:
-        return "a domain like crl.example.com or .example.com"
-    if "*" in name:
-        return "no wildcards: write '.example.com' for a domain and all its subdomains"
-    body = name[1:] if name.startswith(".") else name
-    problem = hostname_problem(body)
-    if problem:
-        return problem.replace("host name", "domain")
-    return None
-
-
-_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
-
-
-def url_host_problem(url: str) -> tuple[str | None, str | None]:
-    """For a CRL/AIA URL: (host, None) or (None, expectation)."""
-    from urllib.parse import urlsplit
-
-    if not isinstance(url, str):
-        return None, "an http:// or https:// URL"
-    # urlsplit silently drops tabs/newlines and leading blanks; insist on RFC 3986 characters.
-    if not _URL_CHARS.fullmatch(url):
-        return None, "an http:// or https:// URL of RFC 3986 characters (no spaces, quotes or control characters; percent-encode them)"
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # raises on a bad port
-    except ValueError:
-        return None, "an http:// or https:// URL with a valid host and port"
-    if parts.scheme == "ldap":
-        return None, "an http:// URL: ldap:// CDPs cannot pass the firewall's domain filter; publish the CRL over http"
-    if parts.scheme not in ("http", "https") or not host:
-        return None, "an http:// or https:// URL"
-    problem = hostname_problem(host)
-    if problem:
-        return None, f"a URL whose host is a DNS name (the firewall filters egress by name): {problem}"
-    return host, None
-
-
-def _cidr(value: str) -> ipaddress.IPv4Network | None:
-    try:
-        net = ipaddress.ip_network(value, strict=True)
-    except (ValueError, TypeError):
-        return None
-    if str(net) != value:  # '10.0.0.1' (no prefix) or '10.0.0.0/255.0.0.0': AWS wants a.b.c.d/n
-        return None
-    return net if isinstance(net, ipaddress.IPv4Network) else None
-
-
-_ARN = re.compile(
-    r"arn:(?P<partition>aws|aws-cn|aws-us-gov):(?P<service>[a-z0-9-]+):(?P<region>[a-z0-9-]*):"
-    r"(?P<account>[0-9]{12}|aws):(?P<resource>[A-Za-z0-9_+=,.@:/-]+)"
-)
-
-
-def arn_problem(value: str, service: str, region: str | None, resource_prefix: str = "") -> str | None:
-    m = _ARN.fullmatch(value)
-    what = f"an ARN like arn:aws:{service}:{region or ''}:123456789012:{resource_prefix or '...'}"
-    if not m or m["service"] != service:
-        return what
-    if region is not None and m["region"] != region:
-        return f"{what} (in the stack's region {region})" if region else f"{what} (a global ARN: empty region field)"
-    if resource_prefix and not m["resource"].startswith(resource_prefix):
-        return what
-    return None
-
-
-_TAG_VALUE = re.compile(r"[\w\s.:/=+\-@]*", re.UNICODE)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # \s admits tab/newline; AWS tag values do not
-_INSTANCE_TYPE = re.compile(r"(?P<family>[a-z]+)(?P<gen>[0-9]+)(?P<attrs>[a-z-]*)\.(?P<size>[a-z0-9-]+)|u-[0-9]+tb[0-9]\.[a-z0-9]+")
-_REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]")
-
-
-def instance_type_problem(value: str) -> str | None:
-    m = _INSTANCE_TYPE.fullmatch(value or "")
-    if not m:
-        return "an EC2 instance type like m6i.large"
-    # Graviton (ARM) families carry a 'g' after the generation digit (m6g, c7gn, t4g); a1 is ARM too.
-    if m["family"] is None:  # high-memory u-*tb* (x86_64)
-        return None
-    if m["family"] == "mac":
-        return "a non-Mac instance type: EC2 Mac instances run macOS only"
-    if "g" in m["attrs"] or m["family"] == "a":
-        return "an x86_64 instance type: Windows Server does not run on Graviton (ARM) instances"
-    if m["size"] in ("nano", "micro", "small"):
-        return "an instance type with at least 4 GiB of memory (medium or larger) for Windows, IIS and the beacon"
-    return None
-
+# --- validation: parse, run the per-concern validators, assemble ---------------------------
 
 def validate(raw: Mapping[str, Any], stack: str, region: str | None) -> list[ConfigIssue]:
     """Every problem in `raw` (project keys without namespace -> Pulumi string values)."""
@@ -372,182 +269,77 @@ def load(raw: Mapping[str, Any], stack: str, region: str | None) -> BeaconConfig
 
 
 def _build(raw: Mapping[str, Any], stack: str, region: str | None) -> tuple[BeaconConfig | None, list[ConfigIssue]]:
+    """Issues are reported in a fixed order: unknown keys, parse errors (in KEYS order),
+    aws:region, then each validator of `VALIDATORS` in turn (see there)."""
     issues: list[ConfigIssue] = []
-    bad = lambda key, value, expected: issues.append(ConfigIssue(key, value, expected))  # noqa: E731
 
+    def bad(key: str, value: Any, expected: str) -> None:
+        issues.append(ConfigIssue(key, value, expected))
+
+    _check_unknown_keys(raw, bad)
+    values = _parse_values(raw, bad)
+    region = checked_region(region, bad)
+    checks = Checks(values, stack, region, f"{PROJECT}/{stack}/", bad)
+    for validator in VALIDATORS:
+        validator(checks)
+    if issues:
+        return None, issues
+    assert region is not None
+    return _assemble(values, stack, region), []
+
+
+def _check_unknown_keys(raw: Mapping[str, Any], bad: Report) -> None:
     for key in sorted(raw):
         if key not in KEYS_BY_NAME:
             close = difflib.get_close_matches(key, KEYS_BY_NAME, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
             bad(f"{PROJECT}:{key}", raw[key], f"a known key (see Pulumi.yaml){hint}")
 
+
+def _parse_values(raw: Mapping[str, Any], bad: Report) -> dict[str, Any]:
+    """Each key's typed value, or its default when unset; a key that fails to parse is reported
+    and left out (validators skip it: `Checks.ok`)."""
     values: dict[str, Any] = {}
     for key in KEYS:
-        value = raw.get(key.name, _MISSING)
-        if value is _MISSING or value is None:
+        value = raw.get(key.name)
+        if value is None:
             values[key.name] = key.default
-            continue
-        if key.secret and not isinstance(value, SecretValue):
+        elif key.secret and not isinstance(value, SecretValue):
             bad(key.name, "(plain text, not shown)", f"a secret: pulumi config set --secret {key.name} ...")
-            values[key.name] = _MISSING
-            continue
-        try:
-            values[key.name] = _parse(key, value)
-        except ValueError as exc:
-            bad(key.name, value, str(exc))
-            values[key.name] = _MISSING
+        else:
+            try:
+                values[key.name] = _parse(key, value)
+            except ValueError as exc:
+                bad(key.name, value, str(exc))
+    return values
 
-    def ok(name: str) -> bool:
-        return values[name] is not _MISSING
 
-    if not region:
-        bad("aws:region", region or "", "an AWS region like us-east-1 (pulumi config set aws:region ...)")
-    elif not _REGION.fullmatch(region):
-        bad("aws:region", region, "an AWS region like us-east-1")
-        region = None
-
-    # Network layout.
-    vpc = None
-    if ok("vpcCidr"):
-        vpc = _cidr(values["vpcCidr"])
-        if vpc is None:
-            bad("vpcCidr", values["vpcCidr"], "an IPv4 CIDR with no host bits set, like 10.80.0.0/22")
-        elif not any(vpc.subnet_of(p) for p in RFC1918):
-            bad("vpcCidr", values["vpcCidr"], "a private (RFC 1918) range: 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16")
-            vpc = None
-        elif not 16 <= vpc.prefixlen <= 24:
-            bad("vpcCidr", values["vpcCidr"], "a prefix between /16 (AWS maximum) and /24 (smallest that splits into 3 AZs of protected and /28 firewall subnets)")
-            vpc = None
-    if ok("azCount") and not 1 <= values["azCount"] <= 3:
-        bad("azCount", values["azCount"], "an integer from 1 to 3")
-    if ok("availabilityZones") and values["availabilityZones"]:
-        zones = values["availabilityZones"]
-        if ok("azCount") and len(zones) != values["azCount"]:
-            bad("availabilityZones", zones, f"exactly azCount ({values['azCount']}) zone names")
-        if len(set(zones)) != len(zones):
-            bad("availabilityZones", zones, "distinct zone names")
-        for zone in zones:
-            if not (region and re.fullmatch(re.escape(region) + r"[a-z]", zone)):
-                bad("availabilityZones", zone, f"a zone of the stack's region, like {region or 'us-east-1'}a")
-    if ok("avoidCidrs"):
-        for item in values["avoidCidrs"]:
-            net = _cidr(item)
-            if net is None:
-                bad("avoidCidrs", item, "an IPv4 CIDR with no host bits set")
-            elif vpc is not None and vpc.overlaps(net):
-                bad("vpcCidr", str(vpc), f"a range that does not overlap avoidCidrs entry {item}")
-
-    # Beacons.
-    if ok("beaconCount") and not 1 <= values["beaconCount"] <= 20:
-        bad("beaconCount", values["beaconCount"], "an integer from 1 to 20")
-    if ok("beaconHostnames") and values["beaconHostnames"]:
-        names = values["beaconHostnames"]
-        for name in names:
-            problem = hostname_problem(name)
-            if problem:
-                bad("beaconHostnames", name, problem)
-        if ok("beaconCount") and len(names) != values["beaconCount"]:
-            bad("beaconHostnames", names, f"one host name per beacon (beaconCount = {values['beaconCount']})")
-        if len({n.lower() for n in names}) != len(names):
-            bad("beaconHostnames", names, "distinct host names")
-    if ok("instanceType"):
-        problem = instance_type_problem(values["instanceType"])
-        if problem:
-            bad("instanceType", values["instanceType"], problem)
-    if ok("rootVolumeGb") and not 30 <= values["rootVolumeGb"] <= 16384:
-        bad("rootVolumeGb", values["rootVolumeGb"], "an integer from 30 (the Windows AMI's snapshot size) to 16384")
-    if ok("amiId") and values["amiId"] and not re.fullmatch(r"ami-[0-9a-f]{8}([0-9a-f]{9})?", values["amiId"]):
-        bad("amiId", values["amiId"], "an AMI id like ami-0123456789abcdef0, or empty for the latest Windows Server 2022")
-
-    # Ingress and egress.
-    if ok("allowedIngressCidrs"):
-        cidrs = values["allowedIngressCidrs"]
-        if not cidrs:
-            bad("allowedIngressCidrs", cidrs, "at least one CIDR (0.0.0.0/0 admits agents anywhere)")
-        for item in cidrs:
-            if _cidr(item) is None:
-                bad("allowedIngressCidrs", item, "an IPv4 CIDR with no host bits set, like 203.0.113.0/24")
-        if len(set(cidrs)) != len(cidrs):
-            bad("allowedIngressCidrs", cidrs, "no duplicate CIDRs")
-    if ok("egressPorts"):
-        ports = values["egressPorts"]
-        if not ports:
-            bad("egressPorts", ports, "at least one port (80 for CRLs over http, 443 for AWS APIs)")
-        for port in ports:
-            if not 1 <= port <= 65535:
-                bad("egressPorts", port, "a TCP port from 1 to 65535")
-        if len(set(ports)) != len(ports):
-            bad("egressPorts", ports, "no duplicate ports")
-    crl_hosts: list[str] = []
-    if ok("crlUrls"):
-        for url in values["crlUrls"]:
-            host, problem = url_host_problem(url)
-            if problem:
-                bad("crlUrls", url, problem)
-            elif host:
-                crl_hosts.append(host)
-    domain_keys = {
-        "crl": "crlDomains",
-        "flexera-parent": "flexeraParentDomains",
-        "aws-endpoints": "awsEndpointsExtraDomains",
-        "windows-update": "windowsUpdateExtraDomains",
-    }
-    for key_name in domain_keys.values():
-        if ok(key_name):
-            for item in values[key_name]:
-                problem = domain_problem(item)
-                if problem:
-                    bad(key_name, item, problem)
-    if ok("egressDisabledGroups"):
-        for item in values["egressDisabledGroups"]:
-            if item not in EGRESS_GROUPS:
-                bad("egressDisabledGroups", item, f"one of {', '.join(EGRESS_GROUPS)}")
-
-    if ok("protection") and values["protection"] not in ("auto", "true", "false"):
-        bad("protection", values["protection"], "auto, true or false")
-
-    # Logs, ARNs, tags.
-    for key_name in ("flowLogRetentionDays", "firewallLogRetentionDays"):
-        if ok(key_name) and values[key_name] not in LOG_RETENTION_DAYS:
-            bad(key_name, values[key_name], "a CloudWatch Logs retention in days: " + ", ".join(map(str, LOG_RETENTION_DAYS)))
-    arn_checks = {
-        "logKmsKeyArn": ("kms", region, "key/"),
-        "permissionsBoundaryArn": ("iam", "", "policy/"),
-        "alarmTopicArn": ("sns", region, ""),
-    }
-    for key_name, (service, arn_region, prefix) in arn_checks.items():
-        if ok(key_name) and values[key_name]:
-            problem = arn_problem(values[key_name], service, arn_region, prefix)
-            if problem:
-                bad(key_name, values[key_name], problem)
-    for key_name in ("owner", "costCentre"):
-        if ok(key_name):
-            value = values[key_name]
-            if not value or len(value) > 256 or not _TAG_VALUE.fullmatch(value) or _CONTROL.search(value):
-                bad(key_name, value, "a tag value of 1-256 letters, digits, spaces and _ . : / = + - @")
-
-    _validate_iis(values, ok, bad, region, stack)
-
-    if issues:
-        return None, issues
-
+def _egress_groups(values: Mapping[str, Any]) -> dict[str, EgressGroupConfig]:
+    """Each egress group on or off, with its extra domains (the crlUrls' hosts first for crl)."""
     disabled = set(values["egressDisabledGroups"])
-    extra = {group: list(values[key]) for group, key in domain_keys.items()}
-    extra["crl"] = crl_hosts + extra["crl"]
-    groups = {
+    extra = {group: list(values[key]) for group, key in EGRESS_DOMAIN_KEYS.items()}
+    extra["crl"] = [host for host, _ in map(url_host_problem, values["crlUrls"]) if host] + extra["crl"]
+    return {
         group: EgressGroupConfig(enabled=group not in disabled, extra_domains=tuple(extra[group]))
         for group in EGRESS_GROUPS
     }
-    protection = {"auto": stack.startswith("prod"), "true": True, "false": False}[values["protection"]]
+
+
+def _warnings(values: Mapping[str, Any]) -> tuple[str, ...]:
     warnings = []
     if values["owner"] == "unassigned" or values["costCentre"] == "unassigned":
         warnings.append("owner/costCentre are 'unassigned': set them so the bill can be attributed")
     if values["allowHttp"]:
         warnings.append("allowHttp is on: port 80 carries no client certificate")
-    if "crl" in disabled and values["revocationChecking"]:
+    if "crl" in values["egressDisabledGroups"] and values["revocationChecking"]:
         warnings.append("the crl egress group is off while revocationChecking is on: unless the CRLs are reachable another way, IIS answers 403.13 to every device")
-    assert region is not None
-    cfg = BeaconConfig(
+    return tuple(warnings)
+
+
+def _assemble(values: Mapping[str, Any], stack: str, region: str) -> BeaconConfig:
+    """BeaconConfig from values that passed every validator."""
+    protection = {"auto": stack.startswith("prod"), "true": True, "false": False}[values["protection"]]
+    return BeaconConfig(
         stack=stack,
         region=region,
         vpc_cidr=values["vpcCidr"],
@@ -563,7 +355,7 @@ def _build(raw: Mapping[str, Any], stack: str, region: str | None) -> tuple[Beac
         allow_http=values["allowHttp"],
         egress_ports=tuple(values["egressPorts"]),
         crl_urls=tuple(values["crlUrls"]),
-        egress_groups=groups,
+        egress_groups=_egress_groups(values),
         flow_log_retention_days=values["flowLogRetentionDays"],
         firewall_log_retention_days=values["firewallLogRetentionDays"],
         log_kms_key_arn=values["logKmsKeyArn"],
@@ -598,102 +390,13 @@ def _build(raw: Mapping[str, Any], stack: str, region: str | None) -> tuple[Beac
         beacon_installer_s3_uri=values["beaconInstallerS3Uri"],
         beacon_installer_sha256=values["beaconInstallerSha256"].lower(),
         beacon_installer_arguments=tuple(values["beaconInstallerArguments"]),
-        warnings=tuple(warnings),
+        warnings=_warnings(values),
     )
-    return cfg, []
-
-
-_SITE_NAME = re.compile(r"[^\\/?;:@&=+$,|\"<>\x00-\x1f\x7f]{1,64}")
-_WINDOWS_USER = re.compile(r"[^\\/\[\]:;|=,+*?<>@\"\x00-\x1f\x7f]{1,20}")
-_NETBIOS_OR_DNS = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,14}|([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", re.IGNORECASE)
-_SCHEDULE = re.compile(r"rate\((?P<n>[0-9]{1,4}) (?P<unit>minutes?|hours?|days?)\)|cron\([0-9A-Za-z*?/,#\- ]{9,100}\)")
-_CERT_PATH = re.compile(r"[A-Za-z0-9._/\- ]{1,255}")
-_SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNSPECIFIED")
 
 
 def _secret_arn_problem(value: str, region: str | None, stack: str) -> str | None:
-    problem = arn_problem(value, "secretsmanager", region, "secret:")
-    if problem:
-        return problem
-    name = value.split(":secret:", 1)[1]
-    prefix = f"{PROJECT}/{stack}/"
-    if not name.startswith(prefix):
-        return f"a secret named under {prefix} (the only secrets the beacon's role may read)"
-    return None
-
-
-def _validate_iis(values: dict[str, Any], ok: Callable[[str], bool], bad: Callable[[str, Any, str], None], region: str | None, stack: str) -> None:
-    from .iis.mapping_rules import parse_rule
-
-    if ok("iisSiteName") and not _SITE_NAME.fullmatch(values["iisSiteName"]):
-        bad("iisSiteName", values["iisSiteName"], "an IIS site name of 1-64 characters without \\ / ? ; : @ & = + $ , | \" < > or control characters")
-    bad_arns = set()
-    for key_name in ("serverCertificateSecretArn", "serverCertificatePasswordSecretArn", "mappedAccountPasswordSecretArn"):
-        if ok(key_name) and values[key_name]:
-            problem = _secret_arn_problem(values[key_name], region, stack)
-            if problem:
-                bad(key_name, values[key_name], problem)
-                bad_arns.add(key_name)
-    if ok("serverCertificateSecretArn") and ok("serverCertificatePasswordSecretArn") and not bad_arns:
-        if bool(values["serverCertificateSecretArn"]) != bool(values["serverCertificatePasswordSecretArn"]):
-            missing = "serverCertificatePasswordSecretArn" if values["serverCertificateSecretArn"] else "serverCertificateSecretArn"
-            bad(missing, "", "set together with its partner: the PFX secret and its password secret")
-    if ok("sampleDeviceCertificate") and values["sampleDeviceCertificate"]:
-        path = values["sampleDeviceCertificate"]
-        if not _CERT_PATH.fullmatch(path) or ".." in path.split("/"):
-            bad("sampleDeviceCertificate", path, "a certificate file path relative to the project (letters, digits, . _ - / and spaces; no ..)")
-    if ok("crlHosting") and values["crlHosting"] not in ("none", "s3"):
-        bad("crlHosting", values["crlHosting"], "none or s3")
-    if ok("crlHosting") and values["crlHosting"] == "s3" and ok("crlBucketName"):
-        name = values["crlBucketName"]
-        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", name or "") or name.startswith("xn--") or name.endswith("-s3alias"):
-            bad("crlBucketName", name, "an S3 bucket name of 3-63 lower-case letters, digits and hyphens (no dots: the CRL URL is a virtual-hosted S3 name) when crlHosting is s3")
-    for key_name in ("clientCaCertificates", "oneToOneCertificates"):
-        if ok(key_name):
-            for path in values[key_name]:
-                if not _CERT_PATH.fullmatch(path) or ".." in path.split("/"):
-                    bad(key_name, path, "a certificate file path relative to the project (letters, digits, . _ - / and spaces; no ..)")
-    for key_name, setting in (("clientAuthTrustMode", (0, 1, 2)),):
-        if ok(key_name) and values[key_name] not in setting:
-            bad(key_name, values[key_name], "0, 1 or 2")
-    if ok("mappingMode") and values["mappingMode"] not in ("many-to-one", "one-to-one"):
-        bad("mappingMode", values["mappingMode"], "many-to-one or one-to-one")
-    if ok("mappingMode") and values["mappingMode"] == "one-to-one" and ok("oneToOneCertificates") and not values["oneToOneCertificates"]:
-        bad("oneToOneCertificates", [], "at least one device certificate file when mappingMode is one-to-one")
-    for key_name in ("extraMappingRules", "denyMappingRules"):
-        if ok(key_name):
-            for text in values[key_name]:
-                try:
-                    parse_rule(text)
-                except ValueError as exc:
-                    bad(key_name, text, str(exc))
-    if ok("mappedAccountType") and values["mappedAccountType"] not in ("local", "domain"):
-        bad("mappedAccountType", values["mappedAccountType"], "local or domain")
-    if ok("mappedAccountName") and (not _WINDOWS_USER.fullmatch(values["mappedAccountName"]) or values["mappedAccountName"].strip(" .") != values["mappedAccountName"]):
-        bad("mappedAccountName", values["mappedAccountName"], "a Windows user name of 1-20 characters without \\ / [ ] : ; | = , + * ? < > @ \" or control characters")
-    if ok("mappedAccountType") and values["mappedAccountType"] == "domain":
-        if ok("mappedAccountDomain") and not _NETBIOS_OR_DNS.fullmatch(values["mappedAccountDomain"] or ""):
-            bad("mappedAccountDomain", values["mappedAccountDomain"], "the account's domain (NetBIOS name or DNS name) when mappedAccountType is domain")
-        if ok("mappedAccountPasswordSecretArn") and not values["mappedAccountPasswordSecretArn"]:
-            bad("mappedAccountPasswordSecretArn", "", "a Secrets Manager ARN of the domain account's password when mappedAccountType is domain")
-    if ok("convergeSchedule"):
-        m = _SCHEDULE.fullmatch(values["convergeSchedule"])
-        if not m or (m["n"] and m["unit"].startswith("minute") and int(m["n"]) < 30) or (m["n"] and int(m["n"]) < 1):
-            bad("convergeSchedule", values["convergeSchedule"], "rate(N minutes|hours|days) of at least 30 minutes, or cron(...)")
-    if ok("convergeTimeoutSeconds") and not 60 <= values["convergeTimeoutSeconds"] <= 172800:
-        bad("convergeTimeoutSeconds", values["convergeTimeoutSeconds"], "an integer from 60 to 172800")
-    if ok("complianceSeverity") and values["complianceSeverity"] not in _SEVERITIES:
-        bad("complianceSeverity", values["complianceSeverity"], ", ".join(_SEVERITIES))
-    if ok("beaconInstallerS3Uri") and values["beaconInstallerS3Uri"]:
-        uri = values["beaconInstallerS3Uri"]
-        if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9!_.*'()/ -]{1,1024}\.(msi|exe)", uri):
-            bad("beaconInstallerS3Uri", uri, "s3://bucket/path/installer.msi (or .exe)")
-        elif ok("beaconInstallerSha256") and not re.fullmatch(r"[0-9a-fA-F]{64}", values["beaconInstallerSha256"]):
-            bad("beaconInstallerSha256", values["beaconInstallerSha256"], "the installer's SHA-256 as 64 hex digits (checked on the beacon before running it)")
-    if ok("beaconInstallerArguments"):
-        for arg in values["beaconInstallerArguments"]:
-            if not re.fullmatch(r"[^\x00-\x1f\x7f]{1,512}", arg):
-                bad("beaconInstallerArguments", arg, "arguments of 1-512 printable characters")
+    """`secret_arn_problem` for a stack: the secret's name must start with flexnet-beacon/<stack>/."""
+    return secret_arn_problem(value, region, f"{PROJECT}/{stack}/")
 
 
 # --- reading from the Pulumi runtime ---------------------------------------------------------
