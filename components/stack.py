@@ -91,6 +91,11 @@ def prepare(raw: Mapping[str, Any], stack: str, region: str | None, base: Path =
             ]
         )
     warnings = tuple(cfg.warnings) + tuple(f"CRL URL ignored: {entry}" for entry in crl.ignored)
+    if cfg.protection and not cfg.availability_zones:
+        warnings += (
+            "availabilityZones is unset on a protected stack: the program takes the region's first zones; "
+            "pin them with availabilityZones (the stack output availabilityZoneIds shows which physical zones they are)",
+        )
     state = desired_state(cfg, trust, devices, crl.urls)
     try:  # every domain must be expressible as a firewall rule before anything is created
         allowlist = egress_allowlist(cfg, crl_hosts=crl.hosts)
@@ -107,24 +112,30 @@ def prepare(raw: Mapping[str, Any], stack: str, region: str | None, base: Path =
     return Prepared(cfg, trust, tuple(devices), crl, state, warnings, allowlist, document)
 
 
-def availability_zones(cfg: BeaconConfig) -> list[str]:
+def availability_zones(cfg: BeaconConfig) -> dict[str, str]:
+    """The stack's zones, name -> zone id, in the order their subnets are laid out.
+
+    Every zone the account can use is listed, whatever its state today: a zone turning
+    "impaired" must not shift the program's choice (that would move subnets and replace
+    beacons). The zone ids go to the stack outputs so operators can pin the physical zones.
+    """
     found = aws.get_availability_zones(
-        state="available",
         filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])],
     )
-    names = sorted(found.names)
+    zone_ids = dict(zip(found.names, found.zone_ids))
+    names = sorted(zone_ids)
     if cfg.availability_zones:
-        unknown = [zone for zone in cfg.availability_zones if zone not in names]
+        unknown = [zone for zone in cfg.availability_zones if zone not in zone_ids]
         if unknown:
             raise pulumi.RunError(
-                f"availabilityZones: got {', '.join(unknown)}; expected zones available in {cfg.region}: {', '.join(names)}"
+                f"availabilityZones: got {', '.join(unknown)}; expected zones of {cfg.region}: {', '.join(names)}"
             )
-        return list(cfg.availability_zones)
+        return {zone: zone_ids[zone] for zone in cfg.availability_zones}
     if len(names) < cfg.az_count:
         raise pulumi.RunError(
-            f"azCount: got {cfg.az_count}; expected at most {len(names)}, the available zones in {cfg.region}: {', '.join(names)}"
+            f"azCount: got {cfg.az_count}; expected at most {len(names)}, the zones of {cfg.region}: {', '.join(names)}"
         )
-    return names[: cfg.az_count]
+    return {zone: zone_ids[zone] for zone in names[: cfg.az_count]}
 
 
 def agent_urls(hostname: str) -> dict[str, str]:
@@ -134,7 +145,8 @@ def agent_urls(hostname: str) -> dict[str, str]:
 def build(prepared: Prepared) -> dict[str, Any]:
     """Create every resource; return the stack outputs."""
     cfg = prepared.cfg
-    zones = split_vpc(cfg.vpc_cidr, availability_zones(cfg))
+    zone_ids = availability_zones(cfg)
+    zones = split_vpc(cfg.vpc_cidr, list(zone_ids))
     allowlist = prepared.allowlist
     tags = base_tags(cfg)
 
@@ -236,6 +248,8 @@ def build(prepared: Prepared) -> dict[str, Any]:
         "protectedSubnetIds": [s.id for s in network.protected_subnets],
         "firewallArn": network.firewall.firewall.arn,
         "firewallEndpoints": network.endpoint_ids,
+        # Zone names map to different physical zones in each account; the ids pin them.
+        "availabilityZoneIds": zone_ids,
         "logGroups": {
             "vpcFlow": network.flow_log_group.name,
             "firewallAlert": network.firewall.log_groups["ALERT"].name,

@@ -35,6 +35,12 @@ def _digest(*parts: str, length: int = 17) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:length]
 
 
+def _region_code(region: str) -> str:
+    """us-east-1 -> use1: the prefix of the region's zone ids."""
+    parts = region.split("-")
+    return parts[0] + "".join(p[0] for p in parts[1:-1]) + parts[-1]
+
+
 # Resource id prefixes and ARN shapes for the types the program uses.
 _ID_PREFIX = {
     "aws:ec2/vpc:Vpc": "vpc-",
@@ -73,6 +79,7 @@ class PlanMocks(pulumi.runtime.Mocks):
         self.account = account
         self.subnet_zones: dict[str, str] = {}
         self.unknown_calls: list[str] = []
+        self.impaired_zones: set[str] = set()  # zones whose state is not "available" (tests set it)
         self._eip_count = 0
 
     # -- resources ---------------------------------------------------------------------------
@@ -132,8 +139,10 @@ class PlanMocks(pulumi.runtime.Mocks):
     def _answer(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
         token = args.token
         if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            names = [f"{self.region}{suffix}" for suffix in "abc"]
-            return {"names": names, "zoneIds": [f"use1-az{i + 1}" for i in range(3)], "id": self.region}
+            zones = [(f"{self.region}{suffix}", f"{_region_code(self.region)}-az{i + 1}") for i, suffix in enumerate("abc")]
+            if args.args.get("state"):  # as EC2 does: a state filter drops zones in another state
+                zones = [z for z in zones if (z[0] in self.impaired_zones) == (args.args["state"] == "impaired")]
+            return {"names": [z[0] for z in zones], "zoneIds": [z[1] for z in zones], "id": self.region}
         if token == "aws:ssm/getParameter:getParameter":
             return {
                 "name": args.args.get("name"),

@@ -168,3 +168,41 @@ def test_log_groups_kept_on_delete_when_protected(stack: str, retained: bool, re
     names = sorted(g.inputs["name"] for g in groups)
     assert names == sorted([f"/flexnet-beacon/{stack}/vpc-flow", f"/flexnet-beacon/{stack}/converge",
                             f"/aws/vendedlogs/flexnet-beacon/{stack}/firewall-alert", f"/aws/vendedlogs/flexnet-beacon/{stack}/firewall-flow"])
+
+
+def test_zone_ids_are_stack_outputs(prod: Planned, dev: Planned) -> None:
+    assert prod.outputs["availabilityZoneIds"] == {"us-east-1a": "use1-az1", "us-east-1b": "use1-az2"}
+    assert dev.outputs["availabilityZoneIds"] == {"us-east-1a": "use1-az1"}
+    p = plan_stack("dev", {"aws:region": "eu-west-1", "crlUrls": ["http://crl.example.com/devices.crl"]})
+    assert p.outputs["availabilityZoneIds"] == {"eu-west-1a": "euw1-az1"}
+
+
+def test_a_zone_changing_state_does_not_shift_the_chosen_zones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """us-east-1a turns impaired: the program must still choose a and b, or every subnet and
+    beacon of the stack would move to other zones on the next up."""
+    from scripts import offline
+
+    real_init = offline.PlanMocks.__init__
+
+    def with_impaired_zone(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.impaired_zones = {"us-east-1a"}
+
+    monkeypatch.setattr(offline.PlanMocks, "__init__", with_impaired_zone)
+    p = plan_stack("prod")
+    assert p.outputs["availabilityZoneIds"] == {"us-east-1a": "use1-az1", "us-east-1b": "use1-az2"}
+    assert sorted({s.inputs["availabilityZone"] for s in p.of_type("subnet:Subnet")}) == ["us-east-1a", "us-east-1b"]
+
+
+def test_protected_stack_without_pinned_zones_warns() -> None:
+    from components.stack import prepare
+    from conftest import stack_raw
+
+    def warnings(stack: str, **overrides: str) -> list[str]:
+        raw, region = stack_raw(stack)
+        raw.update(overrides)
+        return [w for w in prepare(raw, stack, region).warnings if w.startswith("availabilityZones is unset")]
+
+    assert len(warnings("prod")) == 1
+    assert warnings("dev") == []  # not protected
+    assert warnings("prod", availabilityZones='["us-east-1a", "us-east-1b"]') == []
