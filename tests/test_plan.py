@@ -177,5 +177,5 @@ def test_program_stop_is_exit_2_without_traceback(tmp_path: Path, monkeypatch: p
     code = plan.main(["--stack", "zones", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2
-    assert "availabilityZones: got us-east-1q; expected zones available in us-east-1" in err
+    assert "availabilityZones: got us-east-1q; expected zones of us-east-1: us-east-1a" in err
     assert "Traceback" not in err
