@@ -52,7 +52,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bench.plan import machine
-from scripts.pki import store
+from scripts.pki import files, store
 
 ROOT = Path(__file__).resolve().parent.parent
 CRL_URL = "http://crl.example.com/pki/devices.crl"
@@ -198,7 +198,7 @@ class Bare:
                     os.close(fd)
                     os.replace(tmp, directory / folder / name)
         if directory is not None:
-            store.sync_filesystem(directory)
+            files.sync_filesystem(directory)
 
     def sign_csrs(self, csr_dir: Path) -> None:
         for path in sorted(csr_dir.iterdir()):

@@ -33,6 +33,7 @@ from components.certs import verdict as cert_verdict
 from components.iis import mapping_rules
 from conftest import ROOT
 from scripts.pki import cli
+from scripts.pki import inputs as pki_inputs
 
 CRL_URL = "http://crl.example.com/devices-ca.crl"
 CA_CN = "Example Devices CA"
@@ -473,7 +474,7 @@ def test_export_pfx_round_trip(chained: Path, legacy: bool) -> None:
 def test_export_pfx_prompt(shared: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PKI_PASSWORD", raising=False)
     answers = iter(["s3cret", "s3cret"])
-    monkeypatch.setattr(cli.getpass, "getpass", lambda prompt="": next(answers))
+    monkeypatch.setattr(pki_inputs.getpass, "getpass", lambda prompt="": next(answers))
     ok(shared, "export-pfx", "laptop-01")
     pkcs12.load_key_and_certificates((shared / "pfx" / "laptop-01.pfx").read_bytes(), b"s3cret")
     answers = iter(["one", "two"])
@@ -990,6 +991,7 @@ def test_cryptography_client_verifier_agrees(chained: Path, shared: Path) -> Non
 # Bulk work: fast paths equal the plain ones, one index write, crash and Ctrl-C consistency
 
 from scripts.pki import build as pki_build  # noqa: E402
+from scripts.pki import issue as pki_issue  # noqa: E402
 from scripts.pki import parallel as pki_parallel  # noqa: E402
 from scripts.pki import progress as pki_progress  # noqa: E402
 from scripts.pki import store as pki_store  # noqa: E402
@@ -1165,7 +1167,7 @@ def _no_leftovers(d: Path) -> None:
 @pytest.mark.parametrize("background", [True, False], ids=["background-writer", "inline"])
 def test_bulk_issue_writes_index_once_and_syncs_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, background: bool) -> None:
     force_fork(monkeypatch)
-    monkeypatch.setattr(cli, "BACKGROUND_FROM", 10 if background else 10**9)
+    monkeypatch.setattr(pki_issue, "BACKGROUND_FROM", 10 if background else 10**9)
     d = init(tmp_path / "pki")
     calls = {"save": 0, "sync": 0}
     real_save, real_sync = pki_store.Pki.save_index, pki_store.sync_filesystem
@@ -1194,7 +1196,7 @@ def test_bulk_issue_disk_error_keeps_what_was_written(tmp_path: Path, monkeypatc
     """A write fails part-way (disk full): the certificates whose files are on disk are in
     index.json, nothing else is left behind, the error is one line (exit 2)."""
     force_fork(monkeypatch)
-    monkeypatch.setattr(cli, "BACKGROUND_FROM", 10 if background else 10**9)
+    monkeypatch.setattr(pki_issue, "BACKGROUND_FROM", 10 if background else 10**9)
     d = init(tmp_path / "pki")
     real_write = pki_store.atomic_write
 
@@ -1219,7 +1221,7 @@ def test_bulk_issue_disk_error_keeps_what_was_written(tmp_path: Path, monkeypatc
 def test_bulk_issue_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C part-way: exit 130, what was issued is recorded, nothing half-made stays."""
     force_fork(monkeypatch)
-    monkeypatch.setattr(cli, "BACKGROUND_FROM", 10)
+    monkeypatch.setattr(pki_issue, "BACKGROUND_FROM", 10)
     d = init(tmp_path / "pki")
     real_new_key, made = pki_build.new_key, []
 
@@ -1238,7 +1240,7 @@ def test_bulk_issue_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_bulk_sign_csr_in_background(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     force_fork(monkeypatch)
-    monkeypatch.setattr(cli, "BACKGROUND_FROM", 5)
+    monkeypatch.setattr(pki_issue, "BACKGROUND_FROM", 5)
     d = init(tmp_path / "pki")
     csr_dir = tmp_path / "csrs"
     csr_dir.mkdir()
@@ -1304,11 +1306,9 @@ def test_progress_lines_and_bar() -> None:
 
 
 def test_password_prompt_asks_twice_only_when_writing(monkeypatch: pytest.MonkeyPatch) -> None:
-    from scripts.pki import cli as pki_cli
-
     monkeypatch.delenv("PKI_PASSWORD", raising=False)
     asked: list[str] = []
-    monkeypatch.setattr(pki_cli.getpass, "getpass", lambda prompt: asked.append(prompt) or "typed-pw")
-    assert pki_cli.read_password() == b"typed-pw" and len(asked) == 2
+    monkeypatch.setattr(pki_inputs.getpass, "getpass", lambda prompt: asked.append(prompt) or "typed-pw")
+    assert pki_inputs.read_password() == b"typed-pw" and len(asked) == 2
     asked.clear()
-    assert pki_cli.read_password(confirm=False) == b"typed-pw" and len(asked) == 1
+    assert pki_inputs.read_password(confirm=False) == b"typed-pw" and len(asked) == 1

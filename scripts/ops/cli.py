@@ -17,7 +17,7 @@ import botocore.exceptions as bce
 
 from components.certs import facts as cert_facts
 from scripts.cli_args import bounded
-from scripts.pki.cli import read_password
+from scripts.pki.inputs import read_password
 from scripts.pki.store import PkiError
 
 from . import expiry as expiry_mod

@@ -6,7 +6,7 @@ and signs, so threads do not help.
   final mode, no fsync) in the order given while this one signs; on many filesystems creating
   and renaming two files costs as much as making the certificate. It stops at the first error
   and reports how many files it wrote, so the caller records exactly the certificates whose
-  files are all on disk (cli.Issuer.finish).
+  files are all on disk (issue.Issuer.finish).
 - :class:`Workers` (export-pfx): a pool of processes for independent, CPU-heavy items (PBKDF2
   of the PFX files). They inherit the loaded data by fork: only positions go to them and only
   small results come back, nothing secret is pickled. Workers ignore SIGINT and finish the
@@ -22,7 +22,10 @@ import signal
 import sys
 import threading
 from collections import deque
+from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from .files import atomic_write
 
 _WORK: Callable[[Sequence[Any]], Any] | None = None
 
@@ -133,16 +136,23 @@ class WriterFailed(Exception):
     """Raised in the signing process when the background writer reported an error."""
 
 
+def write_unsynced(path: Path, data: bytes, mode: int) -> None:
+    """The default file writer of :class:`BackgroundWriter`: files.atomic_write without fsync."""
+    atomic_write(path, data, mode, durable=False)
+
+
 class BackgroundWriter:
-    """Writes files (store.atomic_write without fsync) in a forked process, in the order given,
-    so that file creation (a large part of issuing on many filesystems) overlaps the signing
-    here. Batches travel over a pipe; the writer stops at the first error, reports how many
-    files it wrote, and ignores SIGINT (Ctrl-C stops the signing process, which then drains
-    the writer and records what is on disk)."""
+    """Writes files with ``write`` (by default files.atomic_write without fsync; store.Batch
+    passes its own) in a forked process, in the order given, so that file creation (a large
+    part of issuing on many filesystems) overlaps the signing here. Batches travel over a
+    pipe; the writer stops at the first error, reports how many files it wrote, and ignores
+    SIGINT (Ctrl-C stops the signing process, which then drains the writer and records what
+    is on disk)."""
 
     BATCH_FILES = 64
 
-    def __init__(self) -> None:
+    def __init__(self, write: Callable[[Path, bytes, int], None] = write_unsynced) -> None:
+        self.write_file = write
         self.conn: Any = None
         self.process: Any = None
         self.buffer: list[tuple[str, bytes, int]] = []
@@ -155,7 +165,7 @@ class BackgroundWriter:
 
         ctx = multiprocessing.get_context("fork")
         here, there = ctx.Pipe()
-        self.process = ctx.Process(target=_writer_loop, args=(there, here), daemon=True)
+        self.process = ctx.Process(target=_writer_loop, args=(there, here, self.write_file), daemon=True)
         self.process.start()
         there.close()
         self.conn = here
@@ -206,11 +216,7 @@ class _suppress_broken:
         return kind is not None and issubclass(kind, (BrokenPipeError, EOFError))
 
 
-def _writer_loop(conn: Any, parent_end: Any) -> None:
-    from pathlib import Path
-
-    from .store import atomic_write
-
+def _writer_loop(conn: Any, parent_end: Any, write: Callable[[Path, bytes, int], None]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent_end.close()
     done = 0
@@ -226,7 +232,7 @@ def _writer_loop(conn: Any, parent_end: Any) -> None:
             continue  # already reported; discard the rest
         for path, data, mode in batch:
             try:
-                atomic_write(Path(path), data, mode, durable=False)
+                write(Path(path), data, mode)
             except BaseException as exc:  # noqa: BLE001 - reported to the parent
                 error = exc
                 try:

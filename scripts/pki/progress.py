@@ -1,9 +1,10 @@
-"""Progress of the bulk verbs on stderr.
+"""What the verbs print: result lines on stdout (:func:`out`), notes and warnings on stderr
+(:func:`note`), and the progress of the bulk verbs on stderr (:class:`Progress`).
 
-On a terminal: a transient `rich` progress bar (gone when the verb ends, so only the result
-lines stay). Otherwise (pipes, CI logs, tests): one plain line every ``every`` items, e.g.
-``issued 100/1000``, and the last count when it is not a multiple. Nothing for a single item.
-`rich` is imported only when a bar is shown; without it the plain lines are used.
+Progress on a terminal: a transient `rich` progress bar (gone when the verb ends, so only the
+result lines stay). Otherwise (pipes, CI logs, tests): one plain line every ``every`` items,
+e.g. ``issued 100/1000``, and the last count when it is not a multiple. Nothing for a single
+item. `rich` is imported only when a bar is shown; without it the plain lines are used.
 """
 
 from __future__ import annotations
@@ -12,6 +13,14 @@ import sys
 from typing import Any, TextIO
 
 EVERY = 100
+
+
+def out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 class Progress:

@@ -113,7 +113,7 @@ def object_keys(urls: Sequence[str], prefix: str | None, default_name: str) -> l
 
 
 def plan(target: Target, files: Sequence[Any]) -> list[Upload]:
-    """One upload per (CRL file, object key). ``files``: cli.CrlFile items."""
+    """One upload per (CRL file, object key). ``files``: revocation.CrlFile items."""
     uploads = []
     for item in files:
         for key, cdp in object_keys(item.urls, target.prefix, item.der_path.name):

@@ -25,8 +25,6 @@ import fcntl
 import json
 import os
 import re
-import secrets
-import sys
 import unicodedata
 from json.encoder import encode_basestring
 from pathlib import Path
@@ -35,11 +33,10 @@ from typing import Any, Iterator
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from .files import PRIVATE_DIR, PRIVATE_FILE, PUBLIC_DIR, PUBLIC_FILE, atomic_write, sync_filesystem
+from .parallel import BackgroundWriter
+
 INDEX_VERSION = 1
-PRIVATE_FILE = 0o600
-PUBLIC_FILE = 0o644
-PRIVATE_DIR = 0o700
-PUBLIC_DIR = 0o755
 _WINDOWS_BAD = set('<>:"/\\|?*')
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 
@@ -75,67 +72,10 @@ def check_name(name: str, what: str = "name") -> str:
     return name
 
 
-def atomic_write(path: str | Path, data: bytes, mode: int = PUBLIC_FILE, durable: bool = True) -> None:
-    """Write to a temporary file in the same directory (created with ``mode``), then rename.
-
-    durable: fsync the file before the rename and the directory after it. Bulk writers pass
-    False and call :func:`sync_filesystem` once for all their files (see :class:`Batch`)."""
-    head, tail = os.path.split(os.fspath(path))
-    tmp = os.path.join(head, f".{tail}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)  # exactly this mode whatever the umask
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        if durable:
-            os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    if durable:
-        fsync_dir(head or ".")
-
-
-def fsync_dir(directory: str | Path) -> None:
-    """Make a rename in ``directory`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def sync_filesystem(path: Path) -> None:
-    """Flush everything written to the filesystem holding ``path``: Linux syncfs(2) (one call
-    instead of an fsync per file), else sync(2)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            syncfs = libc.syncfs
-        except (OSError, AttributeError):
-            syncfs = None
-        if syncfs is not None:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                if syncfs(fd) == 0:
-                    return
-            finally:
-                os.close(fd)
-    os.sync()
+def _write_unsynced(path: str | Path, data: bytes, mode: int) -> None:
+    """How :class:`Batch` writes a file, here or in a background writer (which gets this
+    function): atomic, final mode from creation, no fsync (:meth:`Batch.sync` makes all durable)."""
+    atomic_write(path, data, mode, durable=False)
 
 
 class Batch:
@@ -157,11 +97,9 @@ class Batch:
         self._done: list[int] = [0]  # files on disk per lane, in order
 
     def start_background(self, lanes: int = 2) -> bool:
-        from .parallel import BackgroundWriter
-
         writers = []
         for _ in range(lanes):
-            writer = BackgroundWriter()
+            writer = BackgroundWriter(_write_unsynced)
             if not writer.start():
                 break
             writers.append(writer)
@@ -184,7 +122,7 @@ class Batch:
             self._sent[lane] = position + 1
         else:
             lane, position = 0, self._done[0]
-            atomic_write(path, data, mode, durable=False)
+            _write_unsynced(path, data, mode)
             self._done[0] = position + 1
         self.pending += 1
         return lane, position

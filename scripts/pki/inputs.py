@@ -1,0 +1,105 @@
+"""What the command line of `python -m scripts.pki` takes in, checked: argument types, subject
+attributes, URLs, DNS names and IP addresses, times (--at, or now), the PFX password.
+
+Every problem is a :class:`store.PkiError` (one line on stderr, exit 2).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import ipaddress
+import os
+import re
+import unicodedata
+from urllib.parse import urlsplit
+
+from scripts.cli_args import bounded
+
+from .store import PkiError
+
+PROG = "python -m scripts.pki"
+PASSWORD_ENV = "PKI_PASSWORD"
+DEFAULT_DAYS = {"ca": 3650, "intermediate": 1825, "server": 397, "client": 365, "crl": 7}
+
+positive_days = bounded(int, 1, 36500, "a whole number of days")
+non_negative_int = bounded(int, 0, 10**9, "a whole number")
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+def check_attr(value: str | None, what: str, limit: int = 64) -> str | None:
+    """A subject attribute value: non-empty, no control characters, at most 64 characters."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise PkiError(f"{what}: empty value")
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in value):
+        raise PkiError(f"{what} {value!r}: control characters are not allowed")
+    if len(value) > limit:
+        raise PkiError(f"{what} {value!r}: {len(value)} characters; at most {limit}")
+    return value
+
+
+def required_attr(value: str, what: str, limit: int = 64) -> str:
+    """check_attr for a value that is always given (typed str, not str | None)."""
+    checked = check_attr(value, what, limit)
+    assert checked is not None
+    return checked
+
+
+def check_url(url: str, what: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PkiError(f"{what}: got {url!r}; expected an http:// URL (https:// also works) with a host")
+    if any(ch.isspace() for ch in url):
+        raise PkiError(f"{what}: got {url!r}; a URL cannot contain whitespace")
+    return url
+
+
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def check_dns(name: str) -> str:
+    host = name[2:] if name.startswith("*.") else name
+    if not host or len(name) > 253 or not all(_DNS_LABEL.match(label) for label in host.split(".")):
+        raise PkiError(f"--dns: got {name!r}; expected a DNS name like beacon.example.com (a leading '*.' is allowed)")
+    return name.lower()
+
+
+def check_ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise PkiError(f"--ip: got {text!r}; expected an IPv4 or IPv6 address") from None
+
+
+def parse_at(text: str | None) -> dt.datetime:
+    if text is None:
+        return now_utc()
+    try:
+        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise PkiError(f"--at: got {text!r}; expected an ISO 8601 time like 2026-01-31T12:00:00Z") from None
+    return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
+
+
+def read_password(confirm: bool = True) -> bytes:
+    """PFX password from PKI_PASSWORD or a prompt (asked twice when a new PFX is written)."""
+    if PASSWORD_ENV in os.environ:
+        password = os.environ[PASSWORD_ENV]
+        if not password:
+            raise PkiError(f"{PASSWORD_ENV} is set but empty; refusing an empty PFX password")
+        return password.encode("utf-8")
+    try:
+        first = getpass.getpass("PFX password: ")
+        second = getpass.getpass("PFX password (again): ") if confirm else first
+    except (EOFError, KeyboardInterrupt):
+        raise PkiError(f"no password entered (set {PASSWORD_ENV} or answer the prompt)") from None
+    if not first:
+        raise PkiError("empty password; a PFX must be protected by one")
+    if first != second:
+        raise PkiError("the two passwords differ")
+    return first.encode("utf-8")

@@ -1,0 +1,194 @@
+"""Revocation: `revoke` marks a certificate revoked in index.json, `crl` signs and writes the
+CRLs (crl.pem/crl.der, and root-crl.* with an intermediate) and with --publish uploads them.
+
+:func:`publish_crls` is also the last step of `init-ca` (the first CRLs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+
+from components.certs import facts as cert_facts
+
+from . import build
+from .files import PUBLIC_FILE, atomic_write
+from .inputs import PROG, now_utc, parse_at
+from .progress import note, out
+from .store import Pki, PkiError, parse_serial
+
+
+@dataclass
+class CrlFile:
+    """One CRL written by `crl`: which authority, where, its DER (what --publish uploads)."""
+
+    label: str  # "crl" or "root-crl"
+    der_path: Path
+    der: bytes
+    urls: list[str]  # the CDP URLs that point to it (from init-ca)
+
+
+def revoked_entries(pki: Pki) -> list[tuple[int, dt.datetime | str, str]]:
+    """(serial, revocation date, reason) of every revoked certificate of index.json. Dates in
+    index.json's own form ("2026-01-31T12:00:00Z") stay text (build.sign_crl encodes them
+    directly); others are parsed here."""
+    entries: list[tuple[int, dt.datetime | str, str]] = []
+    append = entries.append
+    reasons = build.REASONS
+    for name, item in pki.certificates.items():
+        if item.get("status") != "revoked":
+            continue
+        text = item["serial"]
+        try:
+            serial = int(text, 16)
+        except (TypeError, ValueError):
+            serial = parse_serial(text)
+        when = item.get("revokedAt") or ""
+        if not (type(when) is str and len(when) == 20 and when[19] == "Z" and when[10] == "T"):
+            try:
+                when = parse_at(when).replace(tzinfo=None)
+            except (PkiError, AttributeError, TypeError):
+                raise PkiError(f"{pki.index_path}: {name}: revokedAt {when!r} is not an ISO 8601 time") from None
+        reason = item.get("reason") or "unspecified"
+        if reason not in reasons:
+            raise PkiError(f"{pki.index_path}: {name}: unknown revocation reason {reason!r} (expected one of {', '.join(reasons)})")
+        append((serial, when, reason))
+    return entries
+
+
+def _sign_and_write_crl(
+    pki: Pki,
+    kind: str,
+    issuer: x509.Certificate,
+    key: Any,
+    revoked: list,
+    now: dt.datetime,
+    days: int,
+    pem_path: Path,
+    der_path: Path,
+    urls: list[str],
+    files: list[CrlFile] | None,
+) -> str:
+    """One CRL (kind "crl" or "root-crl"): number +1 recorded first, signed, PEM and DER written."""
+    counter = "crlNumber" if kind == "crl" else "rootCrlNumber"
+    number = pki.next_crl_number(counter)
+    pki.save_crl_number(counter, number)
+    try:
+        der = build.sign_crl(issuer, key, number, revoked, now, now + dt.timedelta(days=days))
+    except ValueError as exc:
+        raise PkiError(f"cannot sign the {'CRL' if kind == 'crl' else 'root CRL'}: {exc}") from None
+    crl = x509.load_der_x509_crl(der)
+    atomic_write(pem_path, build.crl_pem(der), PUBLIC_FILE)
+    atomic_write(der_path, der, PUBLIC_FILE)
+    if files is not None:
+        files.append(CrlFile(kind, der_path, der, list(urls)))
+    return (
+        f"{pem_path.name}/{der_path.name}: CRL {number} of {cert_facts.common_name(issuer.subject)!r}, "
+        f"{len(revoked)} revoked, nextUpdate {cert_facts.iso(crl.next_update_utc)}"
+    )
+
+
+def publish_crls(pki: Pki, days: int, root_days: int | None = None, files: list[CrlFile] | None = None) -> list[str]:
+    """Sign and write the issuing CA's CRL (and the root's with an intermediate); numbers +1.
+
+    index.json is only read: the CRL numbers live in crlnumber.json, recorded before each CRL is
+    written. ``files`` collects what was written (for --publish)."""
+    now = now_utc()
+    ca = pki.index["ca"]
+    written = []
+    issuing_cert, issuing_key = pki.issuing()
+    revoked = revoked_entries(pki)
+    written.append(
+        _sign_and_write_crl(pki, "crl", issuing_cert, issuing_key, revoked, now, days, pki.crl_pem, pki.crl_der, ca.get("crlUrls", []), files)
+    )
+    if pki.intermediate():
+        issuing = pki.index["authorities"]["issuing"]
+        if not pki.root_key.exists():
+            if issuing["status"] == "revoked":
+                raise PkiError(f"{pki.root_key} is missing: the root's key is needed to publish the intermediate's revocation (root-crl)")
+            current = x509.load_pem_x509_crl(pki.root_crl_pem.read_bytes()) if pki.root_crl_pem.exists() else None
+            until = cert_facts.iso(current.next_update_utc) if current is not None else "(none)"
+            note(f"note: {pki.root_key} is not here (offline?): root-crl not re-signed; the current one is valid until {until}")
+            if files is not None and pki.root_crl_der.exists():
+                files.append(CrlFile("root-crl", pki.root_crl_der, pki.root_crl_der.read_bytes(), list(ca.get("rootCrlUrls", []))))
+            return written
+        root_cert, root_key = pki.root_ca()
+        root_revoked = []
+        if issuing["status"] == "revoked":
+            root_revoked.append((parse_serial(issuing["serial"]), parse_at(issuing["revokedAt"]), issuing.get("reason") or "unspecified"))
+        root_days = root_days or days
+        written.append(
+            _sign_and_write_crl(
+                pki, "root-crl", root_cert, root_key, root_revoked, now, root_days,
+                pki.root_crl_pem, pki.root_crl_der, ca.get("rootCrlUrls", []), files,
+            )
+        )
+    return written
+
+
+def derived_root_crl_url(url: str) -> str:
+    """http://h/p/devices.crl -> http://h/p/root-devices.crl (mirrors crl.der / root-crl.der)."""
+    parts = urlsplit(url)
+    head, _, last = parts.path.rpartition("/")
+    path = f"{head}/root-{last or 'crl.crl'}"
+    return parts._replace(path=path).geturl()
+
+
+def cmd_revoke(args: argparse.Namespace, pki: Pki) -> int:
+    pki.require_ca()
+    if (args.name is None) == (args.serial is None):
+        raise PkiError("revoke takes a NAME or --serial HEX (one of them)")
+    with pki.locked():
+        if args.name is not None:
+            label, item = args.name, pki.entry(args.name)
+        else:
+            serial = parse_serial(args.serial)
+            matches = [(n, i) for n, i in pki.certificates.items() if parse_serial(i["serial"]) == serial]
+            authorities = pki.index.get("authorities", {})
+            if not matches and pki.intermediate() and parse_serial(authorities["issuing"]["serial"]) == serial:
+                matches = [("the issuing CA (ca.pem)", authorities["issuing"])]
+            elif not matches and any(parse_serial(a["serial"]) == serial for a in authorities.values()):
+                raise PkiError(f"serial {args.serial} is the root CA: it cannot be revoked; retire the PKI instead")
+            if not matches:
+                raise PkiError(f"no certificate with serial {args.serial} in {pki.root}/index.json")
+            label, item = matches[0]
+        if item["status"] == "revoked":
+            raise PkiError(f"{label} (serial {item['serial']}) is already revoked ({item['revokedAt']}, {item['reason']})")
+        item["status"] = "revoked"
+        item["revokedAt"] = cert_facts.iso(now_utc())
+        item["reason"] = args.reason
+        pki.save_index()
+    out(f"revoked {label} (serial {item['serial']}, {args.reason}); run `{PROG} --dir {pki.root} crl` and publish the CRL")
+    return 0
+
+
+def cmd_crl(args: argparse.Namespace, pki: Pki) -> int:
+    pki.require_ca()
+    target = None
+    if args.publish is not None:
+        from . import publish  # boto3 only when publishing
+
+        target = publish.Target.from_args(args.publish, args.prefix, args.region, args.profile, args.max_age)
+    elif args.prefix is not None or args.region is not None or args.profile is not None:
+        raise PkiError("--prefix, --region and --profile go with --publish BUCKET")
+    files: list[CrlFile] = []
+    with pki.locked():
+        lines = publish_crls(pki, args.days, args.root_days, files)
+    for line in lines:
+        out(f"wrote {line}")
+    if target is None:
+        return 0
+    from . import publish
+
+    for upload in publish.plan(target, files):
+        for warning in upload.warnings:
+            note(f"note: {warning}")
+        publish.upload(target, upload)
+        out(f"published {upload.source.name} -> {upload.url} ({len(upload.body)} bytes, {publish.CONTENT_TYPE}, max-age={target.max_age})")
+    return 0
