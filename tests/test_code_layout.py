@@ -1,6 +1,6 @@
 """Layout of the code: scripts/pki/ imports without cycles (also counting imports inside
 functions, which hide a cycle from Python but not from a reader), and no module of
-scripts/pki/ or components/ grows past MAX_LINES.
+scripts/ or components/ grows past MAX_LINES.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ PACKAGE = "scripts.pki"
 PACKAGE_DIR = ROOT / "scripts" / "pki"
 MAX_LINES = 500
 # Being split in its own change; remove from here once that lands.
-LINE_LIMIT_EXEMPT = {Path("components/config.py")}
 
 
 def _modules() -> dict[str, Path]:
@@ -104,12 +103,10 @@ def test_pki_package_has_no_import_cycle() -> None:
 
 def test_modules_are_small() -> None:
     too_long = []
-    paths = sorted(PACKAGE_DIR.glob("*.py")) + sorted((ROOT / "components").rglob("*.py"))
-    assert len(paths) > 10
+    paths = sorted((ROOT / "scripts").rglob("*.py")) + sorted((ROOT / "components").rglob("*.py"))
+    assert len(paths) > 30
     for path in paths:
         relative = path.relative_to(ROOT)
-        if relative in LINE_LIMIT_EXEMPT:
-            continue
         lines = len(path.read_text(encoding="utf-8").splitlines())
         if lines > MAX_LINES:
             too_long.append(f"{relative}: {lines} lines")
