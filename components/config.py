@@ -70,9 +70,10 @@ KEYS: tuple[Key, ...] = (
     Key("crlUrls", "array", [], "CRL distribution point URLs (http or https) the beacon must reach to check revocation; their hosts join the crl egress group.", items="string"),
     Key("crlDomains", "array", [], "Extra domains for the crl egress group ('.example.com' = domain and subdomains).", items="string"),
     Key("flexeraParentDomains", "array", [], "Domains of the beacon's parent (Flexera One or the upstream beacon/inventory server).", items="string"),
-    Key("awsEndpointsExtraDomains", "array", [], "Extra domains for the aws-endpoints egress group (SSM, Secrets Manager, CloudWatch Logs, S3 of the region are built in).", items="string"),
+    Key("awsEndpointsExtraDomains", "array", [], "Extra domains for the aws-endpoints egress group (SSM, Secrets Manager, CloudWatch Logs and metrics of the region are built in; S3 goes through the VPC's gateway endpoint, not the firewall).", items="string"),
     Key("windowsUpdateExtraDomains", "array", [], "Extra domains for the windows-update egress group (Microsoft update domains are built in).", items="string"),
     Key("egressDisabledGroups", "array", [], "Egress groups to switch off: crl, flexera-parent, aws-endpoints, windows-update.", items="string"),
+    Key("privateAwsEndpoints", "boolean", False, "Interface VPC endpoints (private DNS) for ssm, ssmmessages, ec2messages, secretsmanager, logs and monitoring in every AZ, so AWS API traffic stays in the VPC (adds about $7.30 per endpoint per AZ each month)."),
     Key("flowLogRetentionDays", "integer", 90, "Retention of the VPC flow log group (a CloudWatch Logs retention value)."),
     Key("firewallLogRetentionDays", "integer", 90, "Retention of the Network Firewall ALERT and FLOW log groups (a CloudWatch Logs retention value)."),
     Key("logKmsKeyArn", "string", "", "KMS key ARN to encrypt the log groups (optional)."),
@@ -167,6 +168,7 @@ class BeaconConfig:
     egress_ports: tuple[int, ...]
     crl_urls: tuple[str, ...]
     egress_groups: Mapping[str, EgressGroupConfig]
+    private_aws_endpoints: bool
     flow_log_retention_days: int
     firewall_log_retention_days: int
     log_kms_key_arn: str
@@ -356,6 +358,7 @@ def _assemble(values: Mapping[str, Any], stack: str, region: str) -> BeaconConfi
         egress_ports=tuple(values["egressPorts"]),
         crl_urls=tuple(values["crlUrls"]),
         egress_groups=_egress_groups(values),
+        private_aws_endpoints=values["privateAwsEndpoints"],
         flow_log_retention_days=values["flowLogRetentionDays"],
         firewall_log_retention_days=values["firewallLogRetentionDays"],
         log_kms_key_arn=values["logKmsKeyArn"],

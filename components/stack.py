@@ -13,7 +13,8 @@ from pulumi import ResourceOptions
 from .beacon import policy as beacon_policy
 from .beacon.host import BeaconHost, BeaconHostArgs
 from .config import PROJECT, BeaconConfig, ConfigInvalid, load
-from .network.egress import egress_allowlist
+from .network.egress import AWS_API_SERVICES, egress_allowlist
+from .network.endpoints import endpoint_policy, stack_buckets
 from .network.firewall_rules import rule_groups
 from .iis.mtls import BeaconMtls, BeaconMtlsArgs
 from .iis.state import converge_log_group, desired_state
@@ -173,6 +174,8 @@ def build(prepared: Prepared) -> dict[str, Any]:
             firewall_log_retention_days=cfg.firewall_log_retention_days,
             log_kms_key_arn=cfg.log_kms_key_arn,
             permissions_boundary_arn=cfg.permissions_boundary_arn,
+            s3_endpoint_policy=endpoint_policy(cfg.region, stack_buckets(cfg)),
+            interface_endpoint_services=AWS_API_SERVICES if cfg.private_aws_endpoints else (),
             tags=tags,
         ),
     )

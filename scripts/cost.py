@@ -1,7 +1,8 @@
 """Monthly cost estimate of a planned stack, from its resources and pricing/aws-prices.json.
 
 Pure: `estimate(resources, region, prices)` counts what the plan declares (firewall endpoints
-per AZ, Windows instances by type, gp3 GB, Elastic IPs, log groups) and prices it. A price the
+per AZ, Windows instances by type, gp3 GB, Elastic IPs, log groups, interface endpoints per AZ)
+and prices it. A price the
 table does not have is reported as missing, never guessed.
 """
 
@@ -82,6 +83,16 @@ def estimate(resources: Iterable[Mapping[str, Any]], region: str, prices: Mappin
             f"{len(log_groups)} log groups; assumes {assumptions['logsGbPerMonthPerBeacon']} GB per beacon per month",
         )
     )
+    # Interface endpoints (privateAwsEndpoints) bill per endpoint per AZ; S3's gateway endpoint is free.
+    interface_azs = sum(
+        len(e["inputs"].get("subnetIds") or [])
+        for e in of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+        if e["inputs"].get("vpcEndpointType") == "Interface"
+    )
+    if interface_azs:
+        lines.append(
+            _line("VPC interface endpoints", interface_azs * hours, "endpoint-AZ-hours", table.get("vpcInterfaceEndpointHour"), sources["privateLink"])
+        )
     priced = [line["monthly"] for line in lines if line["monthly"] is not None]
     missing = [line["kind"] for line in lines if line["monthly"] is None]
     return {

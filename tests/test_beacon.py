@@ -84,7 +84,11 @@ def test_iam_scoped_to_this_stack(prod: Planned) -> None:
             continue
         document = json.loads(policy.inputs["policy"])
         statements = {s["Sid"]: s for s in document["Statement"]}
-        assert set(statements) == {"ReadStackSecrets", "DecryptStackSecrets", "ReadStackParameters", "WriteConvergeReports"}
+        assert set(statements) == {"ReadStackSecrets", "DecryptStackSecrets", "ReadStackParameters", "WriteConvergeReports", "ReadSsmAgentBuckets"}
+        # Through the S3 gateway endpoint SSM Agent's own buckets need an explicit grant.
+        assert statements["ReadSsmAgentBuckets"]["Action"] == ["s3:GetObject"]
+        assert "arn:aws:s3:::us-east-1-birdwatcher-prod/*" in statements["ReadSsmAgentBuckets"]["Resource"]
+        assert all(r.startswith("arn:aws:s3:::") and r.endswith("/*") and "us-east-1" in r for r in statements["ReadSsmAgentBuckets"]["Resource"])
         assert statements["ReadStackSecrets"]["Resource"] == "arn:aws:secretsmanager:us-east-1:123456789012:secret:flexnet-beacon/prod/*"
         assert statements["ReadStackParameters"]["Resource"] == "arn:aws:ssm:us-east-1:123456789012:parameter/flexnet-beacon/prod/*"
         for sid in ("ReadStackSecrets", "ReadStackParameters"):

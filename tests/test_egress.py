@@ -25,9 +25,10 @@ def test_aws_endpoints_cover_the_region(region: str) -> None:
     group = egress.egress_allowlist(load(region))["aws-endpoints"]
     for service in AWS_SERVICES:
         assert f"{service}.{region}.amazonaws.com" in group
-    assert f".s3.{region}.amazonaws.com" in group
-    # Only this region's endpoints: nothing for another region, nothing global.
-    assert all(f".{region}.amazonaws.com" in d for d in group)
+    # No S3 wildcard: it would admit every bucket of the region; S3 uses the gateway endpoint.
+    assert not any("s3" in d.split(".") for d in group)
+    # Only this region's endpoints, exact hosts: nothing for another region, nothing global.
+    assert all(d.endswith(f".{region}.amazonaws.com") and not d.startswith(".") for d in group)
 
 
 @pytest.mark.parametrize("region", ["cn-north-1", "cn-northwest-1"])
@@ -35,7 +36,7 @@ def test_china_regions_use_the_cn_suffix(region: str) -> None:
     group = egress.egress_allowlist(load(region))["aws-endpoints"]
     for service in AWS_SERVICES:
         assert f"{service}.{region}.amazonaws.com.cn" in group
-    assert f".s3.{region}.amazonaws.com.cn" in group
+    assert not any("s3" in d.split(".") for d in group)
     assert all(d.endswith(".amazonaws.com.cn") for d in group)
 
 

@@ -29,6 +29,25 @@ def partition_for(region: str) -> str:
     return "aws"
 
 
+# The AWS-managed buckets SSM Agent reads (agent updates, AWS-ConfigureAWSPackage, document
+# attachments, patch baselines): Systems Manager User Guide, "SSM Agent communications with AWS
+# managed S3 buckets". Through a VPC endpoint the instance profile must allow them explicitly.
+SSM_AGENT_BUCKETS = (
+    "aws-windows-downloads-{region}",
+    "amazon-ssm-{region}",
+    "amazon-ssm-packages-{region}",
+    "{region}-birdwatcher-prod",
+    "aws-ssm-distributor-file-{region}",
+    "aws-ssm-document-attachments-{region}",
+    "patch-baseline-snapshot-{region}",
+    "aws-ssm-{region}",
+)
+
+
+def ssm_agent_buckets(region: str) -> list[str]:
+    return [bucket.format(region=region) for bucket in SSM_AGENT_BUCKETS]
+
+
 def dns_suffix(partition: str) -> str:
     return "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com"
 
@@ -77,6 +96,14 @@ def stack_read_policy(
                 "Resource": [group_arn, f"{group_arn}:*"],
             }
         )
+    extra.append(
+        {
+            "Sid": "ReadSsmAgentBuckets",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": [f"arn:{partition}:s3:::{bucket}/*" for bucket in ssm_agent_buckets(region)],
+        }
+    )
     if installer_s3_uri:
         extra.append(
             {

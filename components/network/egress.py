@@ -4,7 +4,8 @@ Groups (each can be switched off with egressDisabledGroups, and extended in conf
 - crl: hosts of the CRL distribution points the beacon must reach to check revocation
   (crlUrls, crlDomains; derived from the certificates by components/certs/trust.py later).
 - flexera-parent: the beacon's parent (Flexera One or an upstream server).
-- aws-endpoints: what SSM, the converge script and the logs need in the stack's region.
+- aws-endpoints: the AWS APIs SSM, the converge script and the logs need in the stack's region
+  (not S3: it goes through the VPC's gateway endpoint).
 - windows-update: Microsoft's update and certificate trust list hosts.
 
 '.example.com' means the domain and all its subdomains (Network Firewall domain list form).
@@ -30,13 +31,16 @@ WINDOWS_UPDATE_DOMAINS = (
 )
 
 
+# The AWS APIs the beacon calls: SSM (agent, Run Command, Session Manager), Secrets Manager (the
+# server PFX), CloudWatch Logs and metrics. Also the interface endpoints of privateAwsEndpoints.
+AWS_API_SERVICES = ("ssm", "ssmmessages", "ec2messages", "secretsmanager", "logs", "monitoring")
+
+
 def aws_endpoint_domains(region: str) -> tuple[str, ...]:
     suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    services = ("ssm", "ssmmessages", "ec2messages", "secretsmanager", "logs", "monitoring")
-    hosts = tuple(f"{svc}.{region}.{suffix}" for svc in services)
-    # Leading dot: the regional S3 endpoint and its virtual-hosted buckets (SSM agent updates,
-    # staged installers).
-    return hosts + (f".s3.{region}.{suffix}",)
+    # No S3 entry: `.s3.<region>` would admit every bucket of the region. S3 goes through the
+    # VPC's gateway endpoint, whose policy names the buckets (components/network/endpoints.py).
+    return tuple(f"{svc}.{region}.{suffix}" for svc in AWS_API_SERVICES)
 
 
 def builtin_domains(group: str, region: str) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ from .firewall import BeaconFirewall, BeaconFirewallArgs
 from .firewall_rules import RuleGroupSpec
 from .layout import AzLayout
 from ..beacon.policy import partition_for
+from . import endpoints
 from ..log_groups import log_group
 from ..tagging import component_tags
 
@@ -40,6 +41,8 @@ class BeaconNetworkArgs:
     firewall_log_retention_days: int
     log_kms_key_arn: str = ""
     permissions_boundary_arn: str = ""
+    s3_endpoint_policy: str = ""  # endpoints.endpoint_policy: the buckets the beacons may read
+    interface_endpoint_services: Sequence[str] = ()  # privateAwsEndpoints: e.g. ssm, logs
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -228,6 +231,61 @@ class BeaconNetwork(pulumi.ComponentResource):
                     opts=child,
                 )
             )
+
+        # S3 never crosses the firewall: the protected subnets reach it through a gateway
+        # endpoint (a prefix-list route, more specific than the default route to the firewall),
+        # and the endpoint policy names the buckets; any other bucket gets 403.
+        self.s3_endpoint = aws.ec2.VpcEndpoint(
+            f"{name}-s3",
+            aws.ec2.VpcEndpointArgs(
+                vpc_id=self.vpc.id,
+                service_name=endpoints.service_name(args.region, "s3"),
+                vpc_endpoint_type="Gateway",
+                route_table_ids=[table.id for table in self.protected_route_tables],
+                policy=args.s3_endpoint_policy,
+                tags=tags("s3"),
+            ),
+            opts=child,
+        )
+
+        # privateAwsEndpoints: the AWS APIs answer inside the VPC (private DNS), so that traffic
+        # crosses neither the firewall nor the internet.
+        self.interface_endpoints: dict[str, aws.ec2.VpcEndpoint] = {}
+        self.endpoint_security_group = None
+        if args.interface_endpoint_services:
+            self.endpoint_security_group = aws.ec2.SecurityGroup(
+                f"{name}-endpoints-sg",
+                aws.ec2.SecurityGroupArgs(
+                    vpc_id=self.vpc.id,
+                    description="AWS API interface endpoints: https from the beacons' subnets",
+                    ingress=[
+                        aws.ec2.SecurityGroupIngressArgs(
+                            protocol="tcp",
+                            from_port=443,
+                            to_port=443,
+                            cidr_blocks=[z.protected_cidr for z in args.zones],
+                            description="beacons to AWS APIs",
+                        )
+                    ],
+                    egress=[],
+                    tags=tags("endpoints-sg"),
+                ),
+                opts=child,
+            )
+            for service in args.interface_endpoint_services:
+                self.interface_endpoints[service] = aws.ec2.VpcEndpoint(
+                    f"{name}-{service}",
+                    aws.ec2.VpcEndpointArgs(
+                        vpc_id=self.vpc.id,
+                        service_name=endpoints.service_name(args.region, service),
+                        vpc_endpoint_type="Interface",
+                        private_dns_enabled=True,
+                        subnet_ids=[s.id for s in self.protected_subnets],
+                        security_group_ids=[self.endpoint_security_group.id],
+                        tags=tags(service),
+                    ),
+                    opts=child,
+                )
 
         self.flow_log_group = log_group(
             f"{name}-flow-logs",
