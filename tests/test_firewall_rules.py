@@ -3,7 +3,9 @@
 Structure is checked in Python; the syntax and the matching semantics are checked with a real
 Suricata (the engine Network Firewall runs) when one is installed: `suricata -T` must load
 every generated rule, and a replay of a hand-built pcap proves that the domain rules match
-exactly the hosts they should (dotprefix, startswith/endswith, nocase).
+exactly the hosts they should (dotprefix, startswith/endswith, nocase). That whole
+conversations pass (every packet, both directions) or are dropped under the policy's defaults
+is tests/test_firewall_flows.py.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from hypothesis import strategies as st
 from components import config
 from components.network import egress, layout
 from components.network import firewall_rules as fr
+from suricata_replay import needs_suricata
 
 ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
 SID = re.compile(r"\bsid:(\d+);")
@@ -132,7 +135,7 @@ def test_ingress_admits_443_only_by_default() -> None:
     group = fr.ingress_rules(["0.0.0.0/0"], ["10.80.0.0/24"], allow_http=False)
     assert len(group.rules) == 1
     rule = group.rules[0]
-    assert rule.startswith("pass tcp $AGENT_NET any -> $BEACON_NET 443 (")
+    assert rule.startswith("pass tls $AGENT_NET any -> $BEACON_NET 443 (")
     assert "flow:to_server" in rule
     assert not any(re.search(r"\$BEACON_NET 80\b", r) for r in group.rules)
     assert "tcp/443" in group.description and "80" not in group.description
@@ -141,7 +144,24 @@ def test_ingress_admits_443_only_by_default() -> None:
 def test_ingress_admits_80_only_with_allow_http() -> None:
     group = groups_for(load(allowHttp="true"))[0]
     assert [re.search(r"\$BEACON_NET (\d+) ", r)[1] for r in group.rules] == ["443", "80"]
+    assert [r.split()[1] for r in group.rules] == ["tls", "http"]
     assert groups_for(load())[0].rules == fr.ingress_rules(["0.0.0.0/0"], ["10.80.0.0/24", "10.80.1.0/24"], False).rules
+
+
+@pytest.mark.parametrize("allow_http", [False, True])
+def test_ingress_passes_whole_flows(allow_http: bool) -> None:
+    """Application-layer passes: Suricata passes the whole flow, the beacon's replies included.
+
+    A `pass tcp ... (flow:to_server;)` passes only the packets it matches; under
+    aws:drop_established the replies would be dropped (tests/test_firewall_flows.py replays it).
+    """
+    group = fr.ingress_rules(["203.0.113.0/24"], ["10.80.0.0/24"], allow_http)
+    for rule in group.rules:
+        assert re.match(r"pass (tls|http) \$AGENT_NET any -> \$BEACON_NET \d+ \(", rule), rule
+        assert "pass tcp" not in rule and "pass ip" not in rule
+    # sids stay with their meaning (tls/443, http/80); rev 2 since the protocol became tls/http
+    assert sids(group.rules) == [100001, 100002][: len(group.rules)]
+    assert all("rev:2;" in rule for rule in group.rules)
 
 
 @pytest.mark.parametrize(
@@ -265,8 +285,6 @@ def test_every_referenced_variable_is_defined_by_its_group() -> None:
 
 
 # --- Suricata: the real parser and matcher ----------------------------------------------------
-
-needs_suricata = pytest.mark.skipif(shutil.which("suricata") is None, reason="suricata not installed (see .ci/run)")
 
 
 def test_suricata_is_installed_in_ci() -> None:
@@ -452,7 +470,8 @@ def test_domain_rules_match_exactly_the_allowed_hosts(tmp_path: Path) -> None:
         ("tls", "badpki.example.org", None),  # but not a lookalike
         ("tls", "ssm.us-east-1.amazonaws.com", "ssm.us-east-1.amazonaws.com"),
         ("tls", "ssm.eu-west-1.amazonaws.com", None),
-        ("tls", "bucket.s3.us-east-1.amazonaws.com", ".s3.us-east-1.amazonaws.com"),
+        ("tls", "beacon.flexnetmanager.example", "beacon.flexnetmanager.example"),
+        ("tls", "eu.beacon.flexnetmanager.example", None),
         ("http", "crl.example.com", "crl.example.com"),
         ("http", "CRL.Example.com", "crl.example.com"),  # Host is normalised to lowercase
         ("http", "evil.example.com", None),

@@ -1,11 +1,15 @@
 """Network Firewall rules as pure data: Suricata rule strings for STRICT_ORDER rule groups.
 
 Order of evaluation (policy priorities follow the list returned by `rule_groups`):
-1. ingress: pass TCP 443 (and 80 when allowHttp) from the allowed CIDRs to the beacons.
+1. ingress: pass TLS on 443 (and HTTP on 80 when allowHttp) from the allowed CIDRs to the
+   beacons. Application-layer rules, because only those (and IP-only rules) pass the whole
+   flow, replies included; see `ingress_rules`.
 2. egress-handshake: pass the TCP handshake to the egress ports, both directions; with strict
    order the domain rules never see SNI or Host unless the handshake gets through.
 3. egress-domains: pass http by Host and tls by SNI for each allowlisted domain.
 Everything else falls to the policy's defaults: aws:drop_established + aws:alert_established.
+tests/test_firewall_flows.py replays whole conversations through Suricata against the rendered
+policy of every stack and checks every packet, both directions.
 
 Capacity is fixed when a rule group is created, so it carries headroom (see `capacity_for`);
 crossing it replaces the rule group, which `pulumi preview` shows.
@@ -52,16 +56,30 @@ def _msg(text: str) -> str:
 
 
 def ingress_rules(agent_cidrs: Sequence[str], beacon_cidrs: Sequence[str], allow_http: bool) -> RuleGroupSpec:
-    ports = [443] + ([80] if allow_http else [])
+    """Agents to the beacons: an application-layer pass per port, so the whole flow passes both ways.
+
+    Why `pass tls` / `pass http` rather than `pass tcp`: Suricata applies a `pass` to the whole
+    flow, both directions, only for an IP-only rule or an application-layer rule. A plain
+    `pass tcp $AGENT_NET any -> $BEACON_NET 443 (flow:to_server;)` passes just the packets it
+    matches (agent to beacon); the beacon's replies (ServerHello, CertificateRequest, every
+    response) are established packets no rule passed, and aws:drop_established drops them.
+    Passing the reply direction with a second `pass tcp` would work too, but would also pass any
+    non-TLS protocol on 443; the application-layer rule admits TLS on 443 (HTTP on 80) only.
+    Before the protocol is known nothing is lost: the handshake is not established (the default
+    passes it) and, with the stream engine inline, the packet that carries the ClientHello (or the
+    request line) is parsed before it is inspected, so it is the packet the rule passes.
+    tests/test_firewall_flows.py replays whole sessions through Suricata to prove it.
+    """
+    ports = [(443, "tls")] + ([(80, "http")] if allow_http else [])
     rules = []
-    for offset, port in enumerate(ports):
+    for offset, (port, proto) in enumerate(ports):
         rules.append(
-            f'pass tcp ${AGENT_NET} any -> ${BEACON_NET} {port} '
-            f'(msg:"{_msg(f"agents to beacon tcp/{port}")}"; flow:to_server; sid:{100001 + offset}; rev:1;)'
+            f'pass {proto} ${AGENT_NET} any -> ${BEACON_NET} {port} '
+            f'(msg:"{_msg(f"agents to beacon {proto}/{port}")}"; flow:to_server; sid:{100001 + offset}; rev:2;)'
         )
     return RuleGroupSpec(
         key="ingress",
-        description="Agents to beacons: " + ", ".join(f"tcp/{p}" for p in ports),
+        description="Agents to beacons: " + ", ".join(f"{proto} on tcp/{port}" for port, proto in ports),
         rules=tuple(rules),
         ip_sets={AGENT_NET: tuple(agent_cidrs), BEACON_NET: tuple(beacon_cidrs)},
     )
