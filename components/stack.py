@@ -11,10 +11,12 @@ import pulumi_aws as aws
 from pulumi import ResourceOptions
 
 from .beacon import policy as beacon_policy
+from .beacon.policy import ssm_agent_buckets
 from .beacon.host import BeaconHost, BeaconHostArgs
 from .config import PROJECT, BeaconConfig, ConfigInvalid, load
 from .network.egress import AWS_API_SERVICES, egress_allowlist
-from .network.endpoints import endpoint_policy, stack_buckets
+from .network.dns_rules import dns_allowlist
+from .network.endpoints import dns_names, endpoint_policy, stack_buckets
 from .network.firewall_rules import rule_groups
 from .iis.mtls import BeaconMtls, BeaconMtlsArgs
 from .iis.state import converge_log_group, desired_state
@@ -50,6 +52,7 @@ class Prepared:
     iis_state: dict[str, Any]
     warnings: tuple[str, ...]
     allowlist: dict[str, list[str]]
+    dns_allowlist: list[str]  # Route 53 Resolver DNS Firewall: the same allowlist, in DNS form
     ssm_document: str  # the Command document's content: script + state, size-checked
 
     @property
@@ -110,7 +113,9 @@ def prepare(raw: Mapping[str, Any], stack: str, region: str | None, base: Path =
         else:
             key, files = "clientCaCertificates", cfg.client_ca_certificates
         raise ConfigInvalid([ConfigIssue(key, list(files), f"fewer certificates: {too_big}")]) from None
-    return Prepared(cfg, trust, tuple(devices), crl, state, warnings, allowlist, document)
+    s3_names = dns_names(cfg.region, ssm_agent_buckets(cfg.region) + stack_buckets(cfg))
+    dns = dns_allowlist(allowlist, cfg.region, cfg.vpc_cidr, s3_names)
+    return Prepared(cfg, trust, tuple(devices), crl, state, warnings, allowlist, dns, document)
 
 
 def availability_zones(cfg: BeaconConfig) -> dict[str, str]:
@@ -176,6 +181,8 @@ def build(prepared: Prepared) -> dict[str, Any]:
             permissions_boundary_arn=cfg.permissions_boundary_arn,
             s3_endpoint_policy=endpoint_policy(cfg.region, stack_buckets(cfg)),
             interface_endpoint_services=AWS_API_SERVICES if cfg.private_aws_endpoints else (),
+            dns_allowed_domains=prepared.dns_allowlist,
+            resource_name_prefix=f"{PROJECT}-{cfg.stack}",
             tags=tags,
         ),
     )
@@ -257,6 +264,7 @@ def build(prepared: Prepared) -> dict[str, Any]:
             "vpcFlow": network.flow_log_group.name,
             "firewallAlert": network.firewall.log_groups["ALERT"].name,
             "firewallFlow": network.firewall.log_groups["FLOW"].name,
+            "dnsQueries": network.dns_firewall.query_log_group.name,
             "converge": mtls.log_group.name,
         },
         "mtls": {

@@ -15,6 +15,11 @@ def _label(text: str) -> str:
     return re.sub(r'["<>`#;]', "", str(text))
 
 
+def _policy_buckets(policy: str) -> list[str]:
+    """Bucket names an S3 endpoint policy grants (arn:...:s3:::BUCKET/*)."""
+    return sorted(set(re.findall(r"arn:[a-z-]+:s3:::([a-z0-9.-]+)/", policy)))
+
+
 def render(stack: str, resources: Iterable[Mapping[str, Any]], outputs: Mapping[str, Any]) -> str:
     by_type: dict[str, list[Mapping[str, Any]]] = {}
     for res in resources:
@@ -24,7 +29,12 @@ def render(stack: str, resources: Iterable[Mapping[str, Any]], outputs: Mapping[
     zones = sorted({s["inputs"].get("availabilityZone", "") for s in subnets})
     beacons = outputs.get("beacons") or []
     endpoints = outputs.get("firewallEndpoints") or {}
-    ingress = next(iter(by_type.get("aws:ec2/securityGroup:SecurityGroup", [])), {"inputs": {}})["inputs"].get("ingress") or []
+    beacon_groups = [g for g in by_type.get("aws:ec2/securityGroup:SecurityGroup", []) if g["name"].startswith("beacon-")]
+    ingress = (beacon_groups[0]["inputs"].get("ingress") if beacon_groups else None) or []
+    dns_allowed = next((len(d["inputs"].get("domains") or []) for d in by_type.get("aws:route53/resolverFirewallDomainList:ResolverFirewallDomainList", []) if d["name"].endswith("-allowed")), None)
+    vpc_endpoints = by_type.get("aws:ec2/vpcEndpoint:VpcEndpoint", [])
+    s3_gateway = next((e for e in vpc_endpoints if e["inputs"].get("vpcEndpointType") == "Gateway"), None)
+    interface = sorted(e["inputs"].get("serviceName", "").rsplit(".", 1)[-1] for e in vpc_endpoints if e["inputs"].get("vpcEndpointType") == "Interface")
     ingress_text = ", ".join(
         f"tcp/{rule.get('fromPort')} from {' '.join(rule.get('cidrBlocks') or [])}" for rule in ingress
     )
@@ -57,6 +67,13 @@ def render(stack: str, resources: Iterable[Mapping[str, Any]], outputs: Mapping[
                 bid = _node_id(beacon["name"])
                 lines.append(f'      {bid}[/"{_label(beacon["name"])}: Windows + IIS mTLS<br/>{_label(beacon.get("hostname", ""))}"/]')
         lines.append("    end")
+    if dns_allowed is not None:
+        lines.append(f'    resolver[("VPC resolver + DNS firewall<br/>{dns_allowed} names allowed, the rest NXDOMAIN")]')
+    if s3_gateway is not None:
+        buckets = _policy_buckets(s3_gateway["inputs"].get("policy") or "")
+        lines.append(f'    s3gw[("S3 gateway endpoint<br/>GetObject on {len(buckets)} named buckets")]')
+    if interface:
+        lines.append(f'    apis[("interface endpoints: {_label(", ".join(interface))}")]')
     lines.append("  end")
     for zone in zones:
         fw = next((s for s in subnets if s["inputs"].get("availabilityZone") == zone and "-firewall-" in s["name"]), None)
@@ -70,6 +87,12 @@ def render(stack: str, resources: Iterable[Mapping[str, Any]], outputs: Mapping[
             if beacon.get("availabilityZone") == zone:
                 lines.append(f"  {pid} --> {_node_id(beacon['name'])}")
                 lines.append(f'  {_node_id(beacon["name"])} -. "egress 0.0.0.0/0 via endpoint" .-> {fid}')
+                if dns_allowed is not None:
+                    lines.append(f'  {_node_id(beacon["name"])} -. "DNS (never crosses the firewall)" .-> resolver')
+                if s3_gateway is not None:
+                    lines.append(f'  {_node_id(beacon["name"])} -. "S3 by prefix-list route" .-> s3gw')
+                if interface:
+                    lines.append(f'  {_node_id(beacon["name"])} -. "AWS APIs, private DNS" .-> apis')
         lines.append(f"  {fid} -. \"allowed domains only\" .-> upstream")
     lines += ["```", ""]
     return "\n".join(lines)

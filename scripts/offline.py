@@ -71,6 +71,7 @@ class RecordedResource:
     arn: str = ""  # the mock's output, to follow references between resources
     # Input property -> URNs of the resources its value came from: what orders the engine's steps.
     property_dependencies: dict[str, list[str]] = field(default_factory=dict)
+    dependencies: list[str] = field(default_factory=list)  # every URN it waits for (depends_on included)
 
 
 class PlanMocks(pulumi.runtime.Mocks):
@@ -188,6 +189,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     retain_on_delete=bool(request.retainOnDelete),
                     arn=str(self.resources[response.urn].state.get("arn", "")) if response.urn in self.resources else "",
                     property_dependencies={k: sorted(v.urns) for k, v in request.propertyDependencies.items()},
+                    dependencies=sorted(request.dependencies),
                 )
             )
         return response

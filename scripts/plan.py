@@ -113,6 +113,7 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
         "user-data.ps1": read_user_data(),
         "appcmd.txt": render_appcmd(prepared.iis_state),
         "crl-egress.json": dump_json(prepared.crl.as_output()),
+        "dns-firewall.json": dump_json(dns_firewall_view(run.resources)),
         "cost.json": dump_json(cost),
     }
     for name, text in files.items():
@@ -129,6 +130,24 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
         "warnings": warnings,
         "cost": cost,
     }
+
+
+def dns_firewall_view(recorded: list[Any]) -> dict[str, Any]:
+    """The DNS firewall as declared: its rules in priority order, each with its domain list
+    (followed through the rule's dependency on the list), and the fail-open mode."""
+    lists = {r.urn: r for r in recorded if r.type == "aws:route53/resolverFirewallDomainList:ResolverFirewallDomainList"}
+    rules = sorted((r for r in recorded if r.type == "aws:route53/resolverFirewallRule:ResolverFirewallRule"), key=lambda r: r.inputs["priority"])
+    view = []
+    for rule in rules:
+        domain_list = next((lists[urn] for urn in rule.property_dependencies.get("firewallDomainListId", []) if urn in lists), None)
+        entry = {"priority": rule.inputs["priority"], "name": rule.inputs.get("name"), "action": rule.inputs["action"]}
+        if "blockResponse" in rule.inputs:
+            entry["blockResponse"] = rule.inputs["blockResponse"]
+        entry["domainList"] = domain_list.inputs.get("name") if domain_list else None
+        entry["domains"] = domain_list.inputs.get("domains", []) if domain_list else []
+        view.append(entry)
+    configs = [r.inputs for r in recorded if r.type == "aws:route53/resolverFirewallConfig:ResolverFirewallConfig"]
+    return {"rules": view, "firewallFailOpen": configs[0].get("firewallFailOpen") if configs else None}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from conftest import ROOT
 PLAN_FILES = {
     "resources.json", "outputs.json", "diagram.md", "firewall-rules.suricata",
     "iis-state.json", "ssm-document.json", "user-data.ps1", "appcmd.txt", "crl-egress.json", "cost.json",
+    "dns-firewall.json",
 }
 
 

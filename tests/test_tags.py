@@ -30,7 +30,7 @@ def test_every_taggable_resource_is_tagged(stack: str, request: pytest.FixtureRe
             continue
         tags = resource.inputs.get("tags") or {}
         assert tags.get("flexnet-beacon:stack") == stack, resource.name
-        assert tags.get("flexnet-beacon:component") in {"network", "firewall", "beacon", "iis-mtls", "crl-hosting"}, resource.name
+        assert tags.get("flexnet-beacon:component") in {"network", "firewall", "dns-firewall", "beacon", "iis-mtls", "crl-hosting"}, resource.name
         assert tags.get("Owner") == "platform-team", resource.name
         assert tags.get("CostCentre") == f"it-ops-{stack}", resource.name
         assert tags.get("Name") == resource.name, resource.name
@@ -40,13 +40,17 @@ def test_every_taggable_resource_is_tagged(stack: str, request: pytest.FixtureRe
 
 def test_untaggable_types_are_really_untaggable(dev: Planned) -> None:
     skipped = {r.type for r in dev.resources if r.custom and not taggable(r.type)}
-    # Routes, associations, role policies and logging configuration have no tags argument.
+    # Routes, associations, role policies, logging and DNS firewall configuration, and DNS
+    # firewall rules have no tags argument.
     assert skipped == {
         "aws:ec2/route:Route",
         "aws:ec2/routeTableAssociation:RouteTableAssociation",
         "aws:iam/rolePolicy:RolePolicy",
         "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
         "aws:networkfirewall/loggingConfiguration:LoggingConfiguration",
+        "aws:route53/resolverFirewallConfig:ResolverFirewallConfig",
+        "aws:route53/resolverFirewallRule:ResolverFirewallRule",
+        "aws:route53/resolverQueryLogConfigAssociation:ResolverQueryLogConfigAssociation",
     }
 
 

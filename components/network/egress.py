@@ -13,7 +13,7 @@ Groups (each can be switched off with egressDisabledGroups, and extended in conf
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from ..config import EGRESS_GROUPS, BeaconConfig, domain_problem
 
@@ -77,5 +77,5 @@ def _normalise(domains: tuple[str, ...]) -> list[str]:
     return sorted(kept)
 
 
-def flatten(allowlist: Mapping[str, list[str]]) -> list[str]:
+def flatten(allowlist: Mapping[str, Sequence[str]]) -> list[str]:
     return sorted({d for domains in allowlist.values() for d in domains})

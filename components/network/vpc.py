@@ -21,6 +21,7 @@ from .firewall_rules import RuleGroupSpec
 from .layout import AzLayout
 from ..beacon.policy import partition_for
 from . import endpoints
+from .dns_firewall import BeaconDnsFirewall, BeaconDnsFirewallArgs
 from ..log_groups import log_group
 from ..tagging import component_tags
 
@@ -43,6 +44,8 @@ class BeaconNetworkArgs:
     permissions_boundary_arn: str = ""
     s3_endpoint_policy: str = ""  # endpoints.endpoint_policy: the buckets the beacons may read
     interface_endpoint_services: Sequence[str] = ()  # privateAwsEndpoints: e.g. ssm, logs
+    dns_allowed_domains: Sequence[str] = ()  # dns_rules.dns_allowlist: what the VPC may resolve
+    resource_name_prefix: str = "flexnet-beacon"  # e.g. flexnet-beacon-dev: names of account-wide objects
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -286,6 +289,22 @@ class BeaconNetwork(pulumi.ComponentResource):
                     ),
                     opts=child,
                 )
+
+        # DNS to the VPC resolver never crosses the firewall: the DNS firewall filters it.
+        self.dns_firewall = BeaconDnsFirewall(
+            f"{name}-dns",
+            BeaconDnsFirewallArgs(
+                vpc_id=self.vpc.id,
+                allowed_domains=args.dns_allowed_domains,
+                name_prefix=args.resource_name_prefix,
+                query_log_group_name=f"{args.firewall_log_group_prefix}/dns-queries",
+                log_retention_days=args.firewall_log_retention_days,
+                log_kms_key_arn=args.log_kms_key_arn,
+                protection=args.protection,
+                tags=args.tags,
+            ),
+            opts=child,
+        )
 
         self.flow_log_group = log_group(
             f"{name}-flow-logs",
