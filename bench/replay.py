@@ -1,4 +1,4 @@
-"""Benchmark: the whole-conversation firewall replay (tests/test_firewall_flows.py) against its floor.
+"""Benchmark: the whole-conversation firewall replay (tests/network/test_firewall_flows.py) against its floor.
 
 The floor is the same pytest process collecting the same file without running it (interpreter,
 pytest, the program's imports); the difference is the replay itself: the mocked programs, the
@@ -17,7 +17,7 @@ import sys
 
 from bench.plan import ROOT, machine, timed
 
-PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "tests/test_firewall_flows.py"]
+PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "tests/network/test_firewall_flows.py"]
 
 
 def append_row(path, row: str, section: str = "## Firewall replay") -> None:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run {i + 1}/{args.runs}: floor {floor_times[-1]:.2f}s replay {replay_times[-1]:.2f}s", file=sys.stderr)
     floor, replay = statistics.median(floor_times), statistics.median(replay_times)
     line = (
-        f"| {dt.date.today().isoformat()} | {machine()} | tests/test_firewall_flows.py, serial | {replay:.2f} s | "
+        f"| {dt.date.today().isoformat()} | {machine()} | tests/network/test_firewall_flows.py, serial | {replay:.2f} s | "
         f"{floor:.2f} s | {replay / floor:.2f}x | {replay - floor:.2f} s |"
     )
     print(line)

@@ -22,14 +22,14 @@ from conftest import ROOT
 # definition, and components/secret_scan.py are written so that the scan finds nothing in them).
 SCANNER_FILES = {"tests/test_secret_hygiene.py"}
 # Literal passwords found that are not secrets: the throwaway passwords of the PFX files that
-# tests/test_pki.py makes at run time (found since the scan shares the policy pack's patterns, which
+# tests/pki/test_pki.py makes at run time (found since the scan shares the policy pack's patterns, which
 # also see PKI_PASSWORD-style names and short values). By file and exact excerpt: any other literal,
 # in that file or another, still fails.
 KNOWN_TEST_PASSWORDS = {
-    ("tests/test_pki.py", 'PKI_PASSWORD": "pw"'),
-    ("tests/test_pki.py", 'PKI_PASSWORD": "x"'),
-    ("tests/test_pki.py", 'PKI_PASSWORD": "many"'),
-    ("tests/test_pki.py", 'PKI_PASSWORD": "correct horse"'),
+    ("tests/pki/test_pki.py", 'PKI_PASSWORD": "pw"'),
+    ("tests/pki/test_pki.py", 'PKI_PASSWORD": "x"'),
+    ("tests/pki/test_pki.py", 'PKI_PASSWORD": "many"'),
+    ("tests/pki/test_pki.py", 'PKI_PASSWORD": "correct horse"'),
 }
 
 

@@ -18,7 +18,7 @@ Order of the checks in :func:`iis_verdict` (the first failure decides):
 The path is built here rather than with cryptography.x509.verification.ClientVerifier: that
 verifier applies the web PKI profile (a SAN is required on the leaf, which device certificates
 for IIS many-to-one mapping do not need) and reports one error for every cause, where the IIS
-status depends on the cause. tests/test_pki.py checks ClientVerifier agrees on what the CLI issues.
+status depends on the cause. tests/pki/test_pki.py checks ClientVerifier agrees on what the CLI issues.
 """
 
 from __future__ import annotations

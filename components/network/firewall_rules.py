@@ -8,7 +8,7 @@ Order of evaluation (policy priorities follow the list returned by `rule_groups`
    order the domain rules never see SNI or Host unless the handshake gets through.
 3. egress-domains: pass http by Host and tls by SNI for each allowlisted domain.
 Everything else falls to the policy's defaults: aws:drop_established + aws:alert_established.
-tests/test_firewall_flows.py replays whole conversations through Suricata against the rendered
+tests/network/test_firewall_flows.py replays whole conversations through Suricata against the rendered
 policy of every stack and checks every packet, both directions.
 
 Capacity is fixed when a rule group is created, so it carries headroom (see `capacity_for`);
@@ -68,7 +68,7 @@ def ingress_rules(agent_cidrs: Sequence[str], beacon_cidrs: Sequence[str], allow
     Before the protocol is known nothing is lost: the handshake is not established (the default
     passes it) and, with the stream engine inline, the packet that carries the ClientHello (or the
     request line) is parsed before it is inspected, so it is the packet the rule passes.
-    tests/test_firewall_flows.py replays whole sessions through Suricata to prove it.
+    tests/network/test_firewall_flows.py replays whole sessions through Suricata to prove it.
     """
     ports = [(443, "tls")] + ([(80, "http")] if allow_http else [])
     rules = []

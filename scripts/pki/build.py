@@ -95,7 +95,7 @@ class CertificateTemplate:
     extension list (the fluent ``add_extension`` copies the builder and re-checks duplicates on
     every call). The constant extensions are DER-encoded once and passed as raw values
     (UnrecognizedExtension carries bytes), which spares re-encoding them for every certificate;
-    the certificate bytes are the same (tests/test_pki.py compares). Extension order and content
+    the certificate bytes are the same (tests/pki/test_pki.py compares). Extension order and content
     are those of :func:`build_certificate`."""
 
     def __init__(self, profile: Profile, issuer: x509.Certificate | None, issuer_key: Any):
@@ -259,7 +259,7 @@ def sign_crl(
     For RSA and EC issuers the TBSCertList is assembled as DER here (it is a flat list, and
     cryptography makes a Python object per entry and then reads it back: 100,000 entries cost
     about a second) and signed with the issuer key; the result is parsed back and its signature
-    verified. tests/test_pki.py checks the bytes equal CertificateRevocationListBuilder's. Other
+    verified. tests/pki/test_pki.py checks the bytes equal CertificateRevocationListBuilder's. Other
     key types go through the builder, constructed once with the whole list (its
     ``add_revoked_certificate`` copies the list on every call: O(n^2))."""
     if next_update <= last_update:

@@ -6,7 +6,7 @@ stack and for config variants, the Pulumi program is run under mocks, and the po
 replayed through Suricata 7, the engine Network Firewall runs, in simulated IPS mode with the
 stream engine inline. How the policy becomes a Suricata run (defaults emulated as final rules,
 action order, address groups) and how every packet's verdict is read back is in
-tests/suricata_replay.py.
+tests/network/suricata_replay.py.
 
 - An agent's mutual-TLS session to each beacon subnet passes whole: no packet dropped in either
   direction (the flow record counts every packet sent, the teardown completes, the flow was

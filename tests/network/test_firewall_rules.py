@@ -5,7 +5,7 @@ Suricata (the engine Network Firewall runs) when one is installed: `suricata -T`
 every generated rule, and a replay of a hand-built pcap proves that the domain rules match
 exactly the hosts they should (dotprefix, startswith/endswith, nocase). That whole
 conversations pass (every packet, both directions) or are dropped under the policy's defaults
-is tests/test_firewall_flows.py.
+is tests/network/test_firewall_flows.py.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def test_ingress_passes_whole_flows(allow_http: bool) -> None:
     """Application-layer passes: Suricata passes the whole flow, the beacon's replies included.
 
     A `pass tcp ... (flow:to_server;)` passes only the packets it matches; under
-    aws:drop_established the replies would be dropped (tests/test_firewall_flows.py replays it).
+    aws:drop_established the replies would be dropped (tests/network/test_firewall_flows.py replays it).
     """
     group = fr.ingress_rules(["203.0.113.0/24"], ["10.80.0.0/24"], allow_http)
     for rule in group.rules:

@@ -169,7 +169,7 @@ def test_hostile_state_leaves_the_syntax_tree_of_the_real_document_unchanged(pro
 def test_document_over_the_size_limit_is_a_config_error_before_any_resource(tmp_path) -> None:
     from components.config import ConfigInvalid
     from components.stack import prepare
-    from tests.test_iis_state import make_cert, write
+    from test_iis_state import make_cert, write
 
     ca, ca_key = make_cert("Devices CA")
     devices = [write(tmp_path / f"d{i}.pem", make_cert(f"laptop-{i}", "Devices CA", ca_key, ca=False)[0]) for i in range(40)]

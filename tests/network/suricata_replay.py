@@ -1,6 +1,6 @@
 """Replay whole TCP conversations through Suricata in simulated IPS mode and account for every packet.
 
-Used by tests/test_firewall_flows.py. Three parts:
+Used by tests/network/test_firewall_flows.py. Three parts:
 
 1. Packets: complete TCP conversations (3-way handshake, the payload exchange with an ACK for each
    message, FIN teardown in both directions) with realistic payloads: a TLS 1.2 mutual-TLS session
