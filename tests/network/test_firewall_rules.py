@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from components import config
 from components.network import egress, layout
 from components.network import firewall_rules as fr
-from suricata_replay import needs_suricata
+from suricata_replay import needs_suricata, tcp_frame
 
 ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
 SID = re.compile(r"\bsid:(\d+);")
@@ -391,29 +391,11 @@ def test_suricata_keywords_are_supported() -> None:
 # A replay through Suricata's real matcher. The domain rules' action is switched from pass to
 # alert so that each match shows up in eve.json; everything else is the generated text.
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def _packet(src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: int, payload: bytes = b"") -> bytes:
-    s, d = ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0) + payload
-    tcp = tcp[:16] + struct.pack("!H", _checksum(s + d + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)) + tcp[18:]
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0, s, d)
-    ip = ip[:10] + struct.pack("!H", _checksum(ip)) + ip[12:]
-    return b"\x02\0\0\0\0\x02" + b"\x02\0\0\0\0\x01" + b"\x08\x00" + ip + tcp
-
-
 def _conversation(client: str, server: str, sport: int, dport: int, request: bytes) -> list[bytes]:
     syn, ack, psh, fin = 0x02, 0x10, 0x08, 0x01
     c, s = 1000, 5000
-    cs = lambda seq, ackn, flags, data=b"": _packet(client, server, sport, dport, seq, ackn, flags, data)  # noqa: E731
-    sc = lambda seq, ackn, flags: _packet(server, client, dport, sport, seq, ackn, flags)  # noqa: E731
+    cs = lambda seq, ackn, flags, data=b"": tcp_frame(client, server, sport, dport, seq, ackn, flags, data)  # noqa: E731
+    sc = lambda seq, ackn, flags: tcp_frame(server, client, dport, sport, seq, ackn, flags)  # noqa: E731
     n = len(request)
     return [
         cs(c, 0, syn),
