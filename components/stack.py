@@ -22,7 +22,8 @@ from .iis.mtls import BeaconMtls, BeaconMtlsArgs
 from .iis.state import converge_log_group, desired_state
 from .network.layout import beacon_zone_indexes, split_vpc, vpc_resolver_ip
 from .network.vpc import BeaconNetwork, BeaconNetworkArgs
-from .iis.document import command_document, document_content, read_converge_script, read_user_data
+from .iis.document import read_converge_script, read_user_data
+from .iis.state_bucket import ConvergeStateBucket, ConvergeStateBucketArgs
 from .tagging import base_tags
 from .config import ConfigIssue
 from .certs.hosting import CrlHosting, CrlHostingArgs
@@ -53,7 +54,6 @@ class Prepared:
     warnings: tuple[str, ...]
     allowlist: dict[str, list[str]]
     dns_allowlist: list[str]  # Route 53 Resolver DNS Firewall: the same allowlist, in DNS form
-    ssm_document: str  # the Command document's content: script + state, size-checked
 
     @property
     def egress_ports(self) -> list[int]:
@@ -105,17 +105,9 @@ def prepare(raw: Mapping[str, Any], stack: str, region: str | None, base: Path =
         allowlist = egress_allowlist(cfg, crl_hosts=crl.hosts)
     except ValueError as refused:
         raise ConfigInvalid([ConfigIssue("crlDomains", list(crl.hosts), str(refused))]) from None
-    try:  # the SSM document has a size limit: say so before any resource exists
-        document = document_content(command_document(read_converge_script(), state, cfg.converge_timeout_seconds))
-    except ValueError as too_big:
-        if cfg.mapping_mode == "one-to-one":
-            key, files = "oneToOneCertificates", cfg.one_to_one_certificates
-        else:
-            key, files = "clientCaCertificates", cfg.client_ca_certificates
-        raise ConfigInvalid([ConfigIssue(key, list(files), f"fewer certificates: {too_big}")]) from None
     s3_names = dns_names(cfg.region, ssm_agent_buckets(cfg.region) + stack_buckets(cfg))
     dns = dns_allowlist(allowlist, cfg.region, cfg.vpc_cidr, s3_names)
-    return Prepared(cfg, trust, tuple(devices), crl, state, warnings, allowlist, dns, document)
+    return Prepared(cfg, trust, tuple(devices), crl, state, warnings, allowlist, dns)
 
 
 def availability_zones(cfg: BeaconConfig) -> dict[str, str]:
@@ -157,6 +149,11 @@ def build(prepared: Prepared) -> dict[str, Any]:
     tags = base_tags(cfg)
 
     account_id = aws.get_caller_identity_output().account_id
+    # The converge script and desired state live in the stack's own bucket (any size); the
+    # network's endpoint policy and DNS firewall, and the beacon role, name it.
+    converge_bucket = ConvergeStateBucket(
+        "converge", ConvergeStateBucketArgs(stack=cfg.stack, region=cfg.region, protection=cfg.protection, tags=tags)
+    )
     network = BeaconNetwork(
         "net",
         BeaconNetworkArgs(
@@ -179,9 +176,11 @@ def build(prepared: Prepared) -> dict[str, Any]:
             firewall_log_retention_days=cfg.firewall_log_retention_days,
             log_kms_key_arn=cfg.log_kms_key_arn,
             permissions_boundary_arn=cfg.permissions_boundary_arn,
-            s3_endpoint_policy=endpoint_policy(cfg.region, stack_buckets(cfg)),
+            s3_endpoint_policy=converge_bucket.name.apply(lambda bucket: endpoint_policy(cfg.region, stack_buckets(cfg) + [bucket])),
             interface_endpoint_services=AWS_API_SERVICES if cfg.private_aws_endpoints else (),
-            dns_allowed_domains=prepared.dns_allowlist,
+            dns_allowed_domains=converge_bucket.name.apply(
+                lambda bucket: sorted(set(prepared.dns_allowlist) | set(dns_names(cfg.region, [bucket])))
+            ),
             resource_name_prefix=f"{PROJECT}-{cfg.stack}",
             tags=tags,
         ),
@@ -219,6 +218,7 @@ def build(prepared: Prepared) -> dict[str, Any]:
                     user_data=read_user_data(),
                     converge_log_group=converge_log_group(cfg),
                     installer_s3_uri=cfg.beacon_installer_s3_uri,
+                    converge_bucket=converge_bucket.name,
                     tags=tags,
                 ),
                 # The beacon boots into a network whose routes and firewall already exist, so
@@ -231,7 +231,10 @@ def build(prepared: Prepared) -> dict[str, Any]:
         "mtls",
         BeaconMtlsArgs(
             state=prepared.iis_state,
-            document_content=prepared.ssm_document,
+            script=read_converge_script(),
+            state_bucket=converge_bucket.name,
+            region=cfg.region,
+            timeout_seconds=cfg.converge_timeout_seconds,
             instance_ids=[host.instance.id for host in hosts],
             schedule_expression=cfg.converge_schedule,
             compliance_severity=cfg.compliance_severity,
@@ -271,6 +274,8 @@ def build(prepared: Prepared) -> dict[str, Any]:
             "documentName": mtls.document.name,
             "associationId": mtls.association.association_id,
             "stateDigest": mtls.state_digest,
+            "scriptDigest": mtls.script_digest,
+            "stateBucket": converge_bucket.name,
             "mappingMode": cfg.mapping_mode,
             "issuerRules": [m["rules"][0]["matchCriteria"] for m in prepared.iis_state["authentication"]["clientCertificateMapping"]["manyToOneMappings"] if m["permissionMode"] == "Allow"],
         },

@@ -63,6 +63,7 @@ FIREWALL_LOGGING = "aws:networkfirewall/loggingConfiguration:LoggingConfiguratio
 VPC = "aws:ec2/vpc:Vpc"
 FLOW_LOG = "aws:ec2/flowLog:FlowLog"
 SSM_DOCUMENT = "aws:ssm/document:Document"
+BUCKET_OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"  # the converge script and desired state
 
 PROD_PREFIX = "prod"
 DROP_DEFAULTS = ("aws:drop_established", "aws:drop_strict")
@@ -267,8 +268,9 @@ def _decoded_base64(value: str) -> str | None:
 
 
 def check_no_secret_material(resource_type: str, props: Props) -> list[str]:
-    """No private keys, PFX blobs or literal passwords in instance user data or SSM document content:
-    both are readable by anyone who can describe the instance or the document."""
+    """No private keys, PFX blobs or literal passwords in instance user data, SSM document content
+    or the converge objects: each is readable by anyone who can describe the instance or the
+    document, or read the object."""
     texts: list[tuple[str, Any]] = []
     if resource_type == INSTANCE:
         texts.append(("userData", props.get("userData")))
@@ -279,7 +281,7 @@ def check_no_secret_material(resource_type: str, props: Props) -> list[str]:
         encoded = props.get("userData")
         if isinstance(encoded, str):
             texts.append(("userData (decoded)", _decoded_base64(encoded)))
-    elif resource_type == SSM_DOCUMENT:
+    elif resource_type in (SSM_DOCUMENT, BUCKET_OBJECT):
         texts.append(("content", props.get("content")))
     problems = []
     for where, text in texts:
@@ -422,8 +424,8 @@ RESOURCE_RULES: tuple[ResourceRule, ...] = (
     ResourceRule("firewall-strict-order-default-drop",
                  "Network Firewall policies evaluate stateful rules in STRICT_ORDER with a drop default action.",
                  frozenset({FIREWALL_POLICY}), _stackless(check_firewall_policy)),
-    ResourceRule("no-secret-material", "No private keys, PFX blobs or literal passwords in user data or SSM documents.",
-                 frozenset({INSTANCE, LAUNCH_TEMPLATE, SSM_DOCUMENT}), _stackless(check_no_secret_material)),
+    ResourceRule("no-secret-material", "No private keys, PFX blobs or literal passwords in user data, SSM documents or the converge objects.",
+                 frozenset({INSTANCE, LAUNCH_TEMPLATE, SSM_DOCUMENT, BUCKET_OBJECT}), _stackless(check_no_secret_material)),
     ResourceRule("prod-protection",
                  "In stacks named prod*: instance termination protection and firewall delete protection are on.",
                  frozenset({INSTANCE, FIREWALL}), check_prod_protection),

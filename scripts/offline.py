@@ -94,6 +94,8 @@ class PlanMocks(pulumi.runtime.Mocks):
         rid = state["name"] if typ.startswith("aws:iam/") else _ID_PREFIX.get(typ, "") + _digest(typ, name)
         if typ == "aws:s3/bucket:Bucket" and inputs.get("bucket"):
             rid = state["bucket"] = inputs["bucket"]  # a bucket's id is its name
+        elif typ == "aws:s3/bucket:Bucket":  # named by the provider from bucketPrefix (or the resource name)
+            rid = state["bucket"] = (inputs.get("bucketPrefix") or f"{name}-") + _digest(name, "bucket", length=12)
         service = typ.split(":")[1].split("/")[0]
         state["arn"] = f"arn:aws:{service}:{self.region}:{self.account}:{typ.split(':')[-1].lower()}/{state['name']}"
 

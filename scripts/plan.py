@@ -109,7 +109,7 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
         "firewall-rules.suricata": rules_text,
         "diagram.md": render(stack, resources, run.outputs),
         "iis-state.json": dump_json(prepared.iis_state),
-        "ssm-document.json": prepared.ssm_document + "\n",
+        "ssm-document.json": ssm_document_text(run.resources),
         "user-data.ps1": read_user_data(),
         "appcmd.txt": render_appcmd(prepared.iis_state),
         "crl-egress.json": dump_json(prepared.crl.as_output()),
@@ -130,6 +130,13 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
         "warnings": warnings,
         "cost": cost,
     }
+
+
+def ssm_document_text(recorded: list[Any]) -> str:
+    """The converge Command document's content as the engine receives it (the bootstrap and the
+    parameter defaults naming the deployed script and state objects)."""
+    documents = [r.inputs["content"] for r in recorded if r.type == "aws:ssm/document:Document"]
+    return (documents[0] if documents else "") + "\n"
 
 
 def dns_firewall_view(recorded: list[Any]) -> dict[str, Any]:

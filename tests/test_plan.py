@@ -61,15 +61,17 @@ def test_plan_writes_the_artifacts(two_prod_runs) -> None:
 
 
 def test_plan_iis_artifacts(two_prod_runs) -> None:
-    import base64
+    import hashlib
 
     out, _, _ = two_prod_runs
     state = json.loads((out / "iis-state.json").read_text())
     document = json.loads((out / "ssm-document.json").read_text())
-    run_command = document["mainSteps"][0]["inputs"]["runCommand"]
-    embedded = next(line for line in run_command if line.startswith("$stateBase64 = "))
-    assert json.loads(base64.b64decode(embedded.split("'")[1])) == state
     resources = json.loads((out / "resources.json").read_text())
+    # The document names the state object by its digest; that object holds iis-state.json.
+    digest = document["parameters"]["StateDigest"]["default"]
+    state_object = next(r for r in resources if r["type"] == "aws:s3/bucketObjectv2:BucketObjectv2" and r["inputs"]["key"] == f"converge/state-{digest}.json")
+    assert json.loads(state_object["inputs"]["content"]) == state
+    assert hashlib.sha256(state_object["inputs"]["content"].encode()).hexdigest() == digest
     doc_resource = next(r for r in resources if r["type"] == "aws:ssm/document:Document")
     assert json.loads(doc_resource["inputs"]["content"]) == document
     user_data = (out / "user-data.ps1").read_text()

@@ -326,12 +326,16 @@ def test_secret_material_in_ssm_document_is_reported(plans, material):
     assert len(hits) == 1 and "password set to a literal" in hits[0] and material["token"] not in hits[0]
 
 
-def test_shipped_ssm_document_mentions_passwords_only_by_reference(plans):
-    """The converge script handles passwords (read from Secrets Manager, made on the instance): the
-    rule must tell those references from literals, or it would block every stack."""
-    content = one(plans["prod"], rules.SSM_DOCUMENT)["inputs"]["content"]
-    assert PASSWORD in content.lower()
-    assert rules.find_secret_material(content) == []
+def test_shipped_converge_script_mentions_passwords_only_by_reference(plans):
+    """The converge script (an S3 object the document names) handles passwords (read from Secrets
+    Manager, made on the instance): the rule must tell those references from literals, or it
+    would block every stack. The rule reads the objects, the document and the user data alike."""
+    objects = [r for r in plans["prod"] if r["type"] == rules.BUCKET_OBJECT]
+    script = next(o for o in objects if o["inputs"]["key"].endswith(".ps1"))["inputs"]["content"]
+    assert PASSWORD in script.lower()
+    for resource in objects + [one(plans["prod"], rules.SSM_DOCUMENT)]:
+        assert rules.find_secret_material(resource["inputs"]["content"]) == []
+        assert rule_hits([resource], "prod", "no-secret-material") == []
 
 
 @pytest.mark.parametrize(

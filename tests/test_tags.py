@@ -40,8 +40,8 @@ def test_every_taggable_resource_is_tagged(stack: str, request: pytest.FixtureRe
 
 def test_untaggable_types_are_really_untaggable(dev: Planned) -> None:
     skipped = {r.type for r in dev.resources if r.custom and not taggable(r.type)}
-    # Routes, associations, role policies, logging and DNS firewall configuration, and DNS
-    # firewall rules have no tags argument.
+    # Routes, associations, role policies, logging and DNS firewall configuration, DNS firewall
+    # rules and the S3 bucket's configuration resources have no tags argument.
     assert skipped == {
         "aws:ec2/route:Route",
         "aws:ec2/routeTableAssociation:RouteTableAssociation",
@@ -51,6 +51,12 @@ def test_untaggable_types_are_really_untaggable(dev: Planned) -> None:
         "aws:route53/resolverFirewallConfig:ResolverFirewallConfig",
         "aws:route53/resolverFirewallRule:ResolverFirewallRule",
         "aws:route53/resolverQueryLogConfigAssociation:ResolverQueryLogConfigAssociation",
+        "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
+        "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
+        "aws:s3/bucketPolicy:BucketPolicy",
+        "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+        "aws:s3/bucketVersioning:BucketVersioning",
     }
 
 

@@ -35,6 +35,7 @@ class BeaconHostArgs:
     user_data: Optional[str] = None
     converge_log_group: str = ""
     installer_s3_uri: str = ""
+    converge_bucket: Input[str] = ""  # ConvergeStateBucket: the role reads its converge/* objects
     permissions_boundary_arn: str = ""
     alarm_topic_arn: str = ""
     tags: dict[str, str] = field(default_factory=dict)
@@ -76,9 +77,9 @@ class BeaconHost(pulumi.ComponentResource):
             f"{name}-stack-read",
             aws.iam.RolePolicyArgs(
                 role=self.role.id,
-                policy=pulumi.Output.from_input(args.account_id).apply(
-                    lambda account: policy.stack_read_policy(
-                        partition, args.region, account, args.name_prefix, args.converge_log_group, args.installer_s3_uri
+                policy=pulumi.Output.all(args.account_id, args.converge_bucket).apply(
+                    lambda values: policy.stack_read_policy(
+                        partition, args.region, values[0], args.name_prefix, args.converge_log_group, args.installer_s3_uri, values[1]
                     )
                 ),
             ),

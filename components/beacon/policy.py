@@ -79,6 +79,7 @@ def stack_read_policy(
     name_prefix: str,
     log_group_name: str = "",
     installer_s3_uri: str = "",
+    converge_bucket: str = "",
 ) -> str:
     """This stack's secrets and parameters (names under `name_prefix`), its converge log group
     and the staged installer object: nothing else."""
@@ -104,6 +105,15 @@ def stack_read_policy(
             "Resource": [f"arn:{partition}:s3:::{bucket}/*" for bucket in ssm_agent_buckets(region)],
         }
     )
+    if converge_bucket:
+        extra.append(
+            {
+                "Sid": "ReadConvergeObjects",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": f"arn:{partition}:s3:::{converge_bucket}/converge/*",
+            }
+        )
     if installer_s3_uri:
         extra.append(
             {

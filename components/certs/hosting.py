@@ -18,6 +18,7 @@ import pulumi_aws as aws
 from pulumi import ResourceOptions
 
 from ..beacon.policy import partition_for
+from ..buckets import bucket_controls
 from ..tagging import component_tags
 
 
@@ -57,48 +58,10 @@ class CrlHosting(pulumi.ComponentResource):
         self.bucket = aws.s3.Bucket(
             f"{name}-bucket", aws.s3.BucketArgs(bucket=args.bucket_name, tags=tags), opts=child
         )
-        self.ownership = aws.s3.BucketOwnershipControls(
-            f"{name}-ownership",
-            aws.s3.BucketOwnershipControlsArgs(
-                bucket=self.bucket.id,
-                rule=aws.s3.BucketOwnershipControlsRuleArgs(object_ownership="BucketOwnerEnforced"),
-            ),
-            opts=child,
-        )
         # ACLs stay blocked; only the bucket policy below may grant (and it grants *.crl only).
-        self.public_access_block = aws.s3.BucketPublicAccessBlock(
-            f"{name}-public-access",
-            aws.s3.BucketPublicAccessBlockArgs(
-                bucket=self.bucket.id,
-                block_public_acls=True,
-                ignore_public_acls=True,
-                block_public_policy=False,
-                restrict_public_buckets=False,
-            ),
-            opts=child,
-        )
-        self.encryption = aws.s3.BucketServerSideEncryptionConfiguration(
-            f"{name}-encryption",
-            aws.s3.BucketServerSideEncryptionConfigurationInitArgs(
-                bucket=self.bucket.id,
-                rules=[
-                    aws.s3.BucketServerSideEncryptionConfigurationRuleArgs(
-                        apply_server_side_encryption_by_default=aws.s3.BucketServerSideEncryptionConfigurationRuleApplyServerSideEncryptionByDefaultArgs(
-                            sse_algorithm="AES256"
-                        )
-                    )
-                ],
-            ),
-            opts=child,
-        )
-        self.versioning = aws.s3.BucketVersioning(
-            f"{name}-versioning",
-            aws.s3.BucketVersioningInitArgs(
-                bucket=self.bucket.id,
-                versioning_configuration=aws.s3.BucketVersioningVersioningConfigurationArgs(status="Enabled"),
-            ),
-            opts=child,
-        )
+        controls = bucket_controls(name, self.bucket.id, child, public_policy=True)
+        self.ownership, self.public_access_block = controls.ownership, controls.public_access_block
+        self.encryption, self.versioning = controls.encryption, controls.versioning
         self.policy = aws.s3.BucketPolicy(
             f"{name}-policy",
             aws.s3.BucketPolicyArgs(bucket=self.bucket.id, policy=crl_read_policy(partition_for(args.region), args.bucket_name)),

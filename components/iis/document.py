@@ -1,14 +1,21 @@
-"""The SSM Command document that converges a beacon: static script + desired state as data.
+"""The SSM Command document that converges a beacon: a small static bootstrap; the converge
+script and the desired state are S3 objects named by their SHA-256.
 
-The document is built by a pure function so the plan can write it and the tests can inspect
-it. The desired state travels as a base64 string literal (its alphabet cannot end a
-single-quoted PowerShell string), and the static converge script is embedded verbatim inside a
-script block: no configuration value is ever spliced into PowerShell code.
+The desired state grows with the certificates (5,000 one-to-one devices are megabytes), and a
+Command document holds 64 KB, so neither the script nor the state is embedded. The stack's
+private converge bucket holds `converge/script-<sha256>.ps1` and `converge/state-<sha256>.json`;
+the document's parameters name the bucket, the region and both digests (their defaults are the
+deployed ones, so `ops verify` can send the document with ReportOnly alone). The bootstrap
+downloads both objects through the S3 gateway endpoint, checks each file's SHA-256 against its
+parameter (a mismatch stops before anything runs), and runs the script with -StatePath. Every
+parameter is constrained by an allowedPattern that admits no quote, so a value SSM substitutes
+into the bootstrap's single-quoted strings cannot become code. The instance's inputs never
+depend on any of this; a state change changes the objects, the document's defaults and the
+association's parameters, and State Manager runs the association again.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from pathlib import Path
@@ -38,20 +45,70 @@ def read_converge_script() -> str:
     return CONVERGE_SCRIPT.read_text(encoding="utf-8")
 
 
-def run_command(script: str, state: Mapping[str, Any]) -> list[str]:
-    encoded = base64.b64encode(canonical_state(state).encode("ascii")).decode("ascii")
-    return [
-        "$ErrorActionPreference = 'Stop'",
-        f"$stateBase64 = '{encoded}'",
-        "$reportOnly = '{{ ReportOnly }}' -eq 'true'",
-        "& {",
-        *script.splitlines(),
-        "} -EncodedState $stateBase64 -ReportOnly:$reportOnly",
-        "exit $LASTEXITCODE",
-    ]
+def script_digest(script: str) -> str:
+    return hashlib.sha256(script.encode("utf-8")).hexdigest()
 
 
-def command_document(script: str, state: Mapping[str, Any], timeout_seconds: int) -> dict[str, Any]:
+def state_key(digest: str) -> str:
+    return f"{OBJECT_PREFIX}state-{digest}.json"
+
+
+def script_key(digest: str) -> str:
+    return f"{OBJECT_PREFIX}script-{digest}.ps1"
+
+
+OBJECT_PREFIX = "converge/"
+_DIGEST = "^[0-9a-f]{64}$"
+# S3 bucket names: lowercase letters, digits, dots and hyphens (no quote can pass).
+_BUCKET = "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+_REGION = "^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]$"
+
+# The bootstrap: static code; {{ Name }} are SSM parameters, each held to a pattern without quotes.
+BOOTSTRAP = (
+    "$ErrorActionPreference = 'Stop'",
+    "$ProgressPreference = 'SilentlyContinue'",
+    "$bucket = '{{ StateBucket }}'",
+    "$region = '{{ StateRegion }}'",
+    "$reportOnly = '{{ ReportOnly }}' -eq 'true'",
+    "$work = Join-Path $env:ProgramData 'flexnet-beacon\\converge'",
+    "$null = New-Item -ItemType Directory -Path $work -Force",
+    "$objects = @(",
+    "    @{ Key = 'converge/script-{{ ScriptDigest }}.ps1'; Digest = '{{ ScriptDigest }}'; File = (Join-Path $work 'Set-BeaconMtls.ps1') },",
+    "    @{ Key = 'converge/state-{{ StateDigest }}.json'; Digest = '{{ StateDigest }}'; File = (Join-Path $work 'state.json') }",
+    ")",
+    "foreach ($object in $objects) {",
+    "    try {",
+    "        $null = Read-S3Object -BucketName $bucket -Key $object.Key -File $object.File -Region $region",
+    "    } catch {",
+    "        [Console]::Error.WriteLine(\"converge bootstrap: cannot read s3://$bucket/$($object.Key) in ${region}: $($_.Exception.Message)\")",
+    "        exit 1",
+    "    }",
+    "    $actual = (Get-FileHash -LiteralPath $object.File -Algorithm SHA256).Hash.ToLowerInvariant()",
+    "    if ($actual -ne $object.Digest) {",
+    "        Remove-Item -LiteralPath $object.File -Force",
+    "        [Console]::Error.WriteLine(\"converge bootstrap: s3://$bucket/$($object.Key) has SHA-256 $actual, expected $($object.Digest): nothing was run\")",
+    "        exit 1",
+    "    }",
+    "}",
+    "$converge = [scriptblock]::Create([IO.File]::ReadAllText($objects[0].File, [Text.Encoding]::UTF8))",
+    "& $converge -StatePath $objects[1].File -ReportOnly:$reportOnly",
+    "exit $LASTEXITCODE",
+)
+
+
+def command_document(
+    timeout_seconds: int,
+    report_only: bool,
+    bucket: str,
+    region: str,
+    state_sha256: str,
+    script_sha256: str,
+) -> dict[str, Any]:
+    """The converge document; the defaults of its parameters are the deployed objects."""
+
+    def parameter(description: str, default: str, pattern: str) -> dict[str, str]:
+        return {"type": "String", "description": description, "default": default, "allowedPattern": pattern}
+
     return {
         "schemaVersion": "2.2",
         "description": "flexnet-beacon: converge IIS client-certificate mapping (mTLS) and report drift as JSON",
@@ -59,22 +116,20 @@ def command_document(script: str, state: Mapping[str, Any], timeout_seconds: int
             "ReportOnly": {
                 "type": "String",
                 "description": "true: change nothing, report drift only",
-                "default": "true" if state.get("reportOnly") else "false",
+                "default": "true" if report_only else "false",
                 "allowedValues": ["true", "false"],
             },
-            "StateDigest": {
-                "type": "String",
-                "description": "SHA-256 of the desired state embedded below; the association passes it so that a state change re-runs the association",
-                "default": "",
-                "allowedPattern": "^[0-9a-f]{0,64}$",
-            },
+            "StateBucket": parameter("the stack's converge bucket (script and desired state objects)", bucket, _BUCKET),
+            "StateRegion": parameter("the bucket's region", region, _REGION),
+            "StateDigest": parameter("SHA-256 of the desired state object converge/state-<digest>.json", state_sha256, _DIGEST),
+            "ScriptDigest": parameter("SHA-256 of the converge script object converge/script-<digest>.ps1", script_sha256, _DIGEST),
         },
         "mainSteps": [
             {
                 "action": "aws:runPowerShellScript",
                 "name": "ConvergeBeaconMtls",
                 "precondition": {"StringEquals": ["platformType", "Windows"]},
-                "inputs": {"timeoutSeconds": str(timeout_seconds), "runCommand": run_command(script, state)},
+                "inputs": {"timeoutSeconds": str(timeout_seconds), "runCommand": list(BOOTSTRAP)},
             }
         ],
     }
@@ -82,9 +137,6 @@ def command_document(script: str, state: Mapping[str, Any], timeout_seconds: int
 
 def document_content(document: Mapping[str, Any]) -> str:
     text = json.dumps(document, indent=1, sort_keys=False, ensure_ascii=True)
-    if len(text.encode("utf-8")) > DOCUMENT_CONTENT_LIMIT:
-        raise ValueError(
-            f"the SSM document is {len(text.encode())} bytes, over the {DOCUMENT_CONTENT_LIMIT}-byte limit: "
-            "fewer CA certificates or one-to-one certificates would fit"
-        )
+    if len(text.encode("utf-8")) > DOCUMENT_CONTENT_LIMIT:  # static and small: only a code change could do this
+        raise ValueError(f"the SSM document is {len(text.encode())} bytes, over the {DOCUMENT_CONTENT_LIMIT}-byte limit")
     return text

@@ -22,7 +22,7 @@ ASSOCIATION_PRIORITY = 1000
 @dataclass
 class BeaconDnsFirewallArgs:
     vpc_id: Input[str]
-    allowed_domains: Sequence[str]
+    allowed_domains: Input[Sequence[str]]
     name_prefix: str  # e.g. flexnet-beacon-dev: names of the lists, group and log config
     query_log_group_name: str
     log_retention_days: int
@@ -40,7 +40,7 @@ class BeaconDnsFirewall(pulumi.ComponentResource):
         self.allowed_list = aws.route53.ResolverFirewallDomainList(
             f"{name}-allowed",
             aws.route53.ResolverFirewallDomainListArgs(
-                name=f"{args.name_prefix}-allowed", domains=list(args.allowed_domains), tags=tags("allowed")
+                name=f"{args.name_prefix}-allowed", domains=args.allowed_domains, tags=tags("allowed")
             ),
             opts=child,
         )

@@ -42,9 +42,9 @@ class BeaconNetworkArgs:
     firewall_log_retention_days: int
     log_kms_key_arn: str = ""
     permissions_boundary_arn: str = ""
-    s3_endpoint_policy: str = ""  # endpoints.endpoint_policy: the buckets the beacons may read
+    s3_endpoint_policy: pulumi.Input[str] = ""  # endpoints.endpoint_policy: the buckets the beacons may read
     interface_endpoint_services: Sequence[str] = ()  # privateAwsEndpoints: e.g. ssm, logs
-    dns_allowed_domains: Sequence[str] = ()  # dns_rules.dns_allowlist: what the VPC may resolve
+    dns_allowed_domains: pulumi.Input[Sequence[str]] = ()  # dns_rules.dns_allowlist: what the VPC may resolve
     resource_name_prefix: str = "flexnet-beacon"  # e.g. flexnet-beacon-dev: names of account-wide objects
     tags: dict[str, str] = field(default_factory=dict)
 

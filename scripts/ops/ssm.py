@@ -8,17 +8,16 @@ that ResponseCode: the report is read from stdout whatever the status.
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import datetime as dt
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from botocore.exceptions import ClientError
 
-from components.iis.document import state_digest
+from components.iis.document import state_digest, state_key
 
 from .aws import Aws, error_code, error_message
 from .common import OpsError, parse_time
@@ -37,7 +36,6 @@ FINAL_HINTS = {
     "AccessDenied": "the instance's role may not run the document",
     "Cancelled": "the command was cancelled",
 }
-_STATE_LINE = re.compile(r"^\$stateBase64 = '(?P<b64>[A-Za-z0-9+/=]+)'$")
 
 Progress = Callable[[str], None]
 
@@ -184,7 +182,8 @@ def attach_reports(aws: Aws, invocations: Sequence[Invocation], log_group: str |
 
 
 def desired_state(aws: Aws, document: str) -> tuple[dict[str, Any] | None, str]:
-    """The desired state embedded in the converge document (base64 JSON), or (None, why not)."""
+    """The desired state the converge document points at: its StateBucket/StateDigest parameter
+    defaults name the object converge/state-<digest>.json; (None, why not) when it cannot be read."""
     try:
         content = aws.client("ssm").get_document(Name=document).get("Content") or ""
     except ClientError as exc:
@@ -192,18 +191,22 @@ def desired_state(aws: Aws, document: str) -> tuple[dict[str, Any] | None, str]:
             raise OpsError(f"SSM document {document!r} not found in {aws.region}: wrong region, or the stack outputs are stale") from None
         return None, f"could not read document {document} ({error_code(exc)}): checks use built-in expectations"
     try:
-        steps = json.loads(content).get("mainSteps") or []
-        lines = steps[0]["inputs"]["runCommand"]
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return None, f"document {document} is not the converge document (no runCommand)"
-    for line in lines:
-        m = _STATE_LINE.match(str(line).strip())
-        if m:
-            try:
-                return json.loads(base64.b64decode(m["b64"]).decode("utf-8")), ""
-            except ValueError:
-                return None, f"document {document}: the embedded desired state is not base64 JSON"
-    return None, f"document {document} carries no $stateBase64 line"
+        parameters = json.loads(content).get("parameters") or {}
+        bucket = str(parameters["StateBucket"]["default"])
+        digest = str(parameters["StateDigest"]["default"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None, f"document {document} is not the converge document (no StateBucket/StateDigest parameters)"
+    key = state_key(digest)
+    try:
+        body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        return None, f"could not read s3://{bucket}/{key} ({error_code(exc)}): checks use built-in expectations"
+    if hashlib.sha256(body).hexdigest() != digest:
+        return None, f"s3://{bucket}/{key} does not hash to its name: checks use built-in expectations"
+    try:
+        return json.loads(body.decode("utf-8")), ""
+    except ValueError:
+        return None, f"s3://{bucket}/{key} is not JSON"
 
 
 def digest_note(state: Mapping[str, Any] | None, expected: str | None, document: str) -> str:

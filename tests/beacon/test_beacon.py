@@ -84,7 +84,7 @@ def test_iam_scoped_to_this_stack(prod: Planned) -> None:
             continue
         document = json.loads(policy.inputs["policy"])
         statements = {s["Sid"]: s for s in document["Statement"]}
-        assert set(statements) == {"ReadStackSecrets", "DecryptStackSecrets", "ReadStackParameters", "WriteConvergeReports", "ReadSsmAgentBuckets"}
+        assert set(statements) == {"ReadStackSecrets", "DecryptStackSecrets", "ReadStackParameters", "WriteConvergeReports", "ReadSsmAgentBuckets", "ReadConvergeObjects"}
         # Through the S3 gateway endpoint SSM Agent's own buckets need an explicit grant.
         assert statements["ReadSsmAgentBuckets"]["Action"] == ["s3:GetObject"]
         assert "arn:aws:s3:::us-east-1-birdwatcher-prod/*" in statements["ReadSsmAgentBuckets"]["Resource"]

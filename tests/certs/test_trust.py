@@ -145,13 +145,13 @@ def test_crl_port_opens_security_group_and_firewall_handshake() -> None:
 def test_lab_crl_hosting_resources() -> None:
     p = plan_stack("dev", {"crlHosting": "s3", "crlBucketName": "example-corp-beacon-crl"})
     assert p.outputs["crlHosting"] == {"bucket": "example-corp-beacon-crl", "baseUrl": "http://example-corp-beacon-crl.s3.us-east-1.amazonaws.com/"}
-    block = p.one("bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+    block = p.one("bucketPublicAccessBlock:BucketPublicAccessBlock", "crl-public-access").inputs
     assert block["blockPublicAcls"] is True and block["ignorePublicAcls"] is True
-    policy = json.loads(p.one("bucketPolicy:BucketPolicy").inputs["policy"])
+    policy = json.loads(p.one("bucketPolicy:BucketPolicy", "crl-policy").inputs["policy"])
     (statement,) = policy["Statement"]
     assert statement["Resource"] == "arn:aws:s3:::example-corp-beacon-crl/*.crl"
     assert statement["Action"] == "s3:GetObject"
-    assert p.one("bucketOwnershipControls:BucketOwnershipControls").inputs["rule"]["objectOwnership"] == "BucketOwnerEnforced"
+    assert p.one("bucketOwnershipControls:BucketOwnershipControls", "crl-ownership").inputs["rule"]["objectOwnership"] == "BucketOwnerEnforced"
     assert "example-corp-beacon-crl.s3.us-east-1.amazonaws.com" in p.outputs["egressAllowlist"]["crl"]
     assert plan_stack("dev").outputs.get("crlHosting") is None
 

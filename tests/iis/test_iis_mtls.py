@@ -1,15 +1,18 @@
-"""BeaconMtls under mocks: SSM document, association, and rule changes that never touch instances."""
+"""BeaconMtls under mocks: converge objects in the stack's bucket, a small static document, the
+association, and rule changes that never touch instances; states of any size."""
 
 from __future__ import annotations
 
-import base64
+import hashlib
 import json
 import re
 
 import pytest
 
-from components.iis.document import DOCUMENT_CONTENT_LIMIT, canonical_state, command_document, run_command
+from components.iis import document as doc
+from components.iis.state_bucket import bucket_prefix
 from conftest import Planned, plan_stack
+from tests import ps_lint
 
 HOSTILE = [
     "'; Remove-Item C:\\ -Recurse; '",
@@ -20,6 +23,7 @@ HOSTILE = [
     '"@\nStop-Computer\n@"',
     "ünïcødé ✓ ‮evil",
     "${env:COMPUTERNAME}",
+    "{{ StateBucket }}",
 ]
 
 
@@ -27,30 +31,52 @@ def document_of(p: Planned) -> dict:
     return json.loads(p.one("ssm/document:Document").inputs["content"])
 
 
-def test_document_shape(dev: Planned) -> None:
+def objects_of(p: Planned) -> dict[str, dict]:
+    return {r.name: r.inputs for r in p.of_type("s3/bucketObjectv2:BucketObjectv2")}
+
+
+def test_document_is_the_static_bootstrap_with_the_deployed_objects_as_defaults(dev: Planned) -> None:
     resource = dev.one("ssm/document:Document").inputs
-    assert resource["documentType"] == "Command"
-    assert resource["documentFormat"] == "JSON"
-    assert resource["targetType"] == "/AWS::EC2::Instance"
-    assert len(resource["content"].encode()) <= DOCUMENT_CONTENT_LIMIT
-    doc = json.loads(resource["content"])
-    assert doc["schemaVersion"] == "2.2"
-    (step,) = doc["mainSteps"]
+    assert (resource["documentType"], resource["documentFormat"], resource["targetType"]) == ("Command", "JSON", "/AWS::EC2::Instance")
+    assert len(resource["content"].encode()) <= doc.DOCUMENT_CONTENT_LIMIT
+    document = json.loads(resource["content"])
+    assert document["schemaVersion"] == "2.2"
+    (step,) = document["mainSteps"]
     assert step["action"] == "aws:runPowerShellScript"
     assert step["precondition"] == {"StringEquals": ["platformType", "Windows"]}
     assert step["inputs"]["timeoutSeconds"] == "1800"
-    assert doc["parameters"]["ReportOnly"]["allowedValues"] == ["true", "false"]
+    assert step["inputs"]["runCommand"] == list(doc.BOOTSTRAP)
+    defaults = {name: p["default"] for name, p in document["parameters"].items()}
+    objects = objects_of(dev)
+    assert defaults == {
+        "ReportOnly": "false",
+        "StateBucket": dev.outputs["mtls"]["stateBucket"],
+        "StateRegion": "us-east-1",
+        "StateDigest": dev.outputs["mtls"]["stateDigest"],
+        "ScriptDigest": dev.outputs["mtls"]["scriptDigest"],
+    }
+    assert objects["mtls-state"]["key"] == f"converge/state-{defaults['StateDigest']}.json"
+    assert objects["mtls-script"]["key"] == f"converge/script-{defaults['ScriptDigest']}.ps1"
 
 
-def test_document_carries_state_as_base64_data(prod: Planned) -> None:
-    lines = document_of(prod)["mainSteps"][0]["inputs"]["runCommand"]
-    state_lines = [line for line in lines if line.startswith("$stateBase64 = ")]
-    assert len(state_lines) == 1
-    match = re.fullmatch(r"\$stateBase64 = '([A-Za-z0-9+/=]*)'", state_lines[0])
-    assert match, "the state literal must be pure base64"
-    state = json.loads(base64.b64decode(match.group(1)))
-    assert state["stack"] == "prod"
-    assert state["authentication"]["clientCertificateMapping"]["manyToOneMappings"][0]["rules"][0]["matchCriteria"] == "Example Device Issuing CA"
+def test_objects_hold_exactly_the_state_and_script_their_digests_name(prod: Planned) -> None:
+    objects = objects_of(prod)
+    state, script = objects["mtls-state"], objects["mtls-script"]
+    assert state["bucket"] == script["bucket"] == prod.outputs["mtls"]["stateBucket"]
+    # What Get-FileHash computes over the downloaded file is what the parameter says.
+    assert hashlib.sha256(state["content"].encode("utf-8")).hexdigest() == prod.outputs["mtls"]["stateDigest"]
+    assert hashlib.sha256(script["content"].encode("utf-8")).hexdigest() == prod.outputs["mtls"]["scriptDigest"]
+    assert script["content"] == doc.read_converge_script()
+    loaded = json.loads(state["content"])
+    assert loaded["stack"] == "prod"
+    assert loaded["authentication"]["clientCertificateMapping"]["manyToOneMappings"][0]["rules"][0]["matchCriteria"] == "Example Device Issuing CA"
+    assert all(o["serverSideEncryption"] == "AES256" for o in objects.values())
+
+
+def test_the_document_waits_for_its_objects(dev: Planned) -> None:
+    document = dev.one("ssm/document:Document")
+    objects = {r.urn for r in dev.of_type("s3/bucketObjectv2:BucketObjectv2")}
+    assert objects <= set(document.dependencies)
 
 
 def test_association(prod: Planned) -> None:
@@ -62,12 +88,18 @@ def test_association(prod: Planned) -> None:
     assert assoc["applyOnlyAtCronInterval"] is False
     assert assoc["complianceSeverity"] == "HIGH"
     assert assoc["associationName"] == "flexnet-beacon-prod-mtls"
+    assert (assoc["maxConcurrency"], assoc["maxErrors"]) == ("1", "1")
     (target,) = assoc["targets"]
     assert target["key"] == "InstanceIds"
     assert sorted(target["values"]) == sorted(b["instanceId"] for b in prod.outputs["beacons"])
-    assert assoc["parameters"]["ReportOnly"] == "false"
-    assert re.fullmatch(r"[0-9a-f]{64}", assoc["parameters"]["StateDigest"])
-    assert prod.outputs["mtls"]["stateDigest"] == assoc["parameters"]["StateDigest"]
+    params = assoc["parameters"]
+    assert params == {
+        "ReportOnly": "false",
+        "StateBucket": prod.outputs["mtls"]["stateBucket"],
+        "StateRegion": "us-east-1",
+        "StateDigest": prod.outputs["mtls"]["stateDigest"],
+        "ScriptDigest": prod.outputs["mtls"]["scriptDigest"],
+    }
     assert document.parent.endswith("BeaconMtls::mtls")
 
 
@@ -77,15 +109,53 @@ def test_schedule_severity_report_only_from_config() -> None:
     assert assoc["scheduleExpression"] == "rate(2 hours)"
     assert assoc["complianceSeverity"] == "CRITICAL"
     assert assoc["parameters"]["ReportOnly"] == "true"
+    assert document_of(p)["parameters"]["ReportOnly"]["default"] == "true"
     assert document_of(p)["mainSteps"][0]["inputs"]["timeoutSeconds"] == "600"
 
 
-def test_converge_log_group_and_role_may_write_it(dev: Planned) -> None:
+def test_converge_log_group_and_role_may_write_it_and_read_the_objects(dev: Planned) -> None:
     group = dev.one("cloudwatch/logGroup:LogGroup", "mtls-logs").inputs
     assert group["name"] == "/flexnet-beacon/dev/converge"
     policy = json.loads(dev.one("iam/rolePolicy:RolePolicy", "beacon-1-stack-read").inputs["policy"])
-    statement = next(s for s in policy["Statement"] if s["Sid"] == "WriteConvergeReports")
-    assert statement["Resource"][0].endswith(":log-group:/flexnet-beacon/dev/converge")
+    statements = {s["Sid"]: s for s in policy["Statement"]}
+    assert statements["WriteConvergeReports"]["Resource"][0].endswith(":log-group:/flexnet-beacon/dev/converge")
+    bucket = dev.outputs["mtls"]["stateBucket"]
+    assert statements["ReadConvergeObjects"] == {
+        "Sid": "ReadConvergeObjects", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": f"arn:aws:s3:::{bucket}/converge/*",
+    }
+
+
+def test_the_bucket_is_private_versioned_encrypted_and_tls_only(dev: Planned, prod: Planned) -> None:
+    for p, protected in ((dev, False), (prod, True)):
+        bucket = p.one("s3/bucket:Bucket", "converge-bucket")
+        assert bucket.inputs["bucketPrefix"] == bucket_prefix(p.outputs["mtls"]["stateBucket"].split("-converge-")[0].removeprefix("flexnet-beacon-"))
+        assert bucket.inputs["forceDestroy"] is (not protected) and bucket.retain_on_delete is protected
+        block = p.one("s3/bucketPublicAccessBlock:BucketPublicAccessBlock", "converge-public-access").inputs
+        assert all(block[k] is True for k in ("blockPublicAcls", "ignorePublicAcls", "blockPublicPolicy", "restrictPublicBuckets"))
+        assert p.one("s3/bucketVersioning:BucketVersioning", "converge-versioning").inputs["versioningConfiguration"]["status"] == "Enabled"
+        rule = p.one("s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration", "converge-encryption").inputs["rules"][0]
+        assert rule["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "AES256"
+        lifecycle = p.one("s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "converge-lifecycle").inputs["rules"][0]
+        assert lifecycle["noncurrentVersionExpiration"]["noncurrentDays"] == 30
+        statement = json.loads(p.one("s3/bucketPolicy:BucketPolicy", "converge-policy").inputs["policy"])["Statement"][0]
+        assert statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod", "Prod_EU.Stack-with-a-very-long-name-indeed"])
+def test_bucket_prefix_is_a_valid_bucket_name_start(stack: str) -> None:
+    prefix = bucket_prefix(stack)
+    assert len(prefix) <= 37 and prefix.endswith("-converge-")
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]*-converge-", prefix)
+    assert re.fullmatch(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", prefix + "0123456789abcdef0123456789")
+
+
+def test_only_the_converge_bucket_and_stack_buckets_pass_the_s3_endpoint(dev: Planned) -> None:
+    bucket = dev.outputs["mtls"]["stateBucket"]
+    policy = json.loads(dev.one("ec2/vpcEndpoint:VpcEndpoint", "net-s3").inputs["policy"])
+    stack = next(s for s in policy["Statement"] if s["Sid"] == "StackBuckets")
+    assert stack["Resource"] == [f"arn:aws:s3:::{bucket}/*"]
+    domains = next(d for d in dev.of_type("route53/resolverFirewallDomainList:ResolverFirewallDomainList") if d.name.endswith("-allowed")).inputs["domains"]
+    assert f"{bucket}.s3.us-east-1.amazonaws.com" in domains and f"{bucket}.s3.amazonaws.com" in domains
 
 
 def _instances(p: Planned) -> dict[str, dict]:
@@ -108,10 +178,12 @@ def _instances(p: Planned) -> dict[str, dict]:
 def test_rule_ca_or_certificate_change_never_touches_instances(prod: Planned, change: dict) -> None:
     changed = plan_stack("prod", change)
     assert _instances(changed) == _instances(prod), "a beacon would be updated or replaced"
-    assert changed.one("ssm/document:Document").inputs["content"] != prod.one("ssm/document:Document").inputs["content"]
-    before = prod.one("ssm/association:Association").inputs["parameters"]["StateDigest"]
-    after = changed.one("ssm/association:Association").inputs["parameters"]["StateDigest"]
-    assert before != after, "the association must change so State Manager re-runs it"
+    assert objects_of(changed)["mtls-state"]["key"] != objects_of(prod)["mtls-state"]["key"], "a new state is a new object"
+    before = prod.one("ssm/association:Association").inputs["parameters"]
+    after = changed.one("ssm/association:Association").inputs["parameters"]
+    assert before["StateDigest"] != after["StateDigest"], "the association must change so State Manager re-runs it"
+    assert before["ScriptDigest"] == after["ScriptDigest"]
+    assert document_of(changed)["mainSteps"] == document_of(prod)["mainSteps"], "the bootstrap never depends on the state"
 
 
 def test_user_data_is_static_and_small(dev: Planned, prod: Planned) -> None:
@@ -121,66 +193,115 @@ def test_user_data_is_static_and_small(dev: Planned, prod: Planned) -> None:
     assert {i["userData"] for i in _instances(prod).values()} == {dev_ud}
 
 
-@pytest.mark.parametrize("hostile", HOSTILE)
-def test_hostile_values_change_only_the_base64_literal(tmp_path, hostile: str) -> None:
-    """Only the data line differs between a plain and a hostile state; its alphabet is base64."""
-    plain_state = {"site": {"name": "Default Web Site"}, "x": "plain"}
-    hostile_state = {"site": {"name": hostile}, "x": hostile}
-    script = "[CmdletBinding()] param([string]$EncodedState, [switch]$ReportOnly)\nWrite-Output 'ok'\n"
-    plain = run_command(script, plain_state)
-    evil = run_command(script, hostile_state)
-    assert len(plain) == len(evil)
-    differing = [i for i, (a, b) in enumerate(zip(plain, evil)) if a != b]
-    assert differing == [1]
-    assert re.fullmatch(r"\$stateBase64 = '[A-Za-z0-9+/=]+'", evil[1])
-    assert json.loads(base64.b64decode(evil[1].split("'")[1])) == json.loads(canonical_state(hostile_state))
-    doc = command_document(script, hostile_state, 60)
-    assert hostile not in json.dumps(doc, ensure_ascii=False)
+# --- the bootstrap: static code, parameters as data ------------------------------------------
+
+def _substituted(values: dict[str, str]) -> str:
+    text = "\n".join(doc.BOOTSTRAP)
+    for name, value in values.items():
+        text = text.replace("{{ " + name + " }}", value)
+    return text
 
 
 def _shape(text: str) -> list[str]:
-    from tests import ps_lint
-
     tree = ps_lint.parse(text)
-    assert not ps_lint.defects(tree)
+    assert not ps_lint.defects(tree), ps_lint.defects(tree)
     return [node.type for node in ps_lint.walk(tree.root_node)]
 
 
+def _patterns() -> dict[str, str]:
+    parameters = doc.command_document(60, False, "b" * 10, "us-east-1", "0" * 64, "1" * 64)["parameters"]
+    return {name: p["allowedPattern"] for name, p in parameters.items() if "allowedPattern" in p}
+
+
+def test_bootstrap_parses_and_every_cmdlet_is_known() -> None:
+    text = _substituted({"StateBucket": "flexnet-beacon-dev-converge-0123456789ab", "StateRegion": "eu-west-1",
+                         "ReportOnly": "false", "StateDigest": "a" * 64, "ScriptDigest": "b" * 64})
+    _shape(text)
+    assert ps_lint.lint(text) == []
+    assert set(re.findall(r"\{\{ (\w+) \}\}", "\n".join(doc.BOOTSTRAP))) == {"StateBucket", "StateRegion", "ReportOnly", "StateDigest", "ScriptDigest"}
+
+
+def test_bootstrap_checks_both_digests_before_it_runs_anything() -> None:
+    lines = list(doc.BOOTSTRAP)
+    verify = next(i for i, line in enumerate(lines) if "Get-FileHash" in line)
+    run = next(i for i, line in enumerate(lines) if "[scriptblock]::Create" in line)
+    mismatch = next(i for i, line in enumerate(lines) if "$actual -ne $object.Digest" in line)
+    assert verify < mismatch < run
+    # The mismatch branch deletes the file and exits 1 before the loop ends.
+    branch = lines[mismatch: lines.index("    }", mismatch) + 1]
+    assert any("Remove-Item" in line for line in branch) and any(line.strip() == "exit 1" for line in branch)
+    assert lines[-1] == "exit $LASTEXITCODE"
+
+
 @pytest.mark.parametrize("hostile", HOSTILE)
-def test_hostile_state_leaves_the_syntax_tree_of_the_real_document_unchanged(prod: Planned, hostile: str) -> None:
-    """Every string of the real prod state replaced by a hostile one: the parsed tree keeps its shape."""
-    from components.iis.document import read_converge_script
-
-    state = json.loads(base64.b64decode(next(
-        line for line in document_of(prod)["mainSteps"][0]["inputs"]["runCommand"] if line.startswith("$stateBase64")
-    ).split("'")[1]))
-
-    def poison(value):
-        if isinstance(value, dict):
-            return {k: poison(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [poison(v) for v in value]
-        return hostile if isinstance(value, str) else value
-
-    script = read_converge_script()
-    assert _shape("\n".join(run_command(script, state))) == _shape("\n".join(run_command(script, poison(state))))
+def test_no_hostile_value_fits_a_parameter_pattern(hostile: str) -> None:
+    for name, pattern in _patterns().items():
+        assert not re.search(pattern, hostile), f"{name} would admit {hostile!r}"
 
 
-def test_document_over_the_size_limit_is_a_config_error_before_any_resource(tmp_path) -> None:
-    from components.config import ConfigInvalid
-    from components.stack import prepare
-    from test_iis_state import make_cert, write
+def test_every_value_the_patterns_admit_leaves_the_bootstrap_syntax_unchanged() -> None:
+    """SSM substitutes {{ Name }} textually: any value its pattern admits must stay data."""
+    plain = {"StateBucket": "abc", "StateRegion": "us-east-1", "ReportOnly": "true", "StateDigest": "0" * 64, "ScriptDigest": "f" * 64}
+    extremes = {"StateBucket": "a.b-" + "c" * 57 + "9", "StateRegion": "us-gov-west-1", "ReportOnly": "false", "StateDigest": "9" * 64, "ScriptDigest": "a" * 64}
+    for name, pattern in _patterns().items():
+        assert re.search(pattern, plain[name]) and re.search(pattern, extremes[name]), name
+    assert _shape(_substituted(plain)) == _shape(_substituted(extremes))
 
-    ca, ca_key = make_cert("Devices CA")
-    devices = [write(tmp_path / f"d{i}.pem", make_cert(f"laptop-{i}", "Devices CA", ca_key, ca=False)[0]) for i in range(40)]
-    raw = {
-        "clientCaCertificates": json.dumps([write(tmp_path / "ca.pem", ca)]),
-        "crlUrls": '["http://crl.example.com/d.crl"]',
-        "mappingMode": "one-to-one",
-        "oneToOneCertificates": json.dumps(devices),
-    }
-    with pytest.raises(ConfigInvalid) as raised:
-        prepare(raw, "dev", "us-east-1", base=tmp_path)
-    (issue,) = raised.value.issues
-    assert issue.key == "oneToOneCertificates" and "65536-byte limit" in issue.expected
-    assert prepare({**raw, "oneToOneCertificates": json.dumps(devices[:3])}, "dev", "us-east-1", base=tmp_path).iis_state
+
+@pytest.mark.parametrize("hostile", HOSTILE[:4])
+def test_a_hostile_state_changes_only_its_digest(hostile: str) -> None:
+    plain_state = {"site": {"name": "Default Web Site"}, "x": "plain"}
+    hostile_state = {"site": {"name": hostile}, "x": hostile}
+    plain = doc.command_document(60, False, "bucket-a", "us-east-1", doc.state_digest(plain_state), "1" * 64)
+    evil = doc.command_document(60, False, "bucket-a", "us-east-1", doc.state_digest(hostile_state), "1" * 64)
+    assert plain["mainSteps"] == evil["mainSteps"]
+    differing = {k for k in plain["parameters"] if plain["parameters"][k] != evil["parameters"][k]}
+    assert differing == {"StateDigest"}
+    assert hostile not in json.dumps(evil, ensure_ascii=False)
+
+
+# --- any size ------------------------------------------------------------------------------------
+
+def _device_certificates(tmp_path, count: int) -> tuple[str, list[str]]:
+    """A CA and `count` distinct device certificates (one shared device key: only the
+    certificates are mapped, one-to-one)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    ca_key, device_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Bulk Devices CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=3650))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint([x509.UniformResourceIdentifier("http://crl.example.com/bulk.crl")], None, None, None)]), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    ca_path = tmp_path / "ca.pem"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths = []
+    for i in range(count):
+        cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"laptop-{i:05d}")]))
+                .issuer_name(ca_name).public_key(device_key.public_key()).serial_number(1000 + i)
+                .not_valid_before(now).not_valid_after(now + dt.timedelta(days=365))
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .sign(ca_key, hashes.SHA256()))
+        path = tmp_path / f"laptop-{i:05d}.pem"
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        paths.append(str(path))
+    return str(ca_path), paths
+
+
+def test_five_thousand_one_to_one_devices_plan_within_every_size_limit(tmp_path) -> None:
+    ca, devices = _device_certificates(tmp_path, 5000)
+    p = plan_stack("dev", {"clientCaCertificates": [ca], "mappingMode": "one-to-one", "oneToOneCertificates": devices})
+    state = json.loads(objects_of(p)["mtls-state"]["content"])
+    assert len(state["authentication"]["clientCertificateMapping"]["oneToOneMappings"]) == 5000
+    content = p.one("ssm/document:Document").inputs["content"]
+    assert len(content.encode()) <= doc.DOCUMENT_CONTENT_LIMIT / 8, "the document no longer grows with the devices"
+    assert len(objects_of(p)["mtls-state"]["content"].encode()) < 5 * 1024**3  # a single PUT
+    assert len(p.one("ec2/instance:Instance").inputs["userData"].encode()) <= doc.USER_DATA_LIMIT
+    assert all(len(v) <= 512 for v in p.one("ssm/association:Association").inputs["parameters"].values())

@@ -27,7 +27,7 @@ from cryptography.x509.oid import NameOID
 
 import ps_lint
 from components.iis.state import IIS_FEATURES, REMOVED_FEATURES
-from components.iis.document import run_command
+from components.iis.document import BOOTSTRAP
 from components.stack import prepare
 from conftest import ROOT
 
@@ -188,9 +188,11 @@ def test_parses_wrapped_as_the_ssm_document_runs_it(converge: str) -> None:
     assert not found, "\n".join(map(str, found))
 
 
-def test_parses_inside_the_leads_ssm_run_command(converge: str, states) -> None:
-    """The exact runCommand lines of components/iis/document.py: the param block opens the script block."""
-    text = "\n".join(run_command(converge, states["many-to-one-local"]))
+def test_runs_as_the_bootstrap_runs_it(converge: str) -> None:
+    """The document's bootstrap (components/iis/document.py) creates a script block from the
+    downloaded file and calls it with -StatePath and -ReportOnly: the whole text must be one
+    script block whose param block comes first and declares both."""
+    text = "& {\n" + converge + "\n} -StatePath $state -ReportOnly:$r"
     tree = ps_lint.parse(text)
     found = ps_lint.defects(tree)
     assert not found, "\n".join(map(str, found))
@@ -198,6 +200,8 @@ def test_parses_inside_the_leads_ssm_run_command(converge: str, states) -> None:
     body = next(c for c in block.children if c.type == "script_block")
     assert body.children[0].type == "param_block"
     assert ps_lint.node_text(body.children[0]).startswith("[CmdletBinding()]")
+    call = next(line for line in BOOTSTRAP if line.startswith("& $converge"))
+    assert set(re.findall(r"-(\w+)", call)) <= set(PARAMS)
 
 
 def test_param_block_is_the_first_statement(converge: str, converge_tree) -> None:

@@ -64,14 +64,15 @@ def test_s3_gateway_endpoint_on_every_protected_route_table(stack: str, request:
     assert len(gateway["routeTableIds"]) == len(protected_tables) > 0
     ep = p.one("ec2/vpcEndpoint:VpcEndpoint", "net-s3")
     assert sorted(ep.property_dependencies["routeTableIds"]) == protected_tables
-    assert json.loads(gateway["policy"]) == json.loads(endpoints.endpoint_policy("us-east-1", []))
+    # SSM Agent's buckets and the stack's converge bucket, nothing else.
+    assert json.loads(gateway["policy"]) == json.loads(endpoints.endpoint_policy("us-east-1", [p.outputs["mtls"]["stateBucket"]]))
 
 
 def test_stack_buckets_reach_the_endpoint_policy() -> None:
     p = plan_stack("dev", {"beaconInstallerS3Uri": "s3://beacon-media/flexnet/beacon.msi", "beaconInstallerSha256": "c" * 64})
     policy = json.loads(p.one("ec2/vpcEndpoint:VpcEndpoint", "net-s3").inputs["policy"])
     assert {"Sid": "StackBuckets", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
-            "Resource": ["arn:aws:s3:::beacon-media/*"]} in policy["Statement"]
+            "Resource": ["arn:aws:s3:::beacon-media/*", f"arn:aws:s3:::{p.outputs['mtls']['stateBucket']}/*"]} in policy["Statement"]
 
 
 def test_no_interface_endpoints_by_default(dev: Planned) -> None:

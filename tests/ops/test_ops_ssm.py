@@ -269,3 +269,20 @@ def test_rotate_refuses_a_stack_that_does_not_read_the_secrets(stack, capsys, mo
     assert "does not take its certificate from Secrets Manager yet" in err
     assert not association.started
     assert versions() == before
+
+
+def test_verify_reads_the_state_from_the_bucket_and_refuses_a_tampered_object(stack, capsys) -> None:
+    """The document names the state object by digest; an object that does not hash to its name
+    is not believed (checks fall back to the built-in expectations, and the note says why)."""
+    from components.iis.document import state_key
+    from tests.ops_fixtures.support import STATE_BUCKET
+
+    stack["invocations"].set(BEACON_1, final(report("report-compliant.json"), 0))
+    code, out, err = run(capsys, "--stack-outputs", outputs(stack), "verify", "--poll", "0.01", "--json")
+    assert code == 0, err
+    assert json.loads(out)["desiredStateFromDocument"] is True
+    boto_client("s3").put_object(Bucket=STATE_BUCKET, Key=state_key(stack["digest"]), Body=b'{"stack": "tampered"}')
+    code, out, err = run(capsys, "--stack-outputs", outputs(stack), "verify", "--poll", "0.01", "--json")
+    result = json.loads(out)
+    assert result["desiredStateFromDocument"] is False
+    assert any("does not hash to its name" in note for note in result["notes"]), result["notes"]

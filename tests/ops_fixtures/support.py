@@ -26,7 +26,16 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from components.iis.document import command_document, document_content, read_converge_script, state_digest
+from components.iis.document import (
+    canonical_state,
+    command_document,
+    document_content,
+    read_converge_script,
+    script_digest,
+    script_key,
+    state_digest,
+    state_key,
+)
 from scripts.ops import aws as ops_aws
 from scripts.ops.cli import main as ops_main
 from scripts.pki import build
@@ -195,19 +204,30 @@ def golden_state(**changes: Any) -> dict[str, Any]:
     return state
 
 
+STATE_BUCKET = "flexnet-beacon-dev-converge-0123456789ab"
+
+
 def create_document(state: dict[str, Any], full: bool = False) -> tuple[str, str]:
-    """The converge document with the state as data in moto; (name, digest). `full`: with the
-    real converge script (moto takes a while over 40 KB of content, so most tests elide it)."""
-    ssm = boto_client("ssm")
+    """The converge document in moto, with its state (and script) objects in the converge
+    bucket, as the stack deploys them; (name, digest). `full`: the real converge script (else a
+    stand-in; the document is the same static bootstrap either way)."""
+    ssm, s3 = boto_client("ssm"), boto_client("s3")
     script = read_converge_script() if full else "Write-Output 'converge script elided in this test'"
-    content = document_content(command_document(script, state, 900))
+    digest, script_sha = state_digest(state), script_digest(script)
+    try:
+        s3.create_bucket(Bucket=STATE_BUCKET)
+    except Exception:  # noqa: BLE001 (exists)
+        pass
+    s3.put_object(Bucket=STATE_BUCKET, Key=state_key(digest), Body=canonical_state(state).encode("utf-8"))
+    s3.put_object(Bucket=STATE_BUCKET, Key=script_key(script_sha), Body=script.encode("utf-8"))
+    content = document_content(command_document(900, bool(state.get("reportOnly")), STATE_BUCKET, REGION, digest, script_sha))
     name = "mtls-document-898530f"
     try:
         ssm.delete_document(Name=name)
     except Exception:  # noqa: BLE001 (absent)
         pass
     ssm.create_document(Content=content, Name=name, DocumentType="Command", DocumentFormat="JSON")
-    return name, state_digest(state)
+    return name, digest
 
 
 def outputs_file(tmp_path: Path, **changes: Any) -> Path:
