@@ -24,6 +24,7 @@ from .network.layout import beacon_zone_indexes, split_vpc, vpc_resolver_ip
 from .network.vpc import BeaconNetwork, BeaconNetworkArgs
 from .iis.document import read_converge_script, read_user_data
 from .iis.state_bucket import ConvergeStateBucket, ConvergeStateBucketArgs
+from .readiness import readiness_warnings
 from .tagging import base_tags
 from .config import ConfigIssue
 from .certs.hosting import CrlHosting, CrlHostingArgs
@@ -100,6 +101,7 @@ def prepare(raw: Mapping[str, Any], stack: str, region: str | None, base: Path =
             "availabilityZones is unset on a protected stack: the program takes the region's first zones; "
             "pin them with availabilityZones (the stack output availabilityZoneIds shows which physical zones they are)",
         )
+    warnings += tuple(readiness_warnings(cfg, crl))
     state = desired_state(cfg, trust, devices, crl.urls)
     try:  # every domain must be expressible as a firewall rule before anything is created
         allowlist = egress_allowlist(cfg, crl_hosts=crl.hosts)

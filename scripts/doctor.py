@@ -299,6 +299,26 @@ def check_policy_pack(root: Path = ROOT) -> Check:
                  "pack with it)", "python3 -m venv policy/venv && policy/venv/bin/pip install -r policy/requirements.txt")
 
 
+def check_stack_config(name: str, root: Path = ROOT) -> Check:
+    """The stack file through the program's own validation and readiness warnings (offline)."""
+    from components.config import ConfigInvalid, stack_file_to_raw
+    from components.stack import prepare
+
+    path = root / "stacks" / f"Pulumi.{name}.yaml"
+    try:
+        raw, region, _secret = stack_file_to_raw(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        prepared = prepare(raw, name, region, base=root)
+    except ConfigInvalid as invalid:
+        return Check(f"config:{name}", MISSING, invalid.render().replace("\n", " "), f"fix {path.relative_to(root)} (make plan STACK={name} lists every problem)")
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        return Check(f"config:{name}", MISSING, f"{path.relative_to(root)}: {exc}", "fix the stack file")
+    warnings = list(prepared.warnings)
+    if warnings:
+        return Check(f"config:{name}", WARNING, f"{len(warnings)} warning(s): " + " | ".join(warnings),
+                     "each says what a real beacon would do; fix the config before pulumi up", {"warnings": warnings})
+    return Check(f"config:{name}", OK, "valid, nothing a real beacon could not do", data={"warnings": []})
+
+
 # --- putting it together ----------------------------------------------------------------------------
 
 def diagnose(env: Mapping[str, str] | None = None, root: Path = ROOT, check_aws: bool = False,
@@ -309,6 +329,7 @@ def diagnose(env: Mapping[str, str] | None = None, root: Path = ROOT, check_aws:
     checks = [check_pulumi_cli(env, root), check_aws_plugin(env, root), check_aws_credentials(env, check_aws),
               check_region(env, stacks, wanted), check_backend(env, stacks), check_stack_files(stacks),
               check_policy_pack(root)]
+    checks += [check_stack_config(name, root) for name in wanted if name in stacks and not stacks[name].get("error")]
     if stack and stack not in stacks:
         checks.append(Check("stack", MISSING, f"no stacks/Pulumi.{stack}.yaml",
                             f"one of: {', '.join(sorted(stacks)) or '(none)'}"))
