@@ -57,10 +57,10 @@ def render(state: Mapping[str, Any]) -> str:
         "",
         "REM 4. https binding and the HTTP.sys record (re-assert after every renewal or rebinding)",
         f'{APPCMD} set site /site.name:"{site_name}" /+bindings.[protocol=\'https\',bindingInformation=\'*:{site["httpsPort"]}:\']',
-        f"netsh http delete sslcert ipport={http_sys['ipPort']}",
+        "REM update keeps 443 serving with its flags; the first time (no record yet) use add instead of update",
         " ".join(
             [
-                f"netsh http add sslcert ipport={http_sys['ipPort']} certhash=<SERVER CERTIFICATE THUMBPRINT>",
+                f"netsh http update sslcert ipport={http_sys['ipPort']} certhash=<SERVER CERTIFICATE THUMBPRINT>",
                 f"appid={http_sys['appId']} certstorename={http_sys['certStoreName']}",
                 f"verifyclientcertrevocation={'enable' if http_sys['verifyClientCertRevocation'] else 'disable'}",
                 f"verifyrevocationwithcachedclientcertonly={'enable' if http_sys['verifyRevocationWithCachedClientCertOnly'] else 'disable'}",
@@ -80,27 +80,23 @@ def render(state: Mapping[str, Any]) -> str:
     ]
     user = _safe(account["name"], "account name", notes)
     if account["type"] == "local":
-        out.append(f"net user {user} <RANDOM PASSWORD> /add /passwordchg:no /expires:never")
+        out.append(f"net user {user} <RANDOM PASSWORD> /add /passwordchg:no")
+        # net user has no password-never-expires switch (/expires is the account's own expiry).
+        out.append(f"powershell -NoProfile -Command \"Set-LocalUser -Name '{user}' -PasswordNeverExpires $true\"")
         user_name = user
     else:
         domain = _safe(account["domain"], "account domain", notes)
         out.append(f"REM domain account {domain}\\{user}; its password is in Secrets Manager")
         user_name = f"{domain}\\{user}"
-    out += ["", "REM 7. Locked sections at apphost with a location path (web.config would give 500.19)"]
     section = "system.webServer/security/authentication/iisClientCertificateMappingAuthentication"
-    for location in site["locations"]:
-        loc = _safe(location, "location path", notes)
-        out += [
-            f'{APPCMD} set config "{loc}" -section:system.webServer/security/access /sslFlags:"{state["access"]["sslFlags"]}" /commit:apphost',
-            f'{APPCMD} set config "{loc}" -section:system.webServer/security/authentication/anonymousAuthentication /enabled:"{_flag(state["authentication"]["anonymousEnabled"])}" /commit:apphost',
-            f'{APPCMD} set config "{loc}" -section:{section} /enabled:"{_flag(mapping["enabled"])}" '
-            f'/manyToOneCertificateMappingsEnabled:"{_flag(mapping["manyToOneCertificateMappingsEnabled"])}" '
-            f'/oneToOneCertificateMappingsEnabled:"{_flag(mapping["oneToOneCertificateMappingsEnabled"])}" /commit:apphost',
-        ]
-    out += ["", f"REM 8. Mappings on {site_name} (clear, then add: appending twice makes duplicates)"]
-    out.append(f'{APPCMD} clear config "{site_name}" -section:{section}/manyToOneMappings /commit:apphost')
+    out += [
+        "",
+        f"REM 7. Mappings on {site_name}: remove each by its key, then add it (appending twice makes duplicates;",
+        "REM    a remove line fails harmlessly when the mapping is not there yet)",
+    ]
     for m in mapping["manyToOneMappings"]:
         name = _safe(m["name"], "mapping name", notes)
+        out.append(f'{APPCMD} set config "{site_name}" -section:{section} /-"manyToOneMappings.[name=\'{name}\']" /commit:apphost')
         out.append(
             f'{APPCMD} set config "{site_name}" -section:{section} '
             f"/+\"manyToOneMappings.[name='{name}',enabled='{_flag(m['enabled'])}',permissionMode='{m['permissionMode']}',"
@@ -117,11 +113,34 @@ def render(state: Mapping[str, Any]) -> str:
     for m in mapping["oneToOneMappings"]:
         out.append(
             f'{APPCMD} set config "{site_name}" -section:{section} '
+            f"/-\"oneToOneMappings.[certificate='<BASE64 OF {m['thumbprint']}>']\" /commit:apphost"
+        )
+        out.append(
+            f'{APPCMD} set config "{site_name}" -section:{section} '
             f"/+\"oneToOneMappings.[certificate='<BASE64 OF {m['thumbprint']}>',enabled='{_flag(m['enabled'])}',"
             f"userName='{user_name}',password='<ACCOUNT PASSWORD>']\" /commit:apphost"
         )
-    out += ["", "REM 9. Request filtering: allow the FlexNet file extensions"]
+    out += ["", "REM 8. Locked sections at apphost with a location path (web.config would give 500.19); after the\n"
+        "REM    mappings, so no moment has the mapping on with no mapping, or certificates required with anonymous on"]
+    for location in site["locations"]:
+        loc = _safe(location, "location path", notes)
+        out += [
+            f'{APPCMD} set config "{loc}" -section:{section} /enabled:"{_flag(mapping["enabled"])}" '
+            f'/manyToOneCertificateMappingsEnabled:"{_flag(mapping["manyToOneCertificateMappingsEnabled"])}" '
+            f'/oneToOneCertificateMappingsEnabled:"{_flag(mapping["oneToOneCertificateMappingsEnabled"])}" /commit:apphost',
+            f'{APPCMD} set config "{loc}" -section:system.webServer/security/authentication/anonymousAuthentication /enabled:"{_flag(state["authentication"]["anonymousEnabled"])}" /commit:apphost',
+            f'{APPCMD} set config "{loc}" -section:system.webServer/security/access /sslFlags:"{state["access"]["sslFlags"]}" /commit:apphost',
+        ]
+    out += [
+        "",
+        "REM 9. Request filtering: allow the FlexNet file extensions (remove first: an existing or inherited",
+        "REM    entry makes a plain add fail; the remove fails harmlessly when there is none)",
+    ]
     for ext in state["requestFiltering"]["allowExtensions"]:
+        out.append(
+            f'{APPCMD} set config "{site_name}" -section:system.webServer/security/requestFiltering '
+            f"/-\"fileExtensions.[fileExtension='{ext}']\" /commit:apphost"
+        )
         out.append(
             f'{APPCMD} set config "{site_name}" -section:system.webServer/security/requestFiltering '
             f"/+\"fileExtensions.[fileExtension='{ext}',allowed='True']\" /commit:apphost"

@@ -202,7 +202,8 @@ def test_appcmd_mirrors_the_state_and_quarantines_hostile_values(tmp_path: Path)
     assert "calc.exe" not in text and "%PATH%" not in text
     assert "<match criteria>" in text and "REM NOTE" in text
     assert "/commit:apphost" in text and "clientcertnegotiation=enable" in text
-    assert text.count("manyToOneMappings.[name=") == 1 + 2  # one mapping, two rules
+    assert text.count('/+"manyToOneMappings.[name=') == 1 + 2  # one mapping, two rules
+    assert text.count('/-"manyToOneMappings.[name=') == 1  # removed by its key before it is added
     assert "password='<ACCOUNT PASSWORD>'" in text
 
 
