@@ -81,6 +81,9 @@ KEYS: tuple[Key, ...] = (
     Key("alarmTopicArn", "string", "", "SNS topic ARN notified when an instance is recovered (optional)."),
     Key("protection", "string", "auto", "Delete protection on the firewall and termination protection on the beacons: auto (on for stacks whose name starts with 'prod'), true or false."),
     # IIS client-certificate mapping (components/iis_state.py, components/windows/).
+    Key("enforcement", "string", "require", "Client certificates: require (devices without a valid certificate from your CA are refused) or observe (certificates are negotiated and mapped, but anonymous requests still pass: the migration step before require; see docs/operations.md)."),
+    Key("requireMinReadyPercent", "integer", 100, "Share of devices (0-100) that must present a valid certificate, per `ops readiness`, before the workflows allow a switch from observe to require."),
+    Key("iisLogRetentionDays", "integer", 90, "Retention of the IIS log group /flexnet-beacon/<stack>/iis (a CloudWatch Logs retention value)."),
     Key("iisSiteName", "string", "Default Web Site", "IIS site that serves the beacon (its ManageSoftDL and ManageSoftRL applications)."),
     Key("serverCertificateSecretArn", "string", "", "Secrets Manager ARN of the beacon's PFX (binary secret, name under flexnet-beacon/<stack>/; see scripts.ops publish-server-cert)."),
     Key("serverCertificatePasswordSecretArn", "string", "", "Secrets Manager ARN of the PFX password (name under flexnet-beacon/<stack>/)."),
@@ -178,6 +181,9 @@ class BeaconConfig:
     owner: str
     cost_centre: str
     iis_site_name: str = "Default Web Site"
+    enforcement: str = "require"
+    require_min_ready_percent: int = 100
+    iis_log_retention_days: int = 90
     server_certificate_secret_arn: str = ""
     server_certificate_password_secret_arn: str = ""
     client_ca_certificates: tuple[str, ...] = ()
@@ -368,6 +374,9 @@ def _assemble(values: Mapping[str, Any], stack: str, region: str) -> BeaconConfi
         owner=values["owner"],
         cost_centre=values["costCentre"],
         iis_site_name=values["iisSiteName"],
+        enforcement=values["enforcement"],
+        require_min_ready_percent=values["requireMinReadyPercent"],
+        iis_log_retention_days=values["iisLogRetentionDays"],
         server_certificate_secret_arn=values["serverCertificateSecretArn"],
         server_certificate_password_secret_arn=values["serverCertificatePasswordSecretArn"],
         client_ca_certificates=tuple(values["clientCaCertificates"]),

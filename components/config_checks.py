@@ -316,7 +316,7 @@ def check_operations(c: Checks) -> None:
     v = c.values
     if c.ok("protection") and v["protection"] not in ("auto", "true", "false"):
         c.bad("protection", v["protection"], "auto, true or false")
-    for key_name in ("flowLogRetentionDays", "firewallLogRetentionDays"):
+    for key_name in ("flowLogRetentionDays", "firewallLogRetentionDays", "iisLogRetentionDays"):
         if c.ok(key_name) and v[key_name] not in LOG_RETENTION_DAYS:
             c.bad(key_name, v[key_name], "a CloudWatch Logs retention in days: " + ", ".join(map(str, LOG_RETENTION_DAYS)))
     arn_checks = {  # key -> (service, region: '' for a global ARN, resource prefix)
@@ -340,9 +340,13 @@ _SECRET_ARN_KEYS = ("serverCertificateSecretArn", "serverCertificatePasswordSecr
 
 
 def check_iis(c: Checks) -> None:
-    """iisSiteName and the Secrets Manager ARNs the beacon reads: the server PFX, its password
-    (both or neither) and a domain mapped account's password."""
+    """iisSiteName, enforcement, requireMinReadyPercent and the Secrets Manager ARNs the beacon
+    reads: the server PFX, its password (both or neither) and a domain mapped account's password."""
     v = c.values
+    if c.ok("enforcement") and v["enforcement"] not in ("require", "observe"):
+        c.bad("enforcement", v["enforcement"], "require or observe")
+    if c.ok("requireMinReadyPercent") and not 0 <= v["requireMinReadyPercent"] <= 100:
+        c.bad("requireMinReadyPercent", v["requireMinReadyPercent"], "a percentage from 0 to 100")
     if c.ok("iisSiteName") and not _SITE_NAME.fullmatch(v["iisSiteName"]):
         c.bad("iisSiteName", v["iisSiteName"], "an IIS site name of 1-64 characters without \\ / ? ; : @ & = + $ , | \" < > or control characters")
     bad_arns: set[str] = set()

@@ -19,6 +19,7 @@ from .network.dns_rules import dns_allowlist
 from .network.endpoints import dns_names, endpoint_policy, stack_buckets
 from .network.firewall_rules import rule_groups
 from .iis.mtls import BeaconMtls, BeaconMtlsArgs
+from .iis.log_shipping import IisLogShipping, IisLogShippingArgs
 from .iis.state import converge_log_group, desired_state
 from .network.layout import beacon_zone_indexes, split_vpc, vpc_resolver_ip
 from .network.vpc import BeaconNetwork, BeaconNetworkArgs
@@ -138,6 +139,10 @@ def availability_zones(cfg: BeaconConfig) -> dict[str, str]:
     return {zone: zone_ids[zone] for zone in names[: cfg.az_count]}
 
 
+def iis_log_group(cfg: BeaconConfig) -> str:
+    return f"/{PROJECT}/{cfg.stack}/iis"
+
+
 def agent_urls(hostname: str) -> dict[str, str]:
     return {kind: f"https://{hostname}{path}" for kind, path in AGENT_PATHS.items()}
 
@@ -218,7 +223,7 @@ def build(prepared: Prepared) -> dict[str, Any]:
                     # Static: the desired state travels in the SSM document, so no rule, CA or
                     # certificate change can alter (or replace) an instance.
                     user_data=read_user_data(),
-                    converge_log_group=converge_log_group(cfg),
+                    log_groups=(converge_log_group(cfg), iis_log_group(cfg)),
                     installer_s3_uri=cfg.beacon_installer_s3_uri,
                     converge_bucket=converge_bucket.name,
                     tags=tags,
@@ -249,6 +254,20 @@ def build(prepared: Prepared) -> dict[str, Any]:
         ),
     )
 
+    iis_logs = IisLogShipping(
+        "iis-logs",
+        IisLogShippingArgs(
+            instance_ids=[host.instance.id for host in hosts],
+            log_group_name=iis_log_group(cfg),
+            parameter_name=f"/{cfg.name_prefix.rstrip('/')}/cloudwatch-agent",
+            association_prefix=f"{PROJECT}-{cfg.stack}",
+            log_retention_days=cfg.iis_log_retention_days,
+            log_kms_key_arn=cfg.log_kms_key_arn,
+            retain_logs=cfg.protection,
+            tags=tags,
+        ),
+    )
+
     outputs: dict[str, Any] = {}
     if cfg.crl_hosting == "s3":
         hosting = CrlHosting(
@@ -270,6 +289,7 @@ def build(prepared: Prepared) -> dict[str, Any]:
             "firewallAlert": network.firewall.log_groups["ALERT"].name,
             "firewallFlow": network.firewall.log_groups["FLOW"].name,
             "dnsQueries": network.dns_firewall.query_log_group.name,
+            "iis": iis_logs.log_group.name,
             "converge": mtls.log_group.name,
         },
         "mtls": {

@@ -33,7 +33,7 @@ class BeaconHostArgs:
     protection: bool
     hostname: str = ""
     user_data: Optional[str] = None
-    converge_log_group: str = ""
+    log_groups: Sequence[str] = ()  # log groups the beacon writes: converge reports, IIS logs
     installer_s3_uri: str = ""
     converge_bucket: Input[str] = ""  # ConvergeStateBucket: the role reads its converge/* objects
     permissions_boundary_arn: str = ""
@@ -79,7 +79,7 @@ class BeaconHost(pulumi.ComponentResource):
                 role=self.role.id,
                 policy=pulumi.Output.all(args.account_id, args.converge_bucket).apply(
                     lambda values: policy.stack_read_policy(
-                        partition, args.region, values[0], args.name_prefix, args.converge_log_group, args.installer_s3_uri, values[1]
+                        partition, args.region, values[0], args.name_prefix, args.log_groups, args.installer_s3_uri, values[1]
                     )
                 ),
             ),

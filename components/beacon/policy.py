@@ -77,7 +77,7 @@ def stack_read_policy(
     region: str,
     account_id: str,
     name_prefix: str,
-    log_group_name: str = "",
+    log_group_names: Sequence[str] = (),
     installer_s3_uri: str = "",
     converge_bucket: str = "",
 ) -> str:
@@ -85,16 +85,17 @@ def stack_read_policy(
     and the staged installer object: nothing else."""
     prefix = name_prefix.rstrip("/")
     extra = []
-    if log_group_name:
-        group_arn = f"arn:{partition}:logs:{region}:{account_id}:log-group:{log_group_name}"
+    if log_group_names:
+        group_arns = [f"arn:{partition}:logs:{region}:{account_id}:log-group:{name}" for name in log_group_names]
         extra.append(
             {
-                "Sid": "WriteConvergeReports",
+                # The converge reports and the CloudWatch agent's IIS logs.
+                "Sid": "WriteBeaconLogs",
                 "Effect": "Allow",
                 "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
                 # log-group:NAME:* is the form IAM evaluates for the group's own actions and,
                 # through the wildcard, for its streams (log-group:NAME:log-stream:S).
-                "Resource": [group_arn, f"{group_arn}:*"],
+                "Resource": [arn for group_arn in group_arns for arn in (group_arn, f"{group_arn}:*")],
             }
         )
     extra.append(

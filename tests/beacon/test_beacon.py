@@ -84,7 +84,7 @@ def test_iam_scoped_to_this_stack(prod: Planned) -> None:
             continue
         document = json.loads(policy.inputs["policy"])
         statements = {s["Sid"]: s for s in document["Statement"]}
-        assert set(statements) == {"ReadStackSecrets", "DecryptStackSecrets", "ReadStackParameters", "WriteConvergeReports", "ReadSsmAgentBuckets", "ReadConvergeObjects"}
+        assert set(statements) == {"ReadStackSecrets", "DecryptStackSecrets", "ReadStackParameters", "WriteBeaconLogs", "ReadSsmAgentBuckets", "ReadConvergeObjects"}
         # Through the S3 gateway endpoint SSM Agent's own buckets need an explicit grant.
         assert statements["ReadSsmAgentBuckets"]["Action"] == ["s3:GetObject"]
         assert "arn:aws:s3:::us-east-1-birdwatcher-prod/*" in statements["ReadSsmAgentBuckets"]["Resource"]
@@ -94,7 +94,8 @@ def test_iam_scoped_to_this_stack(prod: Planned) -> None:
         for sid in ("ReadStackSecrets", "ReadStackParameters"):
             assert all(a.split(":")[1].startswith(("Get", "Describe")) for a in statements[sid]["Action"])
         group = "arn:aws:logs:us-east-1:123456789012:log-group:/flexnet-beacon/prod/converge"
-        assert statements["WriteConvergeReports"]["Resource"] == [group, f"{group}:*"]
+        iis = "arn:aws:logs:us-east-1:123456789012:log-group:/flexnet-beacon/prod/iis"
+        assert statements["WriteBeaconLogs"]["Resource"] == [group, f"{group}:*", iis, f"{iis}:*"]
         decrypt = statements["DecryptStackSecrets"]
         assert decrypt["Action"] == "kms:Decrypt" and decrypt["Resource"] == "arn:aws:kms:us-east-1:123456789012:key/*"
         assert decrypt["Condition"] == {
@@ -102,7 +103,7 @@ def test_iam_scoped_to_this_stack(prod: Planned) -> None:
             "StringLike": {"kms:EncryptionContext:SecretARN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:flexnet-beacon/prod/*"},
         }
         unconditioned = [s for s in document["Statement"] if "Condition" not in s]
-        assert all("*" not in r.split(":")[-1] or r.endswith(("/*", f"{group}:*")) for s in unconditioned for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]))
+        assert all("*" not in r.split(":")[-1] or r.endswith("/*") or (r.startswith("arn:aws:logs:us-east-1:123456789012:log-group:/flexnet-beacon/prod/") and r.endswith(":*")) for s in unconditioned for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"]))
     attachments = prod.of_type("iam/rolePolicyAttachment:RolePolicyAttachment")
     assert {a.inputs["policyArn"] for a in attachments} == {"arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"}
     assert len(attachments) == 2

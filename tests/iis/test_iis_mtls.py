@@ -80,7 +80,7 @@ def test_the_document_waits_for_its_objects(dev: Planned) -> None:
 
 
 def test_association(prod: Planned) -> None:
-    assoc = prod.one("ssm/association:Association").inputs
+    assoc = prod.one("ssm/association:Association", "mtls-association").inputs
     document = prod.one("ssm/document:Document")
     assert assoc["name"].startswith("mtls-document")
     assert assoc["documentVersion"] == "1"
@@ -105,7 +105,7 @@ def test_association(prod: Planned) -> None:
 
 def test_schedule_severity_report_only_from_config() -> None:
     p = plan_stack("dev", {"convergeSchedule": "rate(2 hours)", "complianceSeverity": "CRITICAL", "convergeReportOnly": "true", "convergeTimeoutSeconds": 600})
-    assoc = p.one("ssm/association:Association").inputs
+    assoc = p.one("ssm/association:Association", "mtls-association").inputs
     assert assoc["scheduleExpression"] == "rate(2 hours)"
     assert assoc["complianceSeverity"] == "CRITICAL"
     assert assoc["parameters"]["ReportOnly"] == "true"
@@ -118,7 +118,7 @@ def test_converge_log_group_and_role_may_write_it_and_read_the_objects(dev: Plan
     assert group["name"] == "/flexnet-beacon/dev/converge"
     policy = json.loads(dev.one("iam/rolePolicy:RolePolicy", "beacon-1-stack-read").inputs["policy"])
     statements = {s["Sid"]: s for s in policy["Statement"]}
-    assert statements["WriteConvergeReports"]["Resource"][0].endswith(":log-group:/flexnet-beacon/dev/converge")
+    assert statements["WriteBeaconLogs"]["Resource"][0].endswith(":log-group:/flexnet-beacon/dev/converge")
     bucket = dev.outputs["mtls"]["stateBucket"]
     assert statements["ReadConvergeObjects"] == {
         "Sid": "ReadConvergeObjects", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": f"arn:aws:s3:::{bucket}/converge/*",
@@ -179,8 +179,8 @@ def test_rule_ca_or_certificate_change_never_touches_instances(prod: Planned, ch
     changed = plan_stack("prod", change)
     assert _instances(changed) == _instances(prod), "a beacon would be updated or replaced"
     assert objects_of(changed)["mtls-state"]["key"] != objects_of(prod)["mtls-state"]["key"], "a new state is a new object"
-    before = prod.one("ssm/association:Association").inputs["parameters"]
-    after = changed.one("ssm/association:Association").inputs["parameters"]
+    before = prod.one("ssm/association:Association", "mtls-association").inputs["parameters"]
+    after = changed.one("ssm/association:Association", "mtls-association").inputs["parameters"]
     assert before["StateDigest"] != after["StateDigest"], "the association must change so State Manager re-runs it"
     assert before["ScriptDigest"] == after["ScriptDigest"]
     assert document_of(changed)["mainSteps"] == document_of(prod)["mainSteps"], "the bootstrap never depends on the state"
@@ -304,4 +304,4 @@ def test_five_thousand_one_to_one_devices_plan_within_every_size_limit(tmp_path)
     assert len(content.encode()) <= doc.DOCUMENT_CONTENT_LIMIT / 8, "the document no longer grows with the devices"
     assert len(objects_of(p)["mtls-state"]["content"].encode()) < 5 * 1024**3  # a single PUT
     assert len(p.one("ec2/instance:Instance").inputs["userData"].encode()) <= doc.USER_DATA_LIMIT
-    assert all(len(v) <= 512 for v in p.one("ssm/association:Association").inputs["parameters"].values())
+    assert all(len(v) <= 512 for v in p.one("ssm/association:Association", "mtls-association").inputs["parameters"].values())
