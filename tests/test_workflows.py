@@ -305,3 +305,25 @@ def test_make_targets_used_by_the_workflows_exist(path):
     for _, step in all_steps(load(path)):
         for target in re.findall(r"\bmake ([\w./-]+)", str(step.get("run", ""))):
             assert target in targets, f"make {target}: no such target in the Makefile"
+
+
+def test_every_pulumi_up_and_preview_is_preceded_by_the_require_guard():
+    """The switch from observe to require is checked (ops readiness) before each preview and up,
+    with the history the guard needs to read the stack file before the change."""
+    checked = 0
+    for path in workflow_files():
+        document = load(path)
+        for name, job in (document.get("jobs") or {}).items():
+            job_steps = steps(job)
+            runs = [i for i, s in enumerate(job_steps) if action(s) == "pulumi/actions" and (s.get("with") or {}).get("command") in ("up", "preview")]
+            guards = [i for i, s in enumerate(job_steps) if "scripts.require_guard" in str(s.get("run", ""))]
+            if not runs:
+                continue
+            if (job.get("strategy") or {}).get("matrix") is None and "prod" in name and "preview" in name:
+                continue  # the approver's preview of prod: the up job that follows is guarded
+            checked += 1
+            assert guards and guards[0] < runs[0], f"{path.name}:{name}: no require guard before pulumi"
+            checkout = next(s for s in job_steps if action(s) == "actions/checkout")
+            assert (checkout.get("with") or {}).get("fetch-depth") == 0, f"{path.name}:{name}: the guard needs the history"
+            assert "--base-ref" in str(job_steps[guards[0]]["run"])
+    assert checked == 3  # pull-request preview (both stacks), deploy up dev, deploy up prod
