@@ -20,23 +20,41 @@ AGENT_APPLICATIONS = ("ManageSoftDL", "ManageSoftRL")
 SSL_FLAGS = "Ssl,SslNegotiateCert,SslRequireCert"
 FLEXERA_EXTENSIONS = (".osd", ".npl", ".nds", ".ini")
 
-# Role services the beacon needs (Flexera beacon prerequisites + client certificate mapping).
-IIS_FEATURES = (
-    "Web-Server",
-    "Web-WebServer",
-    "Web-Default-Doc",
-    "Web-Static-Content",
-    "Web-Http-Errors",
-    "Web-Http-Logging",
-    "Web-Filtering",
-    "Web-Cert-Auth",  # IIS Client Certificate Mapping Authentication (not Web-Client-Auth: that is AD mapping)
-    "Web-Asp-Net45",
-    "Web-Net-Ext45",
-    "Web-ISAPI-Ext",
-    "Web-ISAPI-Filter",
-    "Web-Scripting-Tools",  # the WebAdministration module the converge script uses
-)
+# Role services the beacon needs, each with the reason it is here (docs/iis-mtls.md cites the
+# sources). Flexera's inventory beacon prerequisites ask for "IIS 7.0 (or later), with ASP.NET 4.5
+# (or later)" (https://docs.flexera.com/flexera/EN/ITAssets/PrerequisitesForInvBeacons.htm,
+# Prerequisite Software; IIS Role Requirements); ASP.NET 4.5 brings its own required role
+# services. The rest is what this deployment configures itself.
+# components/iis/windows/user-data.ps1 lists the same names (a test keeps them equal).
+IIS_FEATURE_REASONS = {
+    "Web-Server": "Flexera: IIS 7.0 or later (the Web Server role)",
+    "Web-WebServer": "Flexera: IIS 7.0 or later (the web server itself)",
+    "Web-Default-Doc": "IIS default role service of Web-Server, kept for the beacon's web applications",
+    "Web-Static-Content": "IIS default role service: agents download policy and packages from ManageSoftDL as static files",
+    "Web-Http-Errors": "IIS default role service: status pages",
+    "Web-Http-Logging": "IIS default role service: the IIS log tells 403.16 from 401.2 (sc-status, sc-substatus)",
+    "Web-Filtering": "request filtering: the Flexera file types .osd .npl .nds .ini are allowed there",
+    "Web-Cert-Auth": "IIS Client Certificate Mapping Authentication (not Web-Client-Auth: that is the Active Directory mapping)",
+    "Web-Asp-Net45": "Flexera: ASP.NET 4.5 or later",
+    "Web-Net-Ext45": "required by Web-Asp-Net45 (.NET extensibility 4.5)",
+    "Web-ISAPI-Ext": "required by Web-Asp-Net45 (ISAPI extensions)",
+    "Web-ISAPI-Filter": "required by Web-Asp-Net45 (ISAPI filters)",
+    "Web-Scripting-Tools": "the WebAdministration module the converge script uses",
+}
+IIS_FEATURES = tuple(IIS_FEATURE_REASONS)
+# WebDAV answers PUT/MOVE itself and breaks uploads to ManageSoftRL.
 REMOVED_FEATURES = ("Web-DAV-Publishing",)
+
+# With anonymous authentication off, IIS runs static file access (ManageSoftDL downloads) and
+# the upload handler's file access (ManageSoftRL) as the mapped account unless told otherwise.
+# UseWorkerProcessUser: the application pool identity does the file work, as it does for the
+# beacon's own anonymous configuration; the mapped account only authenticates. serverRuntime is locked
+# at applicationHost.config (overrideModeDefault Deny), so it is written with a location path.
+AUTHENTICATED_USER_OVERRIDE = "UseWorkerProcessUser"
+
+# SChannel sends at most 16 KB of trusted issuer names in the CertificateRequest; beyond that it
+# cannot send the list (Microsoft: What's new in TLS/SSL, Windows Server 2012). Keep a margin.
+TRUSTED_ISSUER_LIST_LIMIT = 12 * 1024
 
 
 def _certificate_entry(cert: LoadedCertificate, store: str) -> dict[str, str]:
@@ -49,6 +67,19 @@ def trust_stores(trust: ClientTrust, exclusive: bool) -> list[dict[str, str]]:
     if exclusive:
         entries += [_certificate_entry(c, "ClientAuthIssuer") for c in trust.issuing]
     return entries
+
+
+def trusted_issuer_list_bytes(trust: ClientTrust) -> int:
+    """Bytes of the distinguished names SChannel would send for the ClientAuthIssuer store (2-byte length each)."""
+    return sum(len(ca.certificate.subject.public_bytes()) + 2 for ca in trust.issuing)
+
+
+def send_trusted_issuer_list(trust: ClientTrust, exclusive: bool) -> bool:
+    """SendTrustedIssuerList: on with exclusive CA trust (ClientAuthIssuer holds only the issuing
+    CAs, so the list names exactly the CAs a device certificate must come from and helps a client
+    with several certificates choose), off without it (the list would be every root of the
+    machine) and off when the names would not fit the handshake."""
+    return exclusive and bool(trust.issuing) and trusted_issuer_list_bytes(trust) <= TRUSTED_ISSUER_LIST_LIMIT
 
 
 def mapping_name(text: str) -> str:
@@ -154,7 +185,11 @@ def desired_state(
             "urlRetrievalTimeout": 15000,
             "sslCtlStoreName": "ClientAuthIssuer" if cfg.exclusive_client_trust else None,
         },
-        "schannel": {"clientAuthTrustMode": cfg.client_auth_trust_mode},
+        # Both are read by SChannel at start-up: a change is followed by a restart (exit 3010).
+        "schannel": {
+            "clientAuthTrustMode": cfg.client_auth_trust_mode,
+            "sendTrustedIssuerList": send_trusted_issuer_list(trust, cfg.exclusive_client_trust),
+        },
         "trustStores": trust_stores(trust, cfg.exclusive_client_trust),
         "access": {"sslFlags": SSL_FLAGS},
         "authentication": {
@@ -175,10 +210,16 @@ def desired_state(
             "type": cfg.mapped_account_type,
             "name": cfg.mapped_account_name,
             "domain": cfg.mapped_account_domain or None,
-            # Local: the password is generated on the instance and never leaves it.
+            # Local: the password is generated on the instance when the account is created and never
+            # leaves it; later runs reuse the one the mappings hold (docs/iis-mtls.md).
             "passwordSecretArn": cfg.mapped_account_password_secret_arn or None,
         },
         "requestFiltering": {"allowExtensions": list(FLEXERA_EXTENSIONS)},
+        # File access of downloads and uploads as the worker process, not as the mapped account.
+        "serverRuntime": {
+            "authenticatedUserOverride": AUTHENTICATED_USER_OVERRIDE,
+            "locations": [f"{site}/{app}" for app in AGENT_APPLICATIONS],
+        },
         "beaconInstaller": (
             {
                 "s3Uri": cfg.beacon_installer_s3_uri,

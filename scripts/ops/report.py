@@ -1,10 +1,14 @@
 """The converge report of components/iis/windows/Set-BeaconMtls.ps1: find it in a command's output,
 judge it, and show it as a table per beacon.
 
-The script prints ONE JSON object (schemaVersion 1) and exits 0 compliant/converged, 1 failed,
-3 drift (report-only). Other lines may surround it (warnings, the SSM agent's own lines), keys may
-be added and Windows PowerShell 5.1 may turn a one-element array into the element: the reader
-takes the last JSON object that looks like a report and ignores keys it does not know.
+The script prints ONE JSON object (schemaVersion 1). Exit codes: 0 compliant, converged, or in
+report-only mode drift or reboot-pending; 1 failed; 3010 a change needs a restart (SSM Agent
+restarts the instance and runs the step again); 4 a restart was asked for and has not happened.
+Scripts before issue 12 exited 3 for report-only drift. Other lines may surround the report
+(warnings, the SSM agent's own lines), keys may be added (steps, checks.locations, checks.reboot
+came with issue 12; older reports lack them) and Windows PowerShell 5.1 may turn a one-element
+array into the element: the reader takes the last JSON object that looks like a report and
+ignores keys it does not know.
 """
 
 from __future__ import annotations
@@ -17,8 +21,16 @@ from typing import Any, Iterable, Mapping, Sequence, TypeGuard
 
 from .common import as_list, days_left, parse_time, short, table
 
-STATUSES = ("compliant", "converged", "drift", "failed")
-EXIT_CODES = {0: "compliant or converged", 1: "failed", 3: "drift (report-only)"}
+STATUSES = ("compliant", "converged", "drift", "failed", "reboot-pending")
+EXIT_CODES = {
+    0: "compliant or converged; in report-only mode also drift or reboot-pending",
+    1: "failed",
+    3: "drift (report-only, scripts before issue 12)",
+    4: "a restart was asked for and has not happened yet",
+    3010: "a change needs a restart: SSM Agent restarts the instance and runs the step again",
+}
+# A restart asked for (exit 3010) and still not done after this long is a failure, not a transition.
+REBOOT_OVERDUE = dt.timedelta(hours=1)
 REQUIRED_SSL_FLAGS = ("Ssl", "SslNegotiateCert", "SslRequireCert")
 SSM_OUTPUT_LIMIT = 24000  # characters of StandardOutputContent that GetCommandInvocation returns
 _COMPUTER = re.compile(r'"computer"\s*:\s*"([^"\\]{1,64})"')
@@ -179,8 +191,13 @@ def evaluate(
         checks.append(Check("run", "fail", f"drift: {len(drift)} difference(s) from the desired state", drift))
     elif status == "failed":
         checks.append(Check("run", "fail", f"failed: {report.get('error') or 'no error message'}", drift))
+    elif status == "reboot-pending":
+        checks.append(_reboot_check(report, now, changes or drift))
     else:
         checks.append(Check("run", "fail", f"unknown status {status!r}", drift))
+    steps = [s for s in as_list(report.get("steps")) if isinstance(s, dict)]
+    checks[-1].items = list(checks[-1].items) + [f"step {s.get('name', '?')} {s.get('status', '?')}: {s.get('error') or ''}".rstrip(": ")
+                         for s in steps if s.get("status") in ("failed", "skipped")]
 
     c = _dict(report.get("checks"))
     binding = _dict(c.get("binding"))
@@ -224,6 +241,19 @@ def evaluate(
     else:
         on = anonymous in (True, "True", "true")
         checks.append(Check("anonymous", "fail" if on else "ok", "ON: devices without a mapped certificate get in" if on else "off"))
+
+    locations = [loc for loc in as_list(c.get("locations")) if isinstance(loc, dict)]
+    if locations:  # issue 12 reports: every lock-down location, not only the site
+        wrong = []
+        for loc in locations:
+            where = loc.get("location", "?")
+            if loc.get("anonymousEnabled") in (True, "True", "true"):
+                wrong.append(f"{where}: anonymous ON")
+            if loc.get("certificateMappingEnabled") in (False, "False", "false"):
+                wrong.append(f"{where}: certificate mapping authentication off")
+            if loc.get("sslFlags") is not None and set(REQUIRED_SSL_FLAGS) - _flags(loc.get("sslFlags")):
+                wrong.append(f"{where}: sslFlags {loc.get('sslFlags') or '(none)'}")
+        checks.append(Check("locations", "fail" if wrong else "ok", f"{len(locations)} location(s)" + (": " + "; ".join(wrong) if wrong else " locked down"), wrong))
 
     mappings = [m for m in as_list(c.get("mappings")) if isinstance(m, dict)]
     lines = []
@@ -296,6 +326,18 @@ def evaluate(
     if warnings:
         checks.append(Check("warnings", "warn", f"{len(warnings)} warning(s)", warnings))
     return checks
+
+
+def _reboot_check(report: Mapping[str, Any], now: dt.datetime, changes: list[str]) -> Check:
+    reboot = _dict(_dict(report.get("checks")).get("reboot"))
+    reasons = [str(r) for r in as_list(reboot.get("reasons"))]
+    requested = parse_time(reboot.get("requestedAt"))
+    detail = f"a restart is pending since {reboot.get('recordedAt') or '?'}"
+    if requested is None:
+        return Check("run", "warn", detail + " (the next converge run asks SSM for it: exit 3010)", reasons + changes)
+    if now - requested > REBOOT_OVERDUE:
+        return Check("run", "fail", detail + f"; asked for at {reboot.get('requestedAt')} and not done: restart the instance", reasons + changes)
+    return Check("run", "warn", detail + f"; asked for at {reboot.get('requestedAt')} (SSM Agent restarts the instance and runs the step again)", reasons + changes)
 
 
 def verdict(checks: Iterable[Check]) -> str:

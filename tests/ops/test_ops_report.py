@@ -128,8 +128,61 @@ def test_the_example_report_of_the_converge_script_is_understood() -> None:
     finished = parsed_time(parsed)
     assert finished is not None
     checks = evaluate(parsed, finished, prod)
-    assert by_name(checks)["run"].result == "ok"
+    # The example is a first converge: everything changed and a restart is pending (asked for with
+    # exit 3010 a moment ago), which is a warning, not a failure, until the restart is overdue.
+    run = by_name(checks)["run"]
+    assert run.result == ("warn" if parsed["status"] == "reboot-pending" else "ok"), run.to_dict()
     assert {c.result for c in checks} <= {"ok", "warn"}, [c.to_dict() for c in checks if c.result == "fail"]
+    assert by_name(checks)["locations"].result == "ok"
+
+
+def _issue_12_report(status: str = "reboot-pending", requested: str | None = "2026-06-01T11:58:09.0000000Z") -> dict:
+    """The compliant recording with what issue-12 scripts add: steps, checks.locations, checks.reboot."""
+    rep = report("report-compliant.json")
+    rep["status"] = status
+    rep["rebootRequired"] = status == "reboot-pending"
+    rep["steps"] = [{"name": "reboot", "status": "ok", "error": None}, {"name": "lockdown", "status": "ok", "error": None},
+                    {"name": "serverCertificate", "status": "failed", "error": "secret unreadable (line 12)"},
+                    {"name": "siteBinding", "status": "skipped", "error": "not run: it needs serverCertificate (failed)"}]
+    rep["checks"]["locations"] = [{"location": loc, "sslFlags": "Ssl,SslNegotiateCert,SslRequireCert", "anonymousEnabled": False,
+                                   "certificateMappingEnabled": True, "authenticatedUserOverride": "UseWorkerProcessUser"}
+                                  for loc in ("Default Web Site", "Default Web Site/ManageSoftDL", "Default Web Site/ManageSoftRL")]
+    rep["checks"]["reboot"] = {"pending": status == "reboot-pending", "recordedAt": "2026-06-01T11:58:05.0000000Z",
+                               "requestedAt": requested, "reasons": ["SCHANNEL ClientAuthTrustMode set to 2"], "lastBootAt": "2026-06-01T11:00:00.0000000Z"}
+    return rep
+
+
+def test_a_pending_restart_is_a_warning_until_it_is_overdue() -> None:
+    just_asked = by_name(evaluate(_issue_12_report(), NOW, golden_state()))["run"]
+    assert just_asked.result == "warn" and "asked for at 2026-06-01T11:58:09" in just_asked.detail
+    assert "SCHANNEL ClientAuthTrustMode set to 2" in just_asked.items
+    overdue = by_name(evaluate(_issue_12_report(), NOW.replace(hour=14), golden_state()))["run"]
+    assert overdue.result == "fail" and "not done: restart the instance" in overdue.detail
+    not_asked = by_name(evaluate(_issue_12_report(requested=None), NOW, golden_state()))["run"]
+    assert not_asked.result == "warn" and "exit 3010" in not_asked.detail
+
+
+def test_failed_and_skipped_steps_are_listed_under_the_run() -> None:
+    run = by_name(evaluate(_issue_12_report(status="failed"), NOW, golden_state()))["run"]
+    assert run.result == "fail"
+    assert "step serverCertificate failed: secret unreadable (line 12)" in run.items
+    assert "step siteBinding skipped: not run: it needs serverCertificate (failed)" in run.items
+
+
+def test_every_lockdown_location_is_judged() -> None:
+    rep = _issue_12_report(status="compliant")
+    assert by_name(evaluate(rep, NOW, golden_state()))["locations"].result == "ok"
+    rep["checks"]["locations"][2]["anonymousEnabled"] = True
+    rep["checks"]["locations"][1]["sslFlags"] = "Ssl"
+    locations = by_name(evaluate(rep, NOW, golden_state()))["locations"]
+    assert locations.result == "fail"
+    assert locations.items == ["Default Web Site/ManageSoftDL: sslFlags Ssl", "Default Web Site/ManageSoftRL: anonymous ON"]
+
+
+def test_reports_before_issue_12_are_still_read() -> None:
+    """No steps, no checks.locations, no checks.reboot: the same checks as before, no new ones."""
+    checks = by_name(evaluate(report("report-compliant.json"), NOW, golden_state()))
+    assert "locations" not in checks and checks["run"].items == []
 
 
 def parsed_time(value):

@@ -416,3 +416,69 @@ def strip_user_data_wrapper(text: str) -> str:
     if not match:
         raise ValueError("user data must be <powershell> on the first line and </powershell> on the last")
     return match.group(1)
+
+
+# --- functions and what they call ------------------------------------------------------------------
+
+def function_nodes(tree: Tree) -> dict[str, Node]:
+    """Function name (as written) -> its function_statement node."""
+    found: dict[str, Node] = {}
+    for node in walk(tree.root_node):
+        if node.type == "function_statement":
+            names = [c for c in node.children if c.type == "function_name"]
+            if names:
+                found[node_text(names[0])] = node
+    return found
+
+
+def enclosing(node: Node, types: tuple[str, ...]) -> Node | None:
+    """The nearest ancestor of one of these node types."""
+    parent = node.parent
+    while parent is not None and parent.type not in types:
+        parent = parent.parent
+    return parent
+
+
+def command_names(node: Node) -> list[str]:
+    """Names of the commands called anywhere inside `node`, in source order."""
+    return [name for c in walk(node) if c.type == "command" for name in [_command_name(c)] if name]
+
+
+def _command_name(node: Node) -> str | None:
+    for child in node.children:
+        if child.type == "command_name":
+            return node_text(child)
+        if child.type == "command_name_expr":
+            inner = [c for c in child.children if c.type == "command_name"]
+            return node_text(inner[0]) if inner else None
+    return None
+
+
+def reachable_commands(tree: Tree, start: str) -> set[str]:
+    """Every command `start` calls, directly or through the script's own functions (lower-case)."""
+    functions = {name.lower(): node for name, node in function_nodes(tree).items()}
+    seen: set[str] = set()
+    todo = [start.lower()]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in functions:
+            todo += [called.lower() for called in command_names(functions[name])]
+    return seen - {start.lower()}
+
+
+def argument_after(command: Node, parameter: str) -> list[str]:
+    """The literal value(s) given to -parameter of a command: 'a' -> ['a'], 'a', 'b' -> ['a', 'b']."""
+    elements = [c for c in command.children if c.type == "command_elements"]
+    if not elements:
+        return []
+    items = [e for e in elements[0].children if e.type != "command_argument_sep"]
+    for index, item in enumerate(items):
+        if item.type == "command_parameter" and node_text(item).lstrip("-").rstrip(":").lower() == parameter.lower():
+            if index + 1 >= len(items) or items[index + 1].type == "command_parameter":
+                return []
+            value = items[index + 1]
+            return [node_text(s).strip("'\"") for s in walk(value) if s.type in ("string_literal", "variable")]
+    return []

@@ -2,18 +2,24 @@
 # FlexNet beacon first boot (EC2Launch v2, Windows Server 2022). Static: never templated.
 # Installs the IIS role services the beacon needs and removes WebDAV; everything else
 # (certificates, HTTP.sys, mappings) comes later from the SSM converge association.
+# A restart is asked for with exit 3010: EC2Launch v2 restarts and runs this again (at most
+# 5 times); Restart-Computer would leave EC2Launch's state inconsistent (its documentation).
 $ErrorActionPreference = 'Stop'
 $dir = Join-Path $env:ProgramData 'flexnet-beacon'
 $null = New-Item -ItemType Directory -Path $dir -Force
 $log = Join-Path $dir 'user-data.log'
+# While this exists the converge script waits (bounded) before installing features itself.
+$running = Join-Path $dir 'user-data.running'
 function Write-Log {
     param([string]$Message)
     Add-Content -LiteralPath $log -Value ('{0} {1}' -f [DateTime]::UtcNow.ToString('o'), $Message) -Encoding UTF8
 }
-# Same list as components/iis_state.py IIS_FEATURES and REMOVED_FEATURES (a test keeps them equal).
+# Same list as components/iis/state.py IIS_FEATURES and REMOVED_FEATURES (a test keeps them equal).
 $features = @('Web-Server', 'Web-WebServer', 'Web-Default-Doc', 'Web-Static-Content', 'Web-Http-Errors', 'Web-Http-Logging', 'Web-Filtering', 'Web-Cert-Auth', 'Web-Asp-Net45', 'Web-Net-Ext45', 'Web-ISAPI-Ext', 'Web-ISAPI-Filter', 'Web-Scripting-Tools')
 $removed = @('Web-DAV-Publishing')
 $restart = $false
+$code = 0
+Set-Content -LiteralPath $running -Value ([DateTime]::UtcNow.ToString('o')) -Encoding ASCII
 try {
     Write-Log "installing $($features -join ', ')"
     $result = Install-WindowsFeature -Name $features
@@ -29,13 +35,16 @@ try {
     }
 } catch {
     Write-Log "failed: $($_.Exception.Message)"
-    throw
+    $code = 1
+} finally {
+    Remove-Item -LiteralPath $running -Force -ErrorAction SilentlyContinue
 }
-# Reboot only when Windows says a feature change needs it; the log says so.
-if ($restart) {
-    Write-Log 'restart required by the feature change: restarting now'
-    Restart-Computer -Force
-} else {
+# Restart only when Windows says a feature change needs it; the log says so.
+if ($code -eq 0 -and $restart) {
+    Write-Log 'restart required by the feature change: exit 3010 (EC2Launch v2 restarts and runs this again)'
+    $code = 3010
+} elseif ($code -eq 0) {
     Write-Log 'done, no restart needed; configuration follows from the SSM association'
 }
+exit $code
 </powershell>

@@ -1,0 +1,250 @@
+"""What the converge script promises beyond its step order, read from its syntax tree (issue 12).
+
+1. The mapped account's password never changes under a working mapping: a rewrite reuses what
+   the mappings hold; the account gets a password only when it is created or nothing holds one;
+   the record of it is DPAPI (machine scope) in a file only SYSTEM and Administrators can open.
+3. Restarts are acted on: recorded with their time, pending until Windows has started after them,
+   exit 3010 once; user data waits for nothing and restarts through EC2Launch (exit 3010); the
+   converge run waits, bounded, for user data that is still installing the role services.
+4. File access as the worker process at both applications (serverRuntime), at APPHOST.
+5. The installer is unattended: /qn /norestart always, the process itself is waited on.
+7. Report-only reports; a non-self-signed root is judged by signature and by trust mode.
+8. The IIS binding names the certificate; HTTP.sys is updated in place, never deleted.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import ps_lint
+from conftest import ROOT
+
+WINDOWS = ROOT / "components" / "iis" / "windows"
+CONVERGE = WINDOWS / "Set-BeaconMtls.ps1"
+USER_DATA = WINDOWS / "user-data.ps1"
+
+
+@pytest.fixture(scope="module")
+def tree():
+    return ps_lint.parse(CONVERGE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def functions(tree):
+    return ps_lint.function_nodes(tree)
+
+
+def body(functions, name: str) -> str:
+    return ps_lint.node_text(functions[name])
+
+
+def calls(node, name: str) -> list:
+    return [c for c in ps_lint.walk(node) if c.type == "command" and ps_lint._command_name(c) == name]
+
+
+def branch_of(node, function_node) -> str:
+    """Source of the smallest if-branch or script block around `node` inside the function."""
+    parent = node.parent
+    while parent is not None and parent != function_node and parent.type not in ("statement_block", "script_block_expression"):
+        parent = parent.parent
+    return ps_lint.node_text(parent) if parent is not None else ""
+
+
+# --- 1. the mapped account's password ----------------------------------------------------------------
+
+def test_a_password_is_made_only_where_no_mapping_can_be_using_the_old_one(tree, functions) -> None:
+    makers = [c for c in ps_lint.walk(tree.root_node) if c.type == "command" and ps_lint._command_name(c) == "New-RandomPassword"]
+    assert len(makers) == 2
+    account = functions["Get-MappedAccount"]
+    assert all(account.start_byte <= c.start_byte < account.end_byte for c in makers)
+    text = body(functions, "Get-MappedAccount")
+    # (a) a missing account: created with what the mappings hold if they hold one, a new one only otherwise
+    assert re.search(r"is missing\" \{\s*if \(-not \$result\.password\) \{ \$result\.password = New-RandomPassword \}", text)
+    # (b) an existing account only when no mapping holds its password and none is recorded
+    assert re.search(r"elseif \(\$held\.Count -eq 0\) \{\s*if \(-not \$recorded\) \{\s*Invoke-Converge [^{]*\{\s*\$result\.password = New-RandomPassword", text)
+    # What the mappings hold comes first.
+    assert text.index("$result.password = $held[0]") < text.index("New-RandomPassword")
+
+
+def test_the_account_password_is_set_only_in_get_mapped_account_and_never_by_a_rewrite(tree, functions) -> None:
+    setters = [c for c in ps_lint.walk(tree.root_node) if c.type == "command"
+               and ps_lint._command_name(c) in ("Set-LocalUser", "New-LocalUser") and "-Password" in ps_lint.node_text(c)]
+    account = functions["Get-MappedAccount"]
+    assert setters and all(account.start_byte <= c.start_byte < account.end_byte for c in setters)
+    for name in ("Sync-Lockdown", "Write-Lockdown"):
+        reached = ps_lint.reachable_commands(tree, name) - ps_lint.reachable_commands(tree, "Get-MappedAccount") - {"get-mappedaccount"}
+        assert not {"set-localuser", "new-localuser", "new-randompassword"} & reached, name
+    # The rewrite writes the password the account resolution returned (the held one).
+    lockdown = body(functions, "Sync-Lockdown")
+    assert "-Password $mapped.password" in lockdown
+
+
+def test_a_resync_makes_the_account_match_iis_never_the_other_way(functions) -> None:
+    text = body(functions, "Get-MappedAccount")
+    resync = re.search(r"if \(\$held\.Count -gt 0 -and \$recorded -cne \$held\[0\]\) \{(.*?)\n    \}", text, re.S)
+    assert resync, "the account is set to the password the mappings hold when the record is missing or differs"
+    assert "Set-LocalUser" in resync.group(1) and "Write-Lockdown" not in resync.group(1)
+    # A record always names the account's password: written after Set-LocalUser, before New-LocalUser.
+    assert resync.group(1).index("Set-LocalUser") < resync.group(1).index("Save-AccountRecord")
+    created = text[text.index("is missing"):text.index("New-LocalUser")]
+    assert "Save-AccountRecord" in created
+
+
+def test_the_held_password_is_read_from_the_mappings(functions) -> None:
+    text = body(functions, "Get-HeldPassword")
+    assert "[string]$item.password" in text and "'manyToOneMappings', 'oneToOneMappings'" in text
+    assert "-PSPath $apphost -Location $Location" in text
+
+
+def test_the_record_is_dpapi_machine_scope_in_a_file_for_system_and_administrators(functions) -> None:
+    save = body(functions, "Save-AccountRecord")
+    assert "[Security.Cryptography.ProtectedData]::Protect(" in save and "DataProtectionScope]::LocalMachine" in save
+    assert "'S-1-5-18', 'S-1-5-32-544'" in save and "SetAccessRuleProtection($true, $false)" in save
+    # The ACL is on the empty file before the protected bytes are written.
+    assert save.index("WriteAllBytes($temporary, [byte[]]@())") < save.index("Set-Acl") < save.index("WriteAllBytes($temporary, $blob)")
+    read = body(functions, "Read-AccountRecord")
+    assert "::Unprotect(" in read and "DataProtectionScope]::LocalMachine" in read
+    assert "System.Security, Version=4.0.0.0" in body(functions, "Use-DataProtection")
+
+
+def test_no_password_reaches_the_report_or_the_logs(tree) -> None:
+    """No string the script prints, logs or reports interpolates a password-carrying value."""
+    carriers = re.compile(r"\$(held|recorded|plain|blob|secure)\b|\.password\b|\$password\b", re.I)
+    for node in ps_lint.walk(tree.root_node):
+        if node.type == "expandable_string_literal":
+            assert not carriers.search(ps_lint.node_text(node)), ps_lint.node_text(node)
+    # The functions that handle the password in the clear build no strings from it at all.
+    for name in ("Save-AccountRecord", "Read-AccountRecord", "Get-HeldPassword", "New-RandomPassword"):
+        strings = [ps_lint.node_text(n) for n in ps_lint.walk(ps_lint.function_nodes(tree)[name]) if n.type == "expandable_string_literal"]
+        assert not [t for t in strings if re.search(r"\$(value|text|plain|blob)\b", t, re.I)], (name, strings)
+    for command in ps_lint.commands(tree):
+        if command.name in ("Write-Log", "Add-Problem", "Write-Output", "Write-Verbose", "Write-Warning"):
+            assert not carriers.search(ps_lint.node_text(command.node)), ps_lint.node_text(command.node)
+
+
+# --- 3. restarts ---------------------------------------------------------------------------------------
+
+def test_every_change_that_needs_a_restart_is_recorded(functions) -> None:
+    assert "RestartNeeded)\" -eq 'Yes') { Register-Reboot" in body(functions, "Sync-Features")
+    schannel = body(functions, "Sync-Schannel")
+    assert "New-ItemProperty" in schannel and schannel.index("New-ItemProperty") < schannel.index("Register-Reboot")
+    installer = body(functions, "Sync-BeaconInstaller")
+    assert re.search(r"\$code -eq 1641\) \{[^}]*Register-Reboot [^}]*-AlreadyRequested[^}]*\$run\.restarting = \$true", installer)
+    assert re.search(r"\$code -eq 3010\) \{ Register-Reboot", installer)
+
+
+def test_pending_until_windows_started_after_the_change(functions) -> None:
+    assert "Get-CimInstance -ClassName 'Win32_OperatingSystem' -Property 'LastBootUpTime'" in body(functions, "Get-LastBootTime")
+    state = body(functions, "Read-RebootState")
+    assert "if ($boot -gt $recorded)" in state and "$report.checks.reboot.pending = $true" in state
+    register = body(functions, "Register-Reboot")
+    assert "-RecordedAt $now" in register and "$report.rebootRequired = $true" in register
+
+
+def test_the_restart_is_asked_for_once(functions) -> None:
+    request = body(functions, "Request-Reboot")
+    assert "if ($null -eq $marker -or $marker.requestedAt) { return $false }" in request
+    assert request.index("Write-RebootMarker") < request.index("return $true")
+
+
+def test_converge_waits_bounded_for_user_data_before_installing_features(functions) -> None:
+    features = body(functions, "Sync-Features")
+    assert features.index("Wait-UserData") < features.index("Install-WindowsFeature")
+    wait = body(functions, "Wait-UserData")
+    minutes = int(re.search(r"\$deadline = \[DateTime\]::UtcNow\.AddMinutes\((\d+)\)", wait).group(1))
+    assert 0 < minutes <= 15, "bounded well inside the association's timeout"
+    assert re.search(r"while \(\(Test-Path -LiteralPath \$userDataMarker\) -and \[DateTime\]::UtcNow -lt \$deadline\)", wait)
+    assert "Start-Sleep -Seconds" in wait
+
+
+def test_user_data_marks_that_it_is_running_and_always_clears_it() -> None:
+    text = ps_lint.strip_user_data_wrapper(USER_DATA.read_text())
+    converge = CONVERGE.read_text()
+    assert "Join-Path $dir 'user-data.running'" in text and "Join-Path $dataDir 'user-data.running'" in converge
+    assert text.index("Set-Content -LiteralPath $running") < text.index("Install-WindowsFeature")
+    assert re.search(r"finally \{\s*Remove-Item -LiteralPath \$running", text)
+
+
+# --- 4. file access as the worker process ----------------------------------------------------------------
+
+def test_authenticated_user_override_is_written_at_both_applications(functions) -> None:
+    settings = body(functions, "Get-LockdownSetting")
+    assert "foreach ($application in $state.serverRuntime.locations)" in settings
+    assert "filter = 'system.webServer/serverRuntime'; name = 'authenticatedUserOverride'; value = [string]$state.serverRuntime.authenticatedUserOverride" in settings
+    # Mapping on, anonymous off, SSL flags, in this order per location; serverRuntime last.
+    order = [settings.index(s) for s in ("name = 'enabled'; value = [bool]$mapping.enabled", "filter = $anonymousFilter",
+                                         "filter = 'system.webServer/security/access'", "system.webServer/serverRuntime")]
+    assert order == sorted(order)
+
+
+# --- 5. the installer ------------------------------------------------------------------------------------
+
+def test_msiexec_is_always_silent_and_never_restarts(functions) -> None:
+    installer = body(functions, "Sync-BeaconInstaller")
+    assert re.search(r"\$arguments = @\('/i', [^\n]*'/qn', '/norestart'", installer)
+    assert "Start-Process -FilePath $program -ArgumentList $arguments -PassThru" in installer
+    assert "-Wait" not in re.search(r"\$process = Start-Process[^\n]*", installer).group(0), "wait on the process, not its children"
+    assert "$null = $process.Handle" in installer and ".WaitForExit(" in installer and "$process.ExitCode" in installer
+    assert "if ($kind -eq 'exe' -and $given.Count -eq 0) { throw" in installer
+
+
+def _pattern(text: str, anchor: str) -> str:
+    match = re.search(re.escape(anchor) + r" '([^']+)'", text)
+    assert match, anchor
+    return match.group(1)
+
+
+def test_operator_switches_that_would_show_ui_or_restart_are_dropped(functions) -> None:
+    pattern = re.compile(_pattern(body(functions, "Sync-BeaconInstaller"), "$_ -notmatch"), re.I)  # -notmatch ignores case
+    for dropped in ("/qn", "/QN", "/qb", "/qr+", "/qf", "/passive", "/quiet", "/norestart", "/forcerestart", "/promptrestart", "/q"):
+        assert pattern.search(dropped), dropped
+    for kept in ("INSTALLDIR=C:\\FlexNet", "/l*v", "BEACON=1", "/qnx"):
+        assert not pattern.search(kept), kept
+
+
+def test_arguments_with_spaces_are_quoted(functions) -> None:
+    text = body(functions, "Format-ProcessArgument")
+    assert "if ($Value -notmatch '[\\s\"]') { return $Value }" in text
+    property_form = re.compile(re.search(r"if \(\$Value -match '(\^\(\[A-Za-z_\][^']*)'\)", text).group(1))
+    assert property_form.search('INSTALLDIR=C:\\Program Files\\FlexNet')
+    assert 'return "$($Matches[1])=`"$($Matches[2])`""' in text and 'return "`"$Value`""' in text
+
+
+# --- 7. report-only and the Root store ----------------------------------------------------------------
+
+def test_self_signed_is_decided_by_signature_not_by_names(functions) -> None:
+    text = body(functions, "Test-SelfSigned")
+    assert "X509Chain -ArgumentList $true" in text and ".Build($Certificate)" in text
+    assert "ChainElements.Count -ne 1" in text and "'PartialChain', 'NotSignatureValid'" in text
+    root = body(functions, "Test-RootStore")
+    assert "-not (Test-SelfSigned -Certificate $_)" in root and "$_.Subject -ne $_.Issuer" not in root
+
+
+def test_a_non_self_signed_root_is_a_warning_under_exclusive_trust_and_an_error_otherwise(functions) -> None:
+    root = body(functions, "Test-RootStore")
+    assert re.search(r"if \(@\('1', '2'\) -contains \"\$mode\"\) \{ \[void\]\$report\.warnings\.Add", root)
+    assert re.search(r"else \{ Add-Problem \"LocalMachine\\Root holds", root)
+
+
+def test_report_only_changes_nothing_and_never_restarts(tree, functions) -> None:
+    assert "if ($reportOnlyMode) { return }" in body(functions, "Invoke-Converge")
+    assert "if ($reportOnlyMode -or $What.Count -eq 0) { return }" in body(functions, "Invoke-ConvergeAll")
+    assert "if (-not $reportOnlyMode) { Remove-Item -LiteralPath $rebootMarker" in body(functions, "Read-RebootState")
+
+
+# --- 8. the binding and HTTP.sys -----------------------------------------------------------------------
+
+def test_the_iis_binding_names_the_certificate_once_per_certificate(functions) -> None:
+    text = body(functions, "Sync-SiteBinding")
+    assert "$binding.AddSslCertificate($Thumbprint, 'My')" in text
+    assert text.index("Set-Content -LiteralPath $attempt") < text.index("AddSslCertificate(")
+    assert "if (Test-Path -LiteralPath $attempt) {" in text
+
+
+def test_http_sys_is_updated_in_place_and_added_only_when_absent(tree, functions) -> None:
+    text = body(functions, "Sync-HttpSys")
+    assert "$verb = 'update'" in text and "if ($null -eq $current) { $verb = 'add' }" in text
+    code = ps_lint.node_text(tree.root_node)
+    assert not re.search(r"'delete'|\bdelete sslcert", code), "netsh http delete sslcert leaves 443 without TLS for a moment"
