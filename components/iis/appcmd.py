@@ -75,6 +75,9 @@ def render(state: Mapping[str, Any]) -> str:
         "REM 5. SChannel client authentication trust mode",
         "reg add HKLM\\SYSTEM\\CurrentControlSet\\Control\\SecurityProviders\\SCHANNEL /v ClientAuthTrustMode "
         f"/t REG_DWORD /d {state['schannel']['clientAuthTrustMode']} /f",
+        "reg add HKLM\\SYSTEM\\CurrentControlSet\\Control\\SecurityProviders\\SCHANNEL /v SendTrustedIssuerList "
+        f"/t REG_DWORD /d {1 if state['schannel'].get('sendTrustedIssuerList') else 0} /f",
+        "REM SChannel reads both at start-up: restart Windows after changing them",
         "",
         "REM 6. Mapped account",
     ]
@@ -131,6 +134,14 @@ def render(state: Mapping[str, Any]) -> str:
             f'{APPCMD} set config "{loc}" -section:system.webServer/security/authentication/anonymousAuthentication /enabled:"{_flag(state["authentication"]["anonymousEnabled"])}" /commit:apphost',
             f'{APPCMD} set config "{loc}" -section:system.webServer/security/access /sslFlags:"{state["access"]["sslFlags"]}" /commit:apphost',
         ]
+    override = state.get("serverRuntime") or {}
+    if override.get("locations"):
+        out += ["", "REM 8b. Downloads and uploads read and write files as the worker process, not the mapped account"]
+        for location in override["locations"]:
+            out.append(
+                f'{APPCMD} set config "{_safe(location, "location path", notes)}" -section:system.webServer/serverRuntime '
+                f'/authenticatedUserOverride:"{override["authenticatedUserOverride"]}" /commit:apphost'
+            )
     out += [
         "",
         "REM 9. Request filtering: allow the FlexNet file extensions (remove first: an existing or inherited",
@@ -145,6 +156,21 @@ def render(state: Mapping[str, Any]) -> str:
             f'{APPCMD} set config "{site_name}" -section:system.webServer/security/requestFiltering '
             f"/+\"fileExtensions.[fileExtension='{ext}',allowed='True']\" /commit:apphost"
         )
+    logging = state.get("logging") or {}
+    if logging:
+        out += [
+            "",
+            "REM 10. W3C logging, server-wide, with the client certificate's facts (add the fields below to the ones there)",
+            f'{APPCMD} set config -section:system.applicationHost/sites /siteDefaults.logFile.logFormat:"W3C" /commit:apphost',
+            f'{APPCMD} set config -section:system.applicationHost/sites /siteDefaults.logFile.logExtFileFlags:"{",".join(logging["fields"])}" /commit:apphost',
+        ]
+        for field in logging["customFields"]:
+            key = f"siteDefaults.logFile.customFields.[logFieldName='{field['logFieldName']}']"
+            out.append(f'{APPCMD} set config -section:system.applicationHost/sites /-"{key}" /commit:apphost')
+            out.append(
+                f"{APPCMD} set config -section:system.applicationHost/sites /+\"siteDefaults.logFile.customFields.[logFieldName='{field['logFieldName']}',"
+                f"sourceName='{field['sourceName']}',sourceType='{field['sourceType']}']\" /commit:apphost"
+            )
     if notes:
         out += [""] + sorted(set(notes))
     return "\n".join(out) + "\n"

@@ -18,6 +18,22 @@ SCHEMA_VERSION = 1
 IIS_APP_ID = "{4dc3e181-e14b-4a21-b022-59fc669b0914}"
 AGENT_APPLICATIONS = ("ManageSoftDL", "ManageSoftRL")
 SSL_FLAGS = "Ssl,SslNegotiateCert,SslRequireCert"
+# observe: certificates are negotiated (and mapped when they match) but not required.
+SSL_FLAGS_OBSERVE = "Ssl,SslNegotiateCert"
+# W3C fields IIS writes for every request (logExtFileFlags), the status and sub-status among them,
+# and the client certificate's facts as custom fields from server variables (docs/operations.md
+# "Moving a fleet to mutual TLS"; scripts/ops/readiness.py reads them).
+LOG_FIELDS = (
+    "Date", "Time", "ClientIP", "UserName", "SiteName", "ServerIP", "Method", "UriStem", "UriQuery",
+    "HttpStatus", "HttpSubStatus", "Win32Status", "BytesSent", "BytesRecv", "TimeTaken", "ServerPort",
+    "UserAgent", "Host",
+)
+LOG_CUSTOM_FIELDS = (
+    ("crt-subject", "CERT_SUBJECT"),
+    ("crt-issuer", "CERT_ISSUER"),
+    ("crt-serial", "CERT_SERIALNUMBER"),
+    ("crt-flags", "CERT_FLAGS"),
+)
 FLEXERA_EXTENSIONS = (".osd", ".npl", ".nds", ".ini")
 
 # Role services the beacon needs, each with the reason it is here (docs/iis-mtls.md cites the
@@ -160,6 +176,7 @@ def desired_state(
         "stack": cfg.stack,
         "region": cfg.region,
         "reportOnly": cfg.converge_report_only,
+        "enforcement": cfg.enforcement,
         # The converge report also goes to this log group (stream = computer name).
         "logGroupName": converge_log_group(cfg),
         # Checked for reachability from the beacon on every run (403.13 when unreachable).
@@ -191,9 +208,13 @@ def desired_state(
             "sendTrustedIssuerList": send_trusted_issuer_list(trust, cfg.exclusive_client_trust),
         },
         "trustStores": trust_stores(trust, cfg.exclusive_client_trust),
-        "access": {"sslFlags": SSL_FLAGS},
+        # require: a device without a mapped certificate gets nothing (403.7 / 401.2). observe: the
+        # certificate is asked for and mapped when it matches, and everything else is served
+        # anonymously as before; IIS still validates a certificate a device does present
+        # (403.16/403.17/403.13 for a bad one, as in require: docs/operations.md).
+        "access": {"sslFlags": SSL_FLAGS if cfg.enforcement == "require" else SSL_FLAGS_OBSERVE},
         "authentication": {
-            "anonymousEnabled": False,
+            "anonymousEnabled": cfg.enforcement == "observe",
             "clientCertificateMapping": {
                 "enabled": True,
                 "manyToOneCertificateMappingsEnabled": many_to_one,
@@ -215,6 +236,12 @@ def desired_state(
             "passwordSecretArn": cfg.mapped_account_password_secret_arn or None,
         },
         "requestFiltering": {"allowExtensions": list(FLEXERA_EXTENSIONS)},
+        # Server-wide W3C logging (sites/siteDefaults/logFile): the fields are added to what is
+        # there, never removed; the certificate fields are custom fields from server variables.
+        "logging": {
+            "fields": list(LOG_FIELDS),
+            "customFields": [{"logFieldName": name, "sourceName": source, "sourceType": "ServerVariable"} for name, source in LOG_CUSTOM_FIELDS],
+        },
         # File access of downloads and uploads as the worker process, not as the mapped account.
         "serverRuntime": {
             "authenticatedUserOverride": AUTHENTICATED_USER_OVERRIDE,

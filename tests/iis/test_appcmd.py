@@ -66,6 +66,6 @@ def test_mappings_before_the_sections_that_require_them(texts: dict[str, str], s
     # Per location: mapping on, then anonymous off, then certificates required.
     for location in {re.search(r'set config "([^"]+)" -section:system.webServer/security/access', l).group(1)
                      for l in lines if "-section:system.webServer/security/access" in l}:
-        own = [l for l in lines if f'set config "{location}" -section:' in l and "Mappings." not in l and "requestFiltering" not in l]
+        own = [l for l in lines if f'set config "{location}" -section:' in l and "Mappings." not in l and "requestFiltering" not in l and "serverRuntime" not in l]
         kinds = [re.search(r"-section:(\S+)", l).group(1).rsplit("/", 1)[-1] for l in own]
         assert kinds == ["iisClientCertificateMappingAuthentication", "anonymousAuthentication", "access"], (location, kinds)

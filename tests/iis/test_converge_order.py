@@ -33,6 +33,7 @@ EXPECTED = [
     ("webAdministration", "Import-IisModule", ()),
     ("lockdown", "Sync-Lockdown", ("webAdministration",)),
     ("requestFiltering", "Sync-RequestFiltering", ("webAdministration",)),
+    ("logging", "Sync-Logging", ("webAdministration",)),
     ("serverCertificate", "Sync-ServerCertificate", ()),
     ("trustStores", "Sync-TrustStores", ()),
     ("schannel", "Sync-Schannel", ()),

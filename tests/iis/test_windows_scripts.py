@@ -492,8 +492,15 @@ def test_locked_sections_are_written_at_apphost_with_a_location(converge: str, c
     assert "$apphost = 'MACHINE/WEBROOT/APPHOST'" in converge
     writers = [c for c in ps_lint.commands(converge_tree) if c.name and re.fullmatch(r"(Set|Add|Remove)-WebConfigurationProperty", c.name)]
     assert len(writers) >= 6
+    functions = {ps_lint.node_text([c for c in n.children if c.type == "function_name"][0]): n
+                 for n in ps_lint.walk(converge_tree.root_node) if n.type == "function_statement"}
+    logging = functions["Sync-Logging"]  # server-wide W3C logging: sites/siteDefaults, no location
+    assert "$filter = 'system.applicationHost/sites/siteDefaults/logFile'" in ps_lint.node_text(logging)
     for command in writers:
         text = ps_lint.node_text(command.node)
+        if logging.start_byte <= command.node.start_byte < logging.end_byte:
+            assert "-PSPath $apphost" in text and "-Location" not in text and re.search(r"-Filter \$(filter|collection)\b", text), text
+            continue
         assert "-PSPath $apphost" in text and "-Location $" in text, f"line {command.line}: {text[:80]}"
 
 

@@ -35,6 +35,7 @@ $run = @{ step = $null; drift = 0; changes = 0; problems = 0; results = @{}; res
 $report = [ordered]@{
     schemaVersion = 1
     stack = $null
+    enforcement = $null
     computer = $env:COMPUTERNAME
     reportOnly = $reportOnlyMode
     startedAt = [DateTime]::UtcNow.ToString('o')
@@ -53,6 +54,7 @@ $report = [ordered]@{
         mappings = @()
         trustStores = [ordered]@{ certificates = @(); nonSelfSignedInRoot = @(); clientAuthTrustMode = $null; sendTrustedIssuerList = $null }
         crl = @()
+        logging = [ordered]@{ logFormat = $null; fields = $null; customFields = @() }
         reboot = [ordered]@{ pending = $false; recordedAt = $null; requestedAt = $null; reasons = @(); lastBootAt = $null }
     }
     error = $null
@@ -631,6 +633,41 @@ function Sync-RequestFiltering {
     }
 }
 
+# --- W3C logging with the client certificate's facts (server-wide: sites/siteDefaults/logFile)
+
+function Sync-Logging {
+    $filter = 'system.applicationHost/sites/siteDefaults/logFile'
+    $format = "$(Get-WebConfigurationProperty -PSPath $apphost -Filter $filter -Name 'logFormat')"
+    if ($format -ne 'W3C') {
+        Invoke-Converge "IIS logs are '$format', not W3C (custom fields need W3C)" { Set-WebConfigurationProperty -PSPath $apphost -Filter $filter -Name 'logFormat' -Value 'W3C' }
+    }
+    # Added to the fields that are there, never removed: an administrator's extra fields stay.
+    $have = @("$(Get-WebConfigurationProperty -PSPath $apphost -Filter $filter -Name 'logExtFileFlags')" -split ',' | ForEach-Object { $_.Trim() } | Where-Object { $_ })
+    $missing = @($state.logging.fields | Where-Object { $have -notcontains $_ })
+    foreach ($name in $missing) { Assert-Match -Value $name -Pattern '^[A-Za-z0-9]{1,32}$' -What 'log field' }
+    if ($missing.Count -gt 0) {
+        Invoke-Converge "IIS log fields lack $($missing -join ', ')" { Set-WebConfigurationProperty -PSPath $apphost -Filter $filter -Name 'logExtFileFlags' -Value (@($have + $missing) -join ',') }
+    }
+    $collection = "$filter/customFields"
+    $present = @(Get-WebConfigurationProperty -PSPath $apphost -Filter $collection -Name 'Collection' | Where-Object { $null -ne $_ })
+    foreach ($field in $state.logging.customFields) {
+        Assert-Match -Value $field.logFieldName -Pattern '^[a-z][a-z0-9-]{0,31}$' -What 'log field name'
+        Assert-Match -Value $field.sourceName -Pattern '^[A-Z][A-Z0-9_]{0,63}$' -What 'log field source'
+        Assert-Match -Value $field.sourceType -Pattern '^ServerVariable$' -What 'log field source type'
+        $entry = $present | Where-Object { $_.logFieldName -eq $field.logFieldName } | Select-Object -First 1
+        if ($null -ne $entry -and "$($entry.sourceName)" -eq $field.sourceName -and "$($entry.sourceType)" -eq $field.sourceType) { continue }
+        Invoke-Converge "IIS log field $($field.logFieldName) is not server variable $($field.sourceName)" {
+            if ($null -ne $entry) { Remove-WebConfigurationProperty -PSPath $apphost -Filter $collection -Name '.' -AtElement @{ logFieldName = $field.logFieldName } }
+            Add-WebConfigurationProperty -PSPath $apphost -Filter $collection -Name '.' -Value @{ logFieldName = $field.logFieldName; sourceName = $field.sourceName; sourceType = $field.sourceType }
+        }
+    }
+    $report.checks.logging = [ordered]@{
+        logFormat = "$(Get-WebConfigurationProperty -PSPath $apphost -Filter $filter -Name 'logFormat')"
+        fields = "$(Get-WebConfigurationProperty -PSPath $apphost -Filter $filter -Name 'logExtFileFlags')"
+        customFields = @(Get-WebConfigurationProperty -PSPath $apphost -Filter $collection -Name 'Collection' | Where-Object { $null -ne $_ } | ForEach-Object { "$($_.logFieldName)=$($_.sourceName)" })
+    }
+}
+
 # --- certificates
 
 function ConvertFrom-Pem {
@@ -993,6 +1030,7 @@ try {
     $state = Read-DesiredState
     if ($state.schemaVersion -ne 1) { throw "desired state schemaVersion '$($state.schemaVersion)' is not supported (this script reads 1)" }
     $report.stack = $state.stack
+    $report.enforcement = $state.enforcement
     $reportOnlyMode = $reportOnlyMode -or [bool]$state.reportOnly
     $report.reportOnly = $reportOnlyMode
     if (-not $LogGroupName) { $LogGroupName = $state.logGroupName }
@@ -1022,6 +1060,9 @@ if (-not $report.error) {
     }
     if (Start-Step -Name 'requestFiltering' -Requires 'webAdministration') {
         try { Sync-RequestFiltering; Complete-Step -Name 'requestFiltering' } catch { Complete-Step -Name 'requestFiltering' -Failure $_ }
+    }
+    if (Start-Step -Name 'logging' -Requires 'webAdministration') {
+        try { Sync-Logging; Complete-Step -Name 'logging' } catch { Complete-Step -Name 'logging' -Failure $_ }
     }
     if (Start-Step -Name 'serverCertificate') {
         try { $thumbprint = Sync-ServerCertificate; Complete-Step -Name 'serverCertificate' } catch { Complete-Step -Name 'serverCertificate' -Failure $_ }
