@@ -2,8 +2,9 @@
 fetch their reports; read the desired state back from the document; run the association now.
 
 Invocation states: Pending, InProgress, Delayed and Cancelling are still running; every other
-status is final. A non-zero exit of the script (3 drift, 1 failed) makes SSM say Failed with
-that ResponseCode: the report is read from stdout whatever the status.
+status is final. A non-zero exit of the script (1 failed, 4 restart still pending; 3010 makes SSM
+Agent restart the instance) makes SSM say Failed with that ResponseCode: the report is read from
+stdout whatever the status. Report-only drift exits 0.
 """
 
 from __future__ import annotations
