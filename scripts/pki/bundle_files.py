@@ -1,0 +1,243 @@
+"""The files of a device onboarding kit (`bundle`), built from data only, and passwords.csv.
+
+Layout of one kit, bundles/<device>/ (directory 0700):
+
+    manifest.json               what the kit is: device, serial, beacons, stack, every file with SHA-256
+    windows/device.pfx          certificate + non-exportable-on-import key, AES-256 (0600)
+    windows/root-N.cer          root CA(s): LocalMachine\\Root (DER)
+    windows/intermediate-N.cer  intermediate CA(s): LocalMachine\\CA (DER)
+    windows/install.ps1         the static script (scripts/pki/windows/install.ps1, the same in every kit)
+    windows/install.json        its data: file names, thumbprints, stores, beacon URLs
+    windows/mgssetup.ini        the lines for new agent installs (CRLF, ASCII)
+    unix/device.pem             certificate (+ intermediates), PEM
+    unix/device.key             key, PKCS#8 PEM (0600)
+    unix/cert.pem               root CA(s) of the beacons' server certificate (SSLCACertificateFile)
+    unix/mgsft_rollout_response the lines for new agent installs (LF)
+    unix/UNIXConfig.ini         the preference for installed agents (mgsconfig -i)
+    unix/INSTALL.txt            where each file goes
+
+File names inside a kit are fixed; the device name is only the directory's name and a value in
+JSON/text. The agent files (rollout, mgssetup.ini, UNIXConfig.ini) hold no device data at all:
+only the beacon host names, checked by beacons.check_host. docs/onboarding.md has the sources.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import secrets
+import string
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from components.certs import facts as cert_facts
+
+from .beacons import download_url, upload_url
+from .store import PkiError, check_name
+
+KIT_VERSION = 1
+TEMPLATE = Path(__file__).with_name("windows") / "install.ps1"
+PREFERENCE = "AddClientCertificateAndKey"
+ROLLOUT_NAME = "mgsft_rollout_response"
+ROLLOUT_SETTINGS = (  # besides the two bootstrap URLs; values as the agent's sample response file writes them
+    ("MGSFT_HTTPS_ADDCLIENTCERTIFICATEANDKEY", "true"),
+    ("MGSFT_HTTPS_CHECKSERVERCERTIFICATE", "true"),
+    ("MGSFT_HTTPS_CHECKCERTIFICATEREVOCATION", "true"),
+    ("MGSFT_HTTPS_PRIORITIZEREVOCATIONCHECKS", "CRL"),
+)
+UNIX_ROLLOUT_PATH = "/var/tmp/mgsft_rollout_response"  # Flexera's sample flexia-setup.sh
+UNIX_CA_PATH = "/var/opt/managesoft/etc/ssl/cert.pem"  # default of SSLCACertificateFile
+PASSWORD_ALPHABET = string.ascii_letters + string.digits
+PASSWORD_LENGTH = 24  # 24 of 62 symbols: 142 bits
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+@lru_cache(maxsize=1)
+def template_bytes() -> bytes:
+    return TEMPLATE.read_bytes()
+
+
+def bundle_dir(root: Path, name: str) -> Path:
+    """root/<name>, refusing anything that is not one plain file name inside root."""
+    check_name(name, "device name")
+    target = root / name
+    if target.parent != root or PurePosixPath(name).name != name or target.name != name:
+        raise PkiError(f"device name {name!r} is not usable as a directory name")
+    return target
+
+
+def bootstrap_host(name: str, hosts: list[str]) -> str:
+    """The beacon a device bootstraps against: a stable choice by name, so a bulk rollout is spread
+    over the beacons (afterwards the agent picks beacons from the failover list of its policy)."""
+    number = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "big")
+    return hosts[number % len(hosts)]
+
+
+def rollout_response(host: str) -> bytes:
+    lines = [
+        "# FlexNet inventory agent bootstrap (mgsft_rollout_response) for UNIX-like devices,",
+        "# made by python -m scripts.pki bundle. Copy to /var/tmp/mgsft_rollout_response before installing.",
+        f"MGSFT_BOOTSTRAP_DOWNLOAD={download_url(host)}",
+        f"MGSFT_BOOTSTRAP_UPLOAD={upload_url(host)}",
+        *(f"{key}={value}" for key, value in ROLLOUT_SETTINGS),
+    ]
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def mgssetup_ini(host: str) -> bytes:
+    lines = [
+        "; Lines for mgssetup.ini (FlexNet inventory agent, new installs on Windows), made by",
+        "; python -m scripts.pki bundle. Merge them into the mgssetup.ini of your agent installer:",
+        "; keep its file name and its other sections. The certificate itself comes from install.ps1.",
+        "[Custom Install Settings]",
+        f"DEPLOYSERVERURL={download_url(host)}",
+        "",
+        "[Common]",
+        f"{PREFERENCE}=True",
+    ]
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+def unix_config_ini() -> bytes:
+    lines = [
+        "# The agent preference for an installed UNIX agent: /opt/managesoft/bin/mgsconfig -i UNIXConfig.ini",
+        "[ManageSoft\\Common]",
+        f"{PREFERENCE}=True",
+    ]
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def unix_install_text(name: str, stack: str | None, cert_path: str | None, key_path: str | None) -> bytes:
+    unset = "NOT SET: Flexera's documentation does not say where the UNIX agent reads it; ask Flexera for your agent version, then run bundle again with {}"
+    lines = [
+        f"FlexNet inventory agent onboarding kit: device {name}" + (f", stack {stack}" if stack else ""),
+        "",
+        "File                     Goes to",
+        f"mgsft_rollout_response   {UNIX_ROLLOUT_PATH}  (before installing the agent; new installs only)",
+        f"cert.pem                 {UNIX_CA_PATH}  (CA of the beacons' server certificate; SSLCACertificateFile)",
+        "UNIXConfig.ini           /opt/managesoft/bin/mgsconfig -i UNIXConfig.ini  (installed agents: AddClientCertificateAndKey)",
+        f"device.pem               {cert_path or unset.format('--unix-client-cert PATH')}",
+        f"device.key               {key_path or unset.format('--unix-client-key PATH')}  (mode 0600, owner root)",
+        "",
+        "Sources: docs/onboarding.md of the flexnet-beacon project.",
+    ]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def check_unix_path(text: str | None, what: str) -> str | None:
+    """An absolute POSIX path with printable ASCII and no spaces (it is written into INSTALL.txt)."""
+    if text is None:
+        return None
+    if not text.startswith("/") or ".." in text.split("/") or not all(33 <= ord(ch) < 127 for ch in text) or len(text) > 255:
+        raise PkiError(f"{what}: got {text!r}; expected an absolute path in printable ASCII without spaces or '..'")
+    return text
+
+
+def der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def ca_files(chain: list[x509.Certificate]) -> list[tuple[str, str, x509.Certificate]]:
+    """(file name, store, certificate) for the CA certificates a Windows kit imports."""
+    out: list[tuple[str, str, x509.Certificate]] = []
+    roots = intermediates = 0
+    for cert in chain:
+        if cert_facts.is_self_signed(cert):
+            roots += 1
+            out.append((f"root-{roots}.cer", "Root", cert))
+        else:
+            intermediates += 1
+            out.append((f"intermediate-{intermediates}.cer", "CA", cert))
+    return out
+
+
+def install_json(name: str, stack: str | None, cert: x509.Certificate, cas: list[tuple[str, str, x509.Certificate]], hosts: list[str]) -> bytes:
+    data = {
+        "schemaVersion": KIT_VERSION,
+        "device": name,
+        "stack": stack,
+        "pfx": {"file": "device.pfx", "thumbprint": cert_facts.thumbprint(cert), "subject": cert.subject.rfc4514_string(),
+                "notAfter": cert_facts.iso(cert.not_valid_after_utc)},
+        "caCertificates": [{"file": file, "store": store, "thumbprint": cert_facts.thumbprint(ca), "subject": ca.subject.rfc4514_string()} for file, store, ca in cas],
+        "beaconUrls": [download_url(h) for h in hosts],
+    }
+    # ASCII only (non-ASCII as \\u escapes): Windows PowerShell 5.1 reads a file without BOM as ANSI.
+    return (json.dumps(data, indent=2, ensure_ascii=True) + "\n").encode("ascii")
+
+
+def manifest(entries: dict[str, Any], files: dict[str, bytes]) -> bytes:
+    listed = {path: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} for path, data in sorted(files.items())}
+    return (json.dumps({**entries, "files": listed}, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("kitVersion") == KIT_VERSION else None
+
+
+def files_intact(folder: Path, data: dict[str, Any]) -> bool:
+    """Every listed file present with its size (cheap: a rerun uses it to skip complete kits)."""
+    files = data.get("files")
+    if not isinstance(files, dict) or not files:
+        return False
+    for relative, item in files.items():
+        try:
+            if (folder / relative).stat().st_size != item.get("size"):
+                return False
+        except (OSError, AttributeError):
+            return False
+    return True
+
+
+def new_password() -> str:
+    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
+
+
+def _cell(text: str) -> str:
+    """A spreadsheet opening the CSV must not run a cell as a formula: prefix ' (undone on read)."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _uncell(text: str) -> str:
+    return text[1:] if text.startswith("'") and text[1:].startswith(_FORMULA_START) else text
+
+
+def passwords_csv(rows: dict[str, str]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(["device", "password"])
+    for name in sorted(rows):
+        writer.writerow([_cell(name), rows[name]])
+    return buffer.getvalue().encode("utf-8")
+
+
+def read_passwords(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise PkiError(f"{path}: unreadable ({exc.strerror})") from None
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header != ["device", "password"]:
+        raise PkiError(f"{path}: expected the header row device,password")
+    rows: dict[str, str] = {}
+    for number, row in enumerate(reader, start=2):
+        if len(row) != 2:
+            raise PkiError(f"{path}:{number}: expected two columns, device and password")
+        rows[_uncell(row[0])] = row[1]
+    return rows
