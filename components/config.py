@@ -109,7 +109,7 @@ KEYS: tuple[Key, ...] = (
     Key("complianceSeverity", "string", "HIGH", "Compliance severity of the association: CRITICAL, HIGH, MEDIUM, LOW or UNSPECIFIED."),
     Key("beaconInstallerS3Uri", "string", "", "Optional s3://bucket/key of the FlexNet beacon installer (.msi or .exe); installed unattended when set."),
     Key("beaconInstallerSha256", "string", "", "SHA-256 of the installer (required with beaconInstallerS3Uri)."),
-    Key("beaconInstallerArguments", "array", [], "Installer arguments, passed as data (e.g. /qn, PROPERTY=value).", items="string"),
+    Key("beaconInstallerArguments", "array", [], "Installer arguments, passed as data (PROPERTY=value). An .msi always gets /qn /norestart; an .exe needs its own unattended-install switches here.", items="string"),
     Key("owner", "string", "unassigned", "Owner tag value on every resource."),
     Key("costCentre", "string", "unassigned", "Cost centre tag value on every resource."),
 )

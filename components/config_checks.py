@@ -165,12 +165,12 @@ _WINDOWS_USER = re.compile(r"[^\\/\[\]:;|=,+*?<>@\"\x00-\x1f\x7f]{1,20}")
 _NETBIOS_OR_DNS = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,14}|([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", re.IGNORECASE)
 _SCHEDULE = re.compile(r"rate\((?P<n>[0-9]{1,4}) (?P<unit>minutes?|hours?|days?)\)|cron\([0-9A-Za-z*?/,#\- ]{9,100}\)")
 _CERT_PATH = re.compile(r"[A-Za-z0-9._/\- ]{1,255}")
-_CERT_PATH_EXPECTED = "a certificate file path relative to the project (letters, digits, . _ - / and spaces; no ..)"
+_CERT_PATH_EXPECTED = "a certificate file path relative to the project (letters, digits, . _ - / and spaces; not absolute, no ..)"
 _SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNSPECIFIED")
 
 
 def _bad_cert_path(path: str) -> bool:
-    return not _CERT_PATH.fullmatch(path) or ".." in path.split("/")
+    return not _CERT_PATH.fullmatch(path) or ".." in path.split("/") or path.startswith("/")
 
 
 # --- validators: one per concern ---------------------------------------------------------------
@@ -413,6 +413,9 @@ def check_mapped_account(c: Checks) -> None:
             c.bad("mappedAccountPasswordSecretArn", "", "a Secrets Manager ARN of the domain account's password when mappedAccountType is domain")
 
 
+_INSTALLER_URI = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9!_.*'()/ -]{1,1024}\.(msi|exe)")
+
+
 def check_converge(c: Checks) -> None:
     """convergeSchedule, convergeTimeoutSeconds, complianceSeverity, beaconInstallerS3Uri,
     beaconInstallerSha256, beaconInstallerArguments (convergeReportOnly needs only parsing)."""
@@ -427,7 +430,7 @@ def check_converge(c: Checks) -> None:
         c.bad("complianceSeverity", v["complianceSeverity"], ", ".join(_SEVERITIES))
     if c.ok("beaconInstallerS3Uri") and v["beaconInstallerS3Uri"]:
         uri = v["beaconInstallerS3Uri"]
-        if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[A-Za-z0-9!_.*'()/ -]{1,1024}\.(msi|exe)", uri):
+        if not _INSTALLER_URI.fullmatch(uri):
             c.bad("beaconInstallerS3Uri", uri, "s3://bucket/path/installer.msi (or .exe)")
         elif c.ok("beaconInstallerSha256") and not re.fullmatch(r"[0-9a-fA-F]{64}", v["beaconInstallerSha256"]):
             c.bad("beaconInstallerSha256", v["beaconInstallerSha256"], "the installer's SHA-256 as 64 hex digits (checked on the beacon before running it)")
@@ -435,6 +438,11 @@ def check_converge(c: Checks) -> None:
         for arg in v["beaconInstallerArguments"]:
             if not re.fullmatch(r"[^\x00-\x1f\x7f]{1,512}", arg):
                 c.bad("beaconInstallerArguments", arg, "arguments of 1-512 printable characters")
+        # msiexec gets /qn /norestart from the script; an .exe has no documented silent switch,
+        # so without its own arguments every converge run would fail at the installer step.
+        uri = v["beaconInstallerS3Uri"] if c.ok("beaconInstallerS3Uri") else ""
+        if _INSTALLER_URI.fullmatch(uri) and uri.lower().endswith(".exe") and not v["beaconInstallerArguments"]:
+            c.bad("beaconInstallerArguments", [], "the .exe installer's own unattended-install arguments (an .msi needs none: it gets /qn /norestart)")
 
 
 # Run in this order: it is the order issues are reported in (after unknown keys, parse errors and

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -42,6 +43,15 @@ from .certs.trust import (
 
 AGENT_PATHS = {"download": "/ManageSoftDL/", "upload": "/ManageSoftRL/"}
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The directory the config's certificate files are relative to (and must stay inside): the
+# project, unless this variable names another one (tests, and run_program(base=...), use it to
+# plan with certificate files of a temporary project directory).
+PROJECT_DIR_ENV = "FLEXNET_BEACON_PROJECT_DIR"
+
+
+def project_dir() -> Path:
+    given = os.environ.get(PROJECT_DIR_ENV)
+    return Path(given) if given else PROJECT_ROOT
 
 
 @dataclass(frozen=True)
@@ -67,8 +77,10 @@ class Prepared:
         return crl_hosting_base_url(self.cfg.crl_bucket_name, self.cfg.region) if self.cfg.crl_hosting == "s3" else ""
 
 
-def prepare(raw: Mapping[str, Any], stack: str, region: str | None, base: Path = PROJECT_ROOT) -> Prepared:
-    """Validate config and read the certificate files; ConfigInvalid lists every problem."""
+def prepare(raw: Mapping[str, Any], stack: str, region: str | None, base: Path | None = None) -> Prepared:
+    """Validate config and read the certificate files (inside ``base``, default
+    :func:`project_dir`); ConfigInvalid lists every problem."""
+    base = project_dir() if base is None else base
     cfg = load(raw, stack, region)
     cas, issues = load_certificate_files("clientCaCertificates", cfg.client_ca_certificates, base)
     devices, device_issues = load_certificate_files("oneToOneCertificates", cfg.one_to_one_certificates, base)

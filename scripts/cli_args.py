@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+import os
+from typing import Callable, Sequence
 
 
 def bounded(kind: type, low: float, high: float, what: str, low_inclusive: bool = True) -> Callable[[str], float]:
@@ -21,3 +22,37 @@ def bounded(kind: type, low: float, high: float, what: str, low_inclusive: bool 
 
     parse.__name__ = what.replace(" ", "_")  # argparse names the type in its own errors
     return parse
+
+
+def undecodable_argument(argv: Sequence[str]) -> str | None:
+    """The first command-line argument that is not valid UTF-8, as a one-line message naming it,
+    or None. Python hands such bytes over as lone surrogates (surrogateescape), which crash the
+    first print, file name or socket that meets them (UnicodeEncodeError); commands refuse them
+    up front instead. The argument is named by its option (``--prefix``) or its position."""
+    for position, text in enumerate(argv):
+        if _is_utf8(text):
+            continue
+        name, value = f"argument {position + 1}", text
+        if text.startswith("--") and "=" in text and _is_utf8(text.split("=", 1)[0]):
+            name, value = text.split("=", 1)
+        elif position > 0 and argv[position - 1].startswith("-") and _is_utf8(argv[position - 1]):
+            name = argv[position - 1]
+        return f"{name}: got {_raw(value)!r}, which is not valid UTF-8; expected UTF-8 text"
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _raw(text: str) -> bytes:
+    """The bytes the argument had (surrogateescape undone), for the message."""
+    try:
+        return os.fsencode(text)
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace")
+

@@ -30,6 +30,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import yaml
 
+from components.stack_yaml import read_stack_document
+
 ROOT = Path(__file__).resolve().parent.parent
 PROG = "python -m scripts.doctor"
 OK, MISSING, WARNING, INFO = "ok", "missing", "warning", "info"
@@ -206,9 +208,9 @@ def read_stack_files(root: Path = ROOT) -> dict[str, dict[str, Any]]:
     for path in sorted((root / "stacks").glob("Pulumi.*.yaml")):
         name = path.name[len("Pulumi."):-len(".yaml")]
         try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            stacks[name] = {"path": str(path.relative_to(root)), "error": str(exc).splitlines()[0]}
+            document = read_stack_document(path) or {}  # no YAML aliases, regular UTF-8 file, size cap
+        except (OSError, ValueError) as exc:
+            stacks[name] = {"path": str(path.relative_to(root)), "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
             continue
         config = document.get("config") or {} if isinstance(document, dict) else {}
         stacks[name] = {
@@ -306,7 +308,7 @@ def check_stack_config(name: str, root: Path = ROOT) -> Check:
 
     path = root / "stacks" / f"Pulumi.{name}.yaml"
     try:
-        raw, region, _secret = stack_file_to_raw(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        raw, region, _secret = stack_file_to_raw(read_stack_document(path) or {})
         prepared = prepare(raw, name, region, base=root)
     except ConfigInvalid as invalid:
         return Check(f"config:{name}", MISSING, invalid.render().replace("\n", " "), f"fix {path.relative_to(root)} (make plan STACK={name} lists every problem)")

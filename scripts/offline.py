@@ -25,6 +25,8 @@ from pulumi.runtime.sync_await import _sync_await
 
 from components.config import PROJECT
 
+PROJECT_DIR_ENV = "FLEXNET_BEACON_PROJECT_DIR"  # = components.stack.PROJECT_DIR_ENV (not imported: pulumi_aws is slow)
+
 ROOT = Path(__file__).resolve().parent.parent
 MOCK_ACCOUNT = "123456789012"
 MOCK_AMI = "ami-0a1b2c3d4e5f60718"
@@ -237,8 +239,11 @@ class _LogCapture:
         self.records.append(("error", msg))
 
 
-def run_program(stack: str, config: Mapping[str, str], region: str, secret_keys: list[str] | None = None) -> ProgramRun:
-    """Execute __main__.py under mocks with `config` (project keys, Pulumi string values)."""
+def run_program(stack: str, config: Mapping[str, str], region: str, secret_keys: list[str] | None = None, base: Path | None = None) -> ProgramRun:
+    """Execute __main__.py under mocks with `config` (project keys, Pulumi string values).
+
+    base: the project directory the config's certificate files are read from (default the
+    repository), passed to the program as FLEXNET_BEACON_PROJECT_DIR (components.stack)."""
     mocks = PlanMocks(region)
     monitor = RecordingMonitor(mocks)
     logger = _LogCapture()
@@ -250,6 +255,9 @@ def run_program(stack: str, config: Mapping[str, str], region: str, secret_keys:
     root = pulumi_settings.get_root_resource()
     # Don't let the developer's environment leak into the run.
     saved_env = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("PULUMI_CONFIG")}
+    saved_base = os.environ.get(PROJECT_DIR_ENV)
+    if base is not None:
+        os.environ[PROJECT_DIR_ENV] = str(base)
 
     outputs_holder: dict[str, Any] = {}
 
@@ -265,6 +273,10 @@ def run_program(stack: str, config: Mapping[str, str], region: str, secret_keys:
         _sync_await(run_pulumi_func(program))
     finally:
         sys.path.remove(str(ROOT))
+        if saved_base is None:
+            os.environ.pop(PROJECT_DIR_ENV, None)
+        else:
+            os.environ[PROJECT_DIR_ENV] = saved_base
         os.environ.update(saved_env)
     return ProgramRun(
         resources=sorted(monitor.recorded, key=lambda r: r.urn),

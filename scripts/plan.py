@@ -16,9 +16,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from components import config as beacon_config
+from components.stack_yaml import read_stack_document
+from scripts.cli_args import undecodable_argument
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ROOT / "stacks"
@@ -32,13 +32,16 @@ def read_stack_file(stack: str, stacks_dir: Path = STACKS) -> dict[str, Any]:
     if not stack or "/" in stack or "\\" in stack or stack.startswith("."):
         raise PlanError(f"--stack: got {stack!r}; expected a stack name like dev or prod")
     path = stacks_dir / f"Pulumi.{stack}.yaml"
-    if not path.is_file():
+    if not path.exists():
         known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in stacks_dir.glob("Pulumi.*.yaml"))
         raise PlanError(f"--stack: got {stack!r}; expected one of {', '.join(known) or '(no stacks)'} ({path} does not exist)")
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise PlanError(f"{path}: not valid YAML: {exc}") from None
+        # A regular UTF-8 file of at most 4 MiB, without YAML anchors or aliases (components/stack_yaml.py).
+        document = read_stack_document(path) or {}
+    except OSError as exc:
+        raise PlanError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    except ValueError as exc:  # not YAML, aliases, not UTF-8, not a regular file, too large
+        raise PlanError(f"{path}: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("config", {}), dict):
         raise PlanError(f"{path}: expected a mapping with a 'config:' mapping")
     return document
@@ -73,6 +76,7 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
     from scripts.offline import run_program
 
     document = read_stack_file(stack, stacks_dir)
+    check_out_dir(out_root, stack)  # before the program runs: a bad --out fails at once
     raw, region, secret_keys = beacon_config.stack_file_to_raw(document)
     prepared = prepare(raw, stack, region)  # raises ConfigInvalid before anything runs
     cfg = prepared.cfg
@@ -102,7 +106,6 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
     cost = estimate_cost(resources, cfg.region, load_prices())
 
     out = out_root / stack
-    out.mkdir(parents=True, exist_ok=True)
     files = {
         "resources.json": dump_json(resources),
         "outputs.json": dump_json(run.outputs),
@@ -116,8 +119,12 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
         "dns-firewall.json": dump_json(dns_firewall_view(run.resources)),
         "cost.json": dump_json(cost),
     }
-    for name, text in files.items():
-        (out / name).write_text(text, encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (out / name).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise PlanError(f"--out {out_root}: cannot write the plan into {out} ({exc.strerror or exc}); expected a writable directory") from None
 
     warnings = list(prepared.warnings) + [msg for level, msg in run.log if level == "warning" and msg not in prepared.warnings]
     warnings += [f"data source {token} has no mock answer; its result is empty in this plan" for token in run.unknown_calls]
@@ -130,6 +137,19 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
         "warnings": warnings,
         "cost": cost,
     }
+
+
+def check_out_dir(out_root: Path, stack: str) -> None:
+    """--out and --out/<stack> must be directories (or not exist yet), never a file: the plan
+    writes eleven files there and would otherwise fail half-way (e.g. --out /etc/passwd)."""
+    for path in (out_root, out_root / stack):
+        if path.exists() and not path.is_dir():
+            raise PlanError(f"--out: got {str(out_root)!r}; expected a directory, but {path} is a file")
+    for parent in out_root.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise PlanError(f"--out: got {str(out_root)!r}; expected a directory, but {parent} is a file")
+            break
 
 
 def ssm_document_text(recorded: list[Any]) -> str:
@@ -161,7 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.plan", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--stack", required=True, help="stack name: reads stacks/Pulumi.<stack>.yaml")
     parser.add_argument("--out", default=str(ROOT / "build" / "plan"), help="output root (default build/plan)")
-    args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    problem = undecodable_argument(given)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(given)
     try:
         summary = plan(args.stack, Path(args.out), STACKS)
     except beacon_config.ConfigInvalid as invalid:
@@ -169,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except PlanError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # anything not foreseen above: still one line, never a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     total = sum(summary["counts"].values())
     print(f"plan for stack {summary['stack']}: {total} resources in {sum(summary['components'].values())} components -> {summary['out']}")

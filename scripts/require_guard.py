@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import yaml
-
 from components.config import PROJECT, ConfigInvalid, stack_file_to_raw
+from components.stack_yaml import StackFileError, load_stack_text
 
 ROOT = Path(__file__).resolve().parent.parent
 PROG = "python -m scripts.require_guard"
@@ -62,9 +61,9 @@ def decide(base: Mapping[str, Any] | None, head: Mapping[str, Any]) -> Decision:
 
 def _load(text: str, where: str) -> dict[str, Any]:
     try:
-        document = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise GuardError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        document = load_stack_text(text) or {}  # the plan's loader: no YAML anchors or aliases
+    except StackFileError as exc:
+        raise GuardError(f"{where}: {exc}") from None
     if not isinstance(document, dict):
         raise GuardError(f"{where}: expected a mapping with a 'config:' mapping")
     return document

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from components.config import stack_file_to_raw  # noqa: E402
+from components.stack_yaml import read_stack_document  # noqa: E402
 from scripts.offline import ProgramRun, run_program  # noqa: E402
 
 
@@ -41,19 +41,21 @@ class Planned:
 
 
 def stack_raw(stack: str) -> tuple[dict[str, str], str]:
-    raw, region, _ = stack_file_to_raw(yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text()))
+    raw, region, _ = stack_file_to_raw(read_stack_document(ROOT / "stacks" / f"Pulumi.{stack}.yaml"))
     assert region
     return raw, region
 
 
-def plan_stack(stack: str = "dev", overrides: dict[str, Any] | None = None, stack_name: str | None = None) -> Planned:
+def plan_stack(stack: str = "dev", overrides: dict[str, Any] | None = None, stack_name: str | None = None, base: Path | None = None) -> Planned:
+    """The program under mocks with a stack file plus overrides. base: the project directory the
+    certificate files are relative to (default the repository; e.g. a tmp_path holding them)."""
     raw, region = stack_raw(stack)
     for key, value in (overrides or {}).items():
         if key == "aws:region":
             region = value
         else:
             raw[key] = value if isinstance(value, str) else json.dumps(value)
-    return Planned(run_program(stack_name or stack, raw, region))
+    return Planned(run_program(stack_name or stack, raw, region, base=base))
 
 
 @pytest.fixture(scope="session")

@@ -186,3 +186,15 @@ def test_a_bad_mapped_account_password_arn_skips_the_pfx_pairing_check():
     issues = dev_issues({"serverCertificateSecretArn": DEV_SECRET, "mappedAccountPasswordSecretArn": PROD_SECRET})
     assert [i.key for i in issues] == ["mappedAccountPasswordSecretArn"]
     assert [i.key for i in dev_issues({"serverCertificateSecretArn": DEV_SECRET})] == ["serverCertificatePasswordSecretArn"]
+
+
+def test_an_exe_installer_needs_its_unattended_arguments() -> None:
+    from components import config
+
+    base = {"beaconInstallerS3Uri": "s3://beacon-media/flexnet/setup.exe", "beaconInstallerSha256": "a" * 64}
+    issues = config.validate(base, "dev", "us-east-1")
+    assert [(i.key, i.value) for i in issues] == [("beaconInstallerArguments", [])]
+    assert "unattended" in issues[0].expected
+    assert config.validate({**base, "beaconInstallerArguments": '["/S", "/v/qn"]'}, "dev", "us-east-1") == []
+    msi = {**base, "beaconInstallerS3Uri": "s3://beacon-media/flexnet/beacon.msi"}
+    assert config.validate(msi, "dev", "us-east-1") == []

@@ -179,7 +179,7 @@ def test_check_aws_failure_is_a_finding_not_an_error(env, monkeypatch):
 
 def test_region_from_the_stack_files_against_the_environment(env):
     region = check(doctor.diagnose(env), "region")
-    assert region["status"] == "ok" and region["data"]["stacks"] == {"dev": "us-east-1", "prod": "us-east-1"}
+    assert region["status"] == "ok" and region["data"]["stacks"] == {"dev": "us-east-1", "pilot": "us-east-1", "prod": "us-east-1"}
     env["AWS_REGION"] = "eu-west-1"
     region = check(doctor.diagnose(env, stack="prod"), "region")
     assert region["status"] == "warning" and region["data"]["stacks"] == {"prod": "us-east-1"}

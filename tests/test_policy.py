@@ -42,6 +42,7 @@ from pulumi_policy.policy import _PolicyAnalyzerServicer
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 from policy import adapt, rules
 from policy.rules import UNKNOWN, StackResource
+from components.stack_yaml import read_stack_document
 from scripts.offline import PlanMocks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +67,7 @@ def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, 
 
 
 def region_of(stack: str) -> str:
-    document = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack}.yaml").read_text(encoding="utf-8"))
+    document = read_stack_document(ROOT / "stacks" / f"Pulumi.{stack}.yaml")  # the plan's loader: no YAML aliases
     return document["config"]["aws:region"]
 
 

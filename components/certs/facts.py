@@ -26,6 +26,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..safe_files import CERTIFICATE_FILE_LIMIT, read_regular
+
 _PEM_CERT = re.compile(rb"-----BEGIN (?:X509 |TRUSTED )?CERTIFICATE-----.+?-----END (?:X509 |TRUSTED )?CERTIFICATE-----", re.S)
 _PEM_CRL = re.compile(rb"-----BEGIN X509 CRL-----.+?-----END X509 CRL-----", re.S)
 
@@ -83,8 +85,9 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
 
 
 def read_certificates(path: str | Path) -> list[x509.Certificate]:
-    """:func:`load_certificates` of a file. OSError/ValueError carry the reason."""
-    return load_certificates(Path(path).read_bytes())
+    """:func:`load_certificates` of a file. OSError/ValueError carry the reason (a path that is
+    not a regular file of at most 64 MiB is a ValueError: safe_files.FileRefused)."""
+    return load_certificates(read_regular(Path(path), CERTIFICATE_FILE_LIMIT))
 
 
 def load_crls(data: bytes) -> list[x509.CertificateRevocationList]:
@@ -101,12 +104,12 @@ def load_crls(data: bytes) -> list[x509.CertificateRevocationList]:
 
 
 def read_crls(path: str | Path) -> list[x509.CertificateRevocationList]:
-    return load_crls(Path(path).read_bytes())
+    return load_crls(read_regular(Path(path), CERTIFICATE_FILE_LIMIT))
 
 
 def read_x509(path: str | Path) -> tuple[list[x509.Certificate], list[x509.CertificateRevocationList]]:
     """Certificates and CRLs of one file (PEM may mix both; DER is one or the other)."""
-    data = Path(path).read_bytes()
+    data = read_regular(Path(path), CERTIFICATE_FILE_LIMIT)
     if b"-----BEGIN" in data:
         certs = [x509.load_pem_x509_certificate(b) for b in _PEM_CERT.findall(data)]
         crls = [x509.load_pem_x509_crl(b) for b in _PEM_CRL.findall(data)]

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 
 from .facts import aia_urls, cdp_urls, common_name, issuing_cas, load_certificates
 from ..config import ConfigIssue, hostname_problem
+from ..safe_files import CERTIFICATE_FILE_LIMIT, FileRefused, inside, read_regular
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,18 @@ def load_certificate_files(key: str, paths: Sequence[str], base: Path) -> tuple[
     issues: list[ConfigIssue] = []
     for path in paths:
         file = base / path
+        if Path(path).is_absolute() or not inside(file, base):
+            # The plan reads only the project's files: no absolute path, no symlink out of it.
+            why = "an absolute path" if Path(path).is_absolute() else "it leads out of the project (a symlink?)"
+            issues.append(ConfigIssue(key, path, f"a certificate file inside the project, relative to {base} ({why})"))
+            continue
         try:
-            data = file.read_bytes()
+            data = read_regular(file, CERTIFICATE_FILE_LIMIT)  # never a FIFO or a device: they would hang or fill memory
         except OSError as exc:
             issues.append(ConfigIssue(key, path, f"a readable certificate file relative to the project ({exc.strerror or exc})"))
+            continue
+        except FileRefused as exc:
+            issues.append(ConfigIssue(key, path, f"a certificate file relative to the project (it is {exc})"))
             continue
         try:
             certs = load_certificates(data)

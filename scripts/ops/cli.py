@@ -16,12 +16,13 @@ from typing import Any, Callable, Sequence
 import botocore.exceptions as bce
 
 from components.certs import facts as cert_facts
-from scripts.cli_args import bounded
+from scripts.cli_args import bounded, undecodable_argument
 from scripts.pki.inputs import read_password
 from scripts.pki.store import PkiError
 
 from . import expiry as expiry_mod
 from . import probe as probe_mod
+from . import readiness as readiness_mod
 from . import rotate as rotate_mod
 from . import secrets as secrets_mod
 from . import verify as verify_mod
@@ -212,13 +213,14 @@ def cmd_probe(ctx: Context) -> int:
     notes = probe_mod.certificate_notes(identities)
     rows = probe_mod.run_matrix(target, args.ca, identities, args.tls12, args.timeout)
     admits = [r for r in rows if r.security_failure]
-    locked_out = [r for r in rows if not r.ok and not r.security_failure]
     payload = {
-        "ok": not admits and not locked_out,
+        "ok": all(r.ok for r in rows),
         "url": args.url,
         "connect": f"{target.connect}:{target.port}",
         "path": target.path,
         "admitsWhatItShouldRefuse": bool(admits),
+        "inconclusive": sorted({r.identity.label for r in rows if r.outcome == "inconclusive"}),
+        "deviceCertificatesTested": any(r.identity.expect == "admit" for r in rows),
         "notes": notes,
         "matrix": [r.to_dict() for r in rows],
     }
@@ -231,12 +233,7 @@ def cmd_probe(ctx: Context) -> int:
             for r in rows
         ],
     )
-    if admits:
-        lines.append(f"FAIL: the beacon admits what it must refuse ({', '.join(sorted({r.identity.label for r in admits}))}): check sslFlags SslRequireCert, anonymous authentication and the CRL")
-    if locked_out:
-        lines.append(f"FAIL: {', '.join(sorted({r.identity.label for r in locked_out}))} not handled as expected: agents holding such a certificate lose contact (see verify)")
-    if not admits and not locked_out:
-        lines.append("ok: refuses what it must refuse, admits the device certificates")
+    lines += probe_mod.summary_lines(rows)  # FAIL lines (admits, inconclusive, locked out) or the ok line
     ctx.emit(payload, lines)
     return 0 if payload["ok"] else 1
 
@@ -399,13 +396,21 @@ def build_parser() -> argparse.ArgumentParser:
     pfx_options(p, False)
     ssm_options(p)
     p.add_argument("--association-id", help="State Manager association (default: mtls.associationId of the outputs)")
+
+    p = verb("readiness", readiness_mod.command, readiness_mod.HELP)
+    readiness_mod.add_arguments(p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    problem = undecodable_argument(given)
+    if problem:  # non-UTF-8 bytes (e.g. in --connect) would end in UnicodeEncodeError
+        print(f"ops: error: {problem}", file=sys.stderr)
+        return 2
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(given)
     except SystemExit as exc:  # usage error (2) or --help (0)
         return int(exc.code or 0)
     ctx = Context(args)
@@ -421,3 +426,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ops: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - nothing above foresaw it: still one line, never a traceback
+        print(f"ops: error: unexpected {type(exc).__name__}: {' '.join(str(exc).split()) or 'no detail'} (please report it)", file=sys.stderr)
+        return 2

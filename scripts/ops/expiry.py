@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 
 from components.certs import facts as cert_facts
+from components.safe_files import INDEX_FILE_LIMIT, read_text
 
 from .common import PROJECT, InputError, days_left, iso, parse_time
 
@@ -85,7 +86,7 @@ def pki_items(directory: str) -> tuple[list[Item], list[x509.Certificate], list[
     if not (root / "ca.pem").is_file() or not index_path.is_file():
         raise InputError(f"--pki {root}: no CA there (ca.pem and index.json missing)")
     try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
+        index = json.loads(read_text(index_path, INDEX_FILE_LIMIT))
     except (OSError, ValueError) as exc:
         raise InputError(f"--pki {root}: index.json unreadable ({exc})") from None
     items: list[Item] = []

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from components.safe_files import TABLE_FILE_LIMIT, FileRefused, read_text
+
 from .common import PROJECT, InputError
 
 _STACK = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -47,9 +49,11 @@ class StackOutputs:
     def load(cls, path: str | Path) -> "StackOutputs":
         file = Path(path)
         try:
-            text = file.read_text(encoding="utf-8-sig")
+            text = read_text(file, TABLE_FILE_LIMIT, "utf-8-sig")  # a regular UTF-8 file of at most 64 MiB
         except OSError as exc:
             raise InputError(f"--stack-outputs {file}: unreadable ({exc.strerror or exc})") from None
+        except FileRefused as exc:
+            raise InputError(f"--stack-outputs {file}: {exc} (the output of `pulumi stack output --json`)") from None
         try:
             data = json.loads(text)
         except ValueError as exc:

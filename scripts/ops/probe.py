@@ -4,15 +4,21 @@ Rows: no client certificate (must be refused), each device certificate (must be 
 /ManageSoftDL/), a revoked certificate (must be refused). Each row is a fresh TLS connection
 verifying the beacon's own certificate against --ca and sending GET <path>.
 
-What counts as refused: a TLS alert or reset (HTTP.sys with clientcertnegotiation=enable, or
-TLS 1.3), a connection closed without an HTTP answer, or HTTP 401/403 (IIS 403.7 no
-certificate, 403.13 revoked, 403.16 untrusted, 401.2 no mapping; over the internet IIS sends
-the status without the sub-status). Admitted: any other HTTP answer below 500 (a 404 still
-means the certificate got through). HTTP 5xx is neither: the row is an error.
+A refusal counts only when the beacon completed its part of TLS first: it sent its certificate,
+which verified against --ca for the URL's host, and finished its handshake messages (seen through
+OpenSSL's message callback, :class:`Handshake`). After that, what counts as refused: a TLS alert
+or reset (HTTP.sys with clientcertnegotiation=enable, or TLS 1.3), a connection closed without an
+HTTP answer, or HTTP 401/403 (IIS 403.7 no certificate, 403.13 revoked, 403.16 untrusted, 401.2
+no mapping; over the internet IIS sends the status without the sub-status). Anything else that
+stops a row (plain HTTP or garbage on the port, silence until the timeout, a non-HTTP answer) is
+"inconclusive" and fails the probe: it proves nothing. Admitted: any other HTTP answer below 500
+(a 404 still means the certificate got through). HTTP 5xx is neither: the row is an error.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import socket
 import ssl
 from dataclasses import dataclass
@@ -23,6 +29,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from components.certs import facts as cert_facts
+from components.safe_files import CERTIFICATE_FILE_LIMIT, FileRefused, check_regular
 
 from .common import InputError, OpsError, days_left, now_utc
 
@@ -51,13 +58,13 @@ class Identity:
 class Row:
     identity: Identity
     tls: str
-    outcome: str  # admitted | refused | error
+    outcome: str  # admitted | refused | inconclusive (nothing proven) | error
     detail: str
     status: int | None = None
 
     @property
     def ok(self) -> bool:
-        return (self.outcome == "admitted") == (self.identity.expect == "admit") and self.outcome != "error"
+        return self.outcome == ("admitted" if self.identity.expect == "admit" else "refused")
 
     @property
     def security_failure(self) -> bool:
@@ -88,14 +95,36 @@ def parse_target(url: str, connect: str | None, path: str | None) -> Target:
     chosen = path or (parts.path if parts.path not in ("", "/") else DEFAULT_PATH)
     if parts.query:
         chosen += "?" + parts.query
-    if not chosen.startswith("/") or any(ch.isspace() for ch in chosen):
-        raise InputError(f"--path: got {chosen!r}; expected an absolute path like /ManageSoftDL/")
+    if not chosen.startswith("/") or any(ch.isspace() or ord(ch) < 0x21 or ord(ch) > 0x7E for ch in chosen):
+        raise InputError(f"--path: got {chosen!r}; expected an absolute path like /ManageSoftDL/ (printable ASCII)")
+    _check_host(parts.hostname, "URL host")
+    if connect is not None:
+        _check_host(connect, "--connect")
     return Target(url, parts.hostname, port, chosen, connect or parts.hostname)
 
 
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def _check_host(text: str, what: str) -> str:
+    """An IP address or a DNS name (what the socket and SNI can take; no UnicodeError later)."""
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    if len(text) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in text.rstrip(".").split(".")):
+        raise InputError(f"{what}: got {text!r}; expected a host name like beacon.example.com or an IP address")
+    return text
+
+
 def _check_file(path: str, what: str) -> str:
-    if not Path(path).is_file():
-        raise InputError(f"{what} {path}: no such file")
+    try:
+        check_regular(path, CERTIFICATE_FILE_LIMIT)
+    except OSError as exc:
+        raise InputError(f"{what} {path}: {'no such file' if isinstance(exc, FileNotFoundError) else (exc.strerror or exc)}") from None
+    except FileRefused as exc:
+        raise InputError(f"{what} {path}: {exc}") from None
     return path
 
 
@@ -156,58 +185,156 @@ def _status(data: bytes) -> tuple[int | None, str]:
     return None, line
 
 
+class Handshake:
+    """What the beacon did in the TLS handshake, seen through OpenSSL's message callback: did it
+    send its certificate and finish its part (ServerHelloDone in TLS 1.2, Finished in TLS 1.3)?
+    OpenSSL verifies the certificate (against --ca, for the URL's host) when it arrives, so a
+    handshake that got past it without a verification error proves the beacon is the beacon.
+    Only then does a closed connection or an alert count as the beacon refusing the client."""
+
+    def __init__(self) -> None:
+        self.certificate = False
+        self.done = False
+        self.alert: str | None = None
+        self.observed = True
+
+    def __call__(self, conn: Any, direction: str, version: Any, content_type: Any, msg_type: Any, data: Any) -> None:
+        if direction != "read":
+            return
+        if content_type == _HANDSHAKE:
+            if msg_type == _CERTIFICATE:
+                self.certificate = True
+            elif msg_type in (_SERVER_DONE, _FINISHED) and self.certificate:
+                self.done = True
+        elif content_type == _ALERT and self.alert is None:
+            self.alert = _alert_name(msg_type)
+
+
+_HANDSHAKE, _ALERT, _CERTIFICATE, _SERVER_DONE, _FINISHED = 22, 21, 11, 14, 20  # TLS numbers (RFC 5246, 8446)
+
+
+def _alert_name(value: Any) -> str:
+    names = getattr(ssl, "_TLSAlertType", None)
+    try:
+        return names(int(value)).name.lower().replace("_", " ") if names is not None else f"alert {value}"
+    except (ValueError, TypeError):
+        return f"alert {value}"
+
+
+def _observe(ctx: ssl.SSLContext) -> Handshake:
+    observer = Handshake()
+    try:
+        setattr(ctx, "_msg_callback", observer)  # CPython's (undocumented) hook for SSL_CTX_set_msg_callback
+    except (AttributeError, TypeError, NotImplementedError):
+        observer.observed = False
+    return observer
+
+
+def _not_tls_hint(exc: BaseException) -> str:
+    text = f"{getattr(exc, 'reason', '') or ''} {exc}".lower()
+    if any(word in text for word in ("wrong version number", "record layer failure", "packet length too long", "http request", "unknown protocol")):
+        return " (the port answered something that is not TLS: plain HTTP, or another service?)"
+    return ""
+
+
+def _inconclusive(identity: Identity, label: str, why: str) -> Row:
+    return Row(identity, label, "inconclusive", why)
+
+
 def attempt(target: Target, ca: str, identity: Identity, tls12: bool = False, timeout: float = 10.0) -> Row:
+    """One row. A refusal counts only after the beacon completed its part of TLS (see
+    :class:`Handshake`); whatever else stops the connection is inconclusive, never "refused"."""
     label = "TLS 1.2" if tls12 else "default"
     ctx = _context(ca, identity, tls12)
+    seen = _observe(ctx)
     try:
         raw = socket.create_connection((target.connect, target.port), timeout=timeout)
-    except OSError as exc:
-        raise OpsError(f"cannot connect to {target.connect}:{target.port} ({exc.strerror or exc}): is the beacon up and port {target.port} open to this address?") from None
+    except (OSError, UnicodeError) as exc:
+        raise OpsError(f"cannot connect to {target.connect}:{target.port} ({getattr(exc, 'strerror', None) or exc}): is the beacon up and port {target.port} open to this address?") from None
     data = b""
-    try:
-        with raw:
+    with raw:
+        try:
+            tls = ctx.wrap_socket(raw, server_hostname=target.host)
+        except ssl.SSLCertVerificationError as exc:
+            raise OpsError(
+                f"the beacon's certificate does not verify for {target.host} with --ca {ca}: {exc.verify_message or exc} "
+                "(wrong --ca, or the beacon serves another certificate)"
+            ) from None
+        except (socket.timeout, TimeoutError):
+            if seen.done:
+                return _inconclusive(identity, label, f"the beacon finished its part of the handshake, then did not answer within {timeout:g} s")
+            return _inconclusive(identity, label, f"no TLS handshake from the beacon within {timeout:g} s (a silent port, or a firewall dropping packets)")
+        except (ssl.SSLError, OSError) as exc:
+            closed = isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError))
+            if not seen.observed:
+                return _inconclusive(identity, label, f"handshake stopped ({getattr(exc, 'reason', None) or exc}); this Python cannot observe the handshake, so it proves no refusal")
+            if seen.done and seen.alert:
+                return Row(identity, label, "refused", f"TLS alert from the beacon after its part of the handshake: {seen.alert}")
+            if seen.done and closed:
+                return Row(identity, label, "refused", f"the beacon closed the connection after its part of the handshake ({type(exc).__name__})")
+            if seen.done:
+                return _inconclusive(identity, label, f"the handshake failed on this side after the beacon's part ({getattr(exc, 'reason', None) or exc})")
+            return _inconclusive(
+                identity, label,
+                f"the beacon did not complete its part of the TLS handshake ({getattr(exc, 'reason', None) or type(exc).__name__}){_not_tls_hint(exc)}",
+            )
+        with tls:  # the beacon's certificate verified and its part finished: from here a close is a refusal
+            request = f"GET {target.path} HTTP/1.1\r\nHost: {target.host}\r\nUser-Agent: flexnet-beacon-ops-probe\r\nConnection: close\r\n\r\n"
             try:
-                tls = ctx.wrap_socket(raw, server_hostname=target.host)
-            except ssl.SSLCertVerificationError as exc:
-                raise OpsError(
-                    f"the beacon's certificate does not verify for {target.host} with --ca {ca}: {exc.verify_message or exc} "
-                    "(wrong --ca, or the beacon serves another certificate)"
-                ) from None
+                tls.sendall(request.encode("ascii"))
+                while len(data) < READ_LIMIT:
+                    chunk = tls.recv(8192)
+                    if not chunk:
+                        break
+                    data += chunk
+            except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                if not data:  # TLS 1.3: a refusal whose alert did not arrive before the close
+                    return Row(identity, label, "refused", "connection closed after the handshake without an HTTP answer")
             except ssl.SSLError as exc:
-                return Row(identity, label, "refused", f"TLS handshake refused: {exc.reason or exc}")
-            except (ConnectionError, socket.timeout, OSError) as exc:
-                return Row(identity, label, "refused", f"connection dropped during the handshake ({type(exc).__name__})")
-            with tls:
-                request = f"GET {target.path} HTTP/1.1\r\nHost: {target.host}\r\nUser-Agent: flexnet-beacon-ops-probe\r\nConnection: close\r\n\r\n"
-                try:
-                    tls.sendall(request.encode("ascii"))
-                    while len(data) < READ_LIMIT:
-                        chunk = tls.recv(8192)
-                        if not chunk:
-                            break
-                        data += chunk
-                except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
-                    if not data:  # TLS 1.3: a refusal whose alert did not arrive before the close
-                        return Row(identity, label, "refused", "connection closed after the handshake without an HTTP answer")
-                except ssl.SSLError as exc:
-                    if not data:  # TLS 1.3: the server's verdict on our certificate arrives after the handshake
-                        return Row(identity, label, "refused", f"TLS alert after the handshake: {exc.reason or exc}")
-                except socket.timeout:
-                    if not data:
-                        return Row(identity, label, "error", f"no HTTP answer within {timeout:g} s")
-                except (ConnectionError, OSError) as exc:
-                    if not data:
-                        return Row(identity, label, "refused", f"connection reset without an HTTP answer ({type(exc).__name__})")
-    except OpsError:
-        raise
+                if not data and seen.alert:  # TLS 1.3: the verdict on our certificate arrives after the handshake
+                    return Row(identity, label, "refused", f"TLS alert after the handshake: {seen.alert}")
+                if not data:
+                    return _inconclusive(identity, label, f"TLS error after the handshake without an alert from the beacon ({exc.reason or exc})")
+            except (socket.timeout, TimeoutError):
+                if not data:
+                    return _inconclusive(identity, label, f"no HTTP answer within {timeout:g} s after the handshake")
+            except (ConnectionError, OSError) as exc:
+                if not data:
+                    return Row(identity, label, "refused", f"connection reset without an HTTP answer ({type(exc).__name__})")
     status, line = _status(data)
+    if status is None and not data:
+        return Row(identity, label, "refused", "connection closed after the handshake without an HTTP answer")
     if status is None:
-        return Row(identity, label, "refused", "connection closed without an HTTP answer" if not data else f"not an HTTP answer: {line[:60]!r}")
+        return _inconclusive(identity, label, f"not an HTTP answer: {line[:60]!r}")
     if status in (401, 403):
         return Row(identity, label, "refused", line, status)
     if status >= 500:
         return Row(identity, label, "error", f"{line} (a server error: neither a clean refusal nor an admission)", status)
     return Row(identity, label, "admitted", line, status)
+
+
+def summary_lines(rows: Sequence[Row]) -> list[str]:
+    """The verdict lines after the table (FAIL lines, or the one ok line)."""
+    admits = [r for r in rows if r.security_failure]
+    unproven = [r for r in rows if r.outcome == "inconclusive"]
+    locked_out = [r for r in rows if not r.ok and not r.security_failure and r.outcome != "inconclusive"]
+    lines = []
+    if admits:
+        lines.append(f"FAIL: the beacon admits what it must refuse ({', '.join(sorted({r.identity.label for r in admits}))}): check sslFlags SslRequireCert, anonymous authentication and the CRL")
+    if unproven:
+        lines.append(
+            f"FAIL: inconclusive for {', '.join(sorted({r.identity.label for r in unproven}))}: {unproven[0].detail}; "
+            "a refusal counts only after the beacon completed its part of TLS (its certificate verified with --ca for the URL's host): "
+            "check the URL, --connect and the port"
+        )
+    if locked_out:
+        lines.append(f"FAIL: {', '.join(sorted({r.identity.label for r in locked_out}))} not handled as expected: agents holding such a certificate lose contact (see verify)")
+    if not (admits or unproven or locked_out):
+        if any(r.identity.expect == "admit" for r in rows):
+            lines.append("ok: refuses what it must refuse, admits the device certificates")
+        else:
+            lines.append("ok: refuses what it must refuse; device certificates were not tested (give --cert/--key to prove they are admitted)")
+    return lines
 
 
 def run_matrix(target: Target, ca: str, rows: Sequence[Identity], tls12_too: bool, timeout: float) -> list[Row]:

@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, pkcs12
 
 from components.certs import facts as cert_facts
+from components.safe_files import KEY_FILE_LIMIT, FileRefused, read_regular
 from scripts.pki.build import key_problem
 
 from .aws import Aws, error_code
@@ -69,9 +70,11 @@ def load_pfx(data: bytes, password: bytes, source: str) -> ServerPfx:
 
 def read_pfx_file(path: str, password: bytes) -> ServerPfx:
     try:
-        data = Path(path).read_bytes()
+        data = read_regular(Path(path), KEY_FILE_LIMIT)  # a regular file of at most 1 MiB
     except OSError as exc:
         raise InputError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    except FileRefused as exc:
+        raise InputError(f"{path}: {exc}") from None
     return load_pfx(data, password, path)
 
 

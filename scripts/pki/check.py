@@ -86,16 +86,16 @@ def _project_dir(stack_file: Path) -> Path:
 
 def read_stack_config(path: Path) -> StackTrust:
     """Mapping rules and client CA files of a stack file, through components.config."""
-    import yaml  # only `check --stack-config` needs it: not at start-up of every verb
-
+    # Only `check --stack-config` needs YAML: not imported at start-up of every verb.
     from components.config import ConfigInvalid, load, stack_file_to_raw
+    from components.stack_yaml import read_stack_document
 
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        document = read_stack_document(path) or {}  # no aliases, a regular UTF-8 file of at most 4 MiB
     except OSError as exc:
         raise PkiError(f"--stack-config {path}: unreadable ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise PkiError(f"--stack-config {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except ValueError as exc:
+        raise PkiError(f"--stack-config {path}: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("config"), dict):
         raise PkiError(f"--stack-config {path}: expected a mapping with a 'config:' mapping")
     raw, region, _ = stack_file_to_raw(document)

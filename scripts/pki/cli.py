@@ -1,26 +1,33 @@
 """Command line of `python -m scripts.pki` (see docs/pki.md): the parser and the dispatch.
 
 The verbs live by group: issue.py (init-ca, issue-server, issue-client, sign-csr),
-revocation.py (revoke, crl), pfx.py (export-pfx), check.py (inspect, check, list); what they
-take in is checked in inputs.py, what they print goes through progress.py.
+revocation.py (revoke, crl), pfx.py (export-pfx), check.py (inspect, check, list), bundle.py
+(bundle) and verify_bundle.py (verify-bundle, exit 1 when a kit fails); what they take in is
+checked in inputs.py, what they print goes through progress.py.
 
 Exit codes: 0 done (check: accept), 1 check: reject, or crl --publish could not upload (the CRL
-was written), 2 bad input or state (one line on stderr), 130 interrupted.
+was written), 2 bad input or state (one line on stderr), 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM, handled like Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
+
+from scripts.cli_args import undecodable_argument
 
 from . import build
+from .bundle import add_bundle_arguments, cmd_bundle
 from .check import cmd_check, cmd_inspect, cmd_list
-from .inputs import DEFAULT_DAYS, PASSWORD_ENV, PROG, non_negative_int, positive_days
+from .inputs import DEFAULT_DAYS, MAX_COUNT, MIN_PFX_PASSWORD, PASSWORD_ENV, PROG, non_negative_int, positive_days
 from .issue import cmd_init_ca, cmd_issue_client, cmd_issue_server, cmd_sign_csr
 from .pfx import cmd_export_pfx
 from .revocation import cmd_crl, cmd_revoke
 from .store import Pki, PkiError
+from .verify_bundle import add_verify_arguments, cmd_verify_bundle
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("issue-client", cmd_issue_client, "issue device (client) certificates: EKU clientAuth only")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--cn", help="device name (subject CN and file name)")
-    source.add_argument("--count", type=int, help="bulk: this many certificates named PREFIX0001...")
+    source.add_argument("--count", type=int, help=f"bulk: this many certificates named PREFIX0001... (1 to {MAX_COUNT})")
     source.add_argument("--from-csv", metavar="FILE", help="bulk: CSV with columns cn,o,ou")
     p.add_argument("--prefix", help="name prefix with --count")
     p.add_argument("--start", type=non_negative_int, help="first number with --count (default 1)")
@@ -95,15 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="+", metavar="NAME", help="names, or patterns with * and ? (e.g. 'LAPTOP-*': the valid certificates with a key here); one password for all")
     p.add_argument("--legacy", action="store_true", help="3DES + SHA-1 MAC for Windows Server 2016 and older")
     p.add_argument("--jobs", type=non_negative_int, metavar="N", help="worker processes (default: one per CPU, up to 8, from 8 files on; 1 = none)")
+    p.add_argument("--allow-short-password", action="store_true", help=f"accept a password shorter than {MIN_PFX_PASSWORD} characters (the PFX holds the key: a short password falls to offline guessing)")
 
     p = verb("inspect", cmd_inspect, "print a certificate or CRL (PEM or DER) as JSON")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--json", action="store_true", help="(always JSON)")
 
     p = verb("check", cmd_check, "would an IIS beacon accept this device certificate? (exit 0 accept, 1 reject)")
-    p.add_argument("cert", metavar="CERT", help="the device certificate (PEM, may be followed by its chain; or DER)")
-    p.add_argument("--chain", action="extend", nargs="+", default=[], metavar="FILE", help="the beacon's trusted CAs (default: the PKI dir's)")
-    p.add_argument("--crl", action="extend", nargs="+", default=[], metavar="FILE", help="CRLs the beacon has (default: the PKI dir's)")
+    p.add_argument("cert", metavar="CERT", nargs="?", help="the device certificate (PEM, may be followed by its chain; or DER)")
+    p.add_argument("--chain", action=_FileList, nargs="+", default=[], metavar="FILE", help="the beacon's trusted CAs (default: the PKI dir's)")
+    p.add_argument("--crl", action=_FileList, nargs="+", default=[], metavar="FILE", help="CRLs the beacon has (default: the PKI dir's)")
     p.add_argument("--stack-config", metavar="FILE", help="stacks/Pulumi.<stack>.yaml: adds extraMappingRules/denyMappingRules (and clientCaCertificates as trust without --chain)")
     p.add_argument("--issuer-cn", help="CN of the Issuer rule (default: the issuing CA(s) among the trusted certificates)")
     p.add_argument("--at", metavar="ISO8601", help="check at this time (default now)")
@@ -112,17 +120,69 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("list", cmd_list, "list issued certificates")
     p.add_argument("--expiring", type=non_negative_int, metavar="DAYS", help="only valid certificates ending within DAYS (or already ended)")
     p.add_argument("--json", action="store_true")
+
+    p = verb("bundle", cmd_bundle, "device onboarding kits bundles/NAME/: PFX + install.ps1 + mgssetup.ini (Windows), PEM + rollout file (UNIX) (docs/onboarding.md)")
+    add_bundle_arguments(p)
+
+    p = verb("verify-bundle", cmd_verify_bundle, "prove kits work against a stack, offline: PFX, chain, CRL, mapping, agent files (exit 1 when one fails)")
+    add_verify_arguments(p)
     return parser
 
 
+class _FileList(argparse.Action):
+    """``--chain A B`` / ``--crl A B``: extend the list, and note the last group, so that a CERT
+    written after the files (``check --chain ca.pem device.pem``) can be taken back from it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+        items = list(getattr(namespace, self.dest, None) or [])
+        items.extend(values)
+        setattr(namespace, self.dest, items)
+        namespace.last_file_list = (self.dest, len(values))
+
+
+def _positional_cert(args: argparse.Namespace) -> None:
+    """check: CERT is required; when --chain/--crl took it (the last group had several files),
+    it is the last of them."""
+    if args.verb != "check" or args.cert is not None:
+        return
+    dest, size = getattr(args, "last_file_list", (None, 0))
+    if dest is not None and size >= 2:
+        args.cert = getattr(args, dest).pop()
+        return
+    raise PkiError("check needs CERT, the device certificate (a file or a name of the PKI), e.g. check --chain ca.pem device.pem")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: what was finished is recorded before the exit."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _handle_sigterm() -> Any:
+    """SIGTERM -> Terminated (a KeyboardInterrupt) in the main thread; returns the previous handler."""
+    try:
+        return signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (e.g. called from a test's thread)
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    problem = undecodable_argument(given)
+    if problem:  # non-UTF-8 bytes would end in UnicodeEncodeError at the first file name or print
+        print(f"pki: error: {problem}", file=sys.stderr)
+        return 2
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(given)
     except SystemExit as exc:  # argparse: usage error (2) or --help (0)
         return int(exc.code or 0)
     pki = Pki(args.dir)
+    previous = _handle_sigterm()
     try:
+        _positional_cert(args)
         return args.handler(args, pki)
     except PkiError as exc:
         print(f"pki: error: {exc}", file=sys.stderr)
@@ -131,6 +191,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"pki: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("pki: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("pki: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a state nothing above foresaw: still one line, never a traceback
+        print(f"pki: error: unexpected {type(exc).__name__}: {' '.join(str(exc).split()) or 'no detail'} (please report it)", file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

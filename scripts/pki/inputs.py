@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import unicodedata
+import warnings
 from urllib.parse import urlsplit
 
 from scripts.cli_args import bounded
@@ -20,9 +21,14 @@ from .store import PkiError
 
 PROG = "python -m scripts.pki"
 PASSWORD_ENV = "PKI_PASSWORD"
+# A new PFX carries the private key, and the file can be guessed at offline without limit
+# (PBKDF2 makes a guess cost about 10 ms of one CPU): 12 characters at least, unless
+# --allow-short-password. Opening an existing PFX (scripts.ops) takes whatever it was made with.
+MIN_PFX_PASSWORD = 12
 DEFAULT_DAYS = {"ca": 3650, "intermediate": 1825, "server": 397, "client": 365, "crl": 7}
 
 positive_days = bounded(int, 1, 36500, "a whole number of days")
+MAX_COUNT = 100_000  # the most certificates one issue-client/sign-csr command issues (memory, and one index write)
 non_negative_int = bounded(int, 0, 10**9, "a whole number")
 
 
@@ -86,20 +92,39 @@ def parse_at(text: str | None) -> dt.datetime:
     return moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment.astimezone(dt.timezone.utc)
 
 
-def read_password(confirm: bool = True) -> bytes:
-    """PFX password from PKI_PASSWORD or a prompt (asked twice when a new PFX is written)."""
+def read_password(confirm: bool = True, minimum: int = 0, allow_flag: str = "--allow-short-password") -> bytes:
+    """PFX password from PKI_PASSWORD or a prompt on the terminal (asked twice when a new PFX
+    is written). minimum: the fewest characters accepted (0: any non-empty one); allow_flag
+    names the option that lifts it, for the message."""
     if PASSWORD_ENV in os.environ:
         password = os.environ[PASSWORD_ENV]
         if not password:
             raise PkiError(f"{PASSWORD_ENV} is set but empty; refusing an empty PFX password")
-        return password.encode("utf-8")
+        source = PASSWORD_ENV
+    else:
+        try:
+            with warnings.catch_warnings():
+                # No terminal (cron, CI, a pipe without a tty): getpass would warn and read the
+                # password from stdin, echoed. Refuse instead, in one line.
+                warnings.simplefilter("error", getpass.GetPassWarning)
+                first = getpass.getpass("PFX password: ")
+                second = getpass.getpass("PFX password (again): ") if confirm else first
+        except getpass.GetPassWarning:
+            raise PkiError(f"no terminal to ask for the PFX password on: set {PASSWORD_ENV}") from None
+        except (EOFError, KeyboardInterrupt):
+            raise PkiError(f"no password entered (set {PASSWORD_ENV} or answer the prompt)") from None
+        if not first:
+            raise PkiError("empty password; a PFX must be protected by one")
+        if first != second:
+            raise PkiError("the two passwords differ")
+        password, source = first, "the password"
     try:
-        first = getpass.getpass("PFX password: ")
-        second = getpass.getpass("PFX password (again): ") if confirm else first
-    except (EOFError, KeyboardInterrupt):
-        raise PkiError(f"no password entered (set {PASSWORD_ENV} or answer the prompt)") from None
-    if not first:
-        raise PkiError("empty password; a PFX must be protected by one")
-    if first != second:
-        raise PkiError("the two passwords differ")
-    return first.encode("utf-8")
+        encoded = password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PkiError(f"{source}: not valid UTF-8 text (not shown); expected a UTF-8 password") from None
+    if len(password) < minimum:
+        raise PkiError(
+            f"{source}: {len(password)} characters; expected at least {minimum}: the PFX carries the private key and can be "
+            f"attacked offline, guess after guess (pass {allow_flag} to export with a shorter one anyway)"
+        )
+    return encoded

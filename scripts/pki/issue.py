@@ -7,59 +7,29 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 
 from components.certs import facts as cert_facts
+from components.safe_files import CERTIFICATE_FILE_LIMIT, TABLE_FILE_LIMIT, read_regular, read_text
 
-from . import build
-from .files import PRIVATE_FILE, PUBLIC_FILE, atomic_write
-from .inputs import DEFAULT_DAYS, check_attr, check_dns, check_ip, check_url, now_utc, required_attr
+from . import build, guard
+from .entries import entry_for
+from .files import PRIVATE_DIR, PRIVATE_FILE, PUBLIC_FILE, atomic_write
+from .inputs import DEFAULT_DAYS, MAX_COUNT, check_attr, check_dns, check_ip, check_url, now_utc, required_attr
+from .journal import Journal, Record
 from .progress import Progress, note, out
 from .revocation import derived_root_crl_url, publish_crls
 from .store import Batch, Pki, PkiError, check_name, key_pem
 
 BACKGROUND_FROM = 32  # from this many certificates, background processes write the files
-
-
-_ISO: dict[dt.datetime, str | None] = {}
-
-
-def _iso_cached(moment: dt.datetime) -> str | None:
-    """cert_facts.iso(): bulk-issued certificates share their second, so the text is mostly reused."""
-    text = _ISO.get(moment)
-    if text is None:
-        if len(_ISO) > 4096:
-            _ISO.clear()
-        text = _ISO[moment] = cert_facts.iso(moment)
-    return text
-
-
-def entry_for(cert: x509.Certificate, kind: str, source: str, subject: x509.Name | None = None, may_have_san: bool = True) -> dict[str, Any]:
-    """The index.json entry. subject/may_have_san: what the caller just put into the certificate,
-    which spares re-parsing it (the extensions parse is most of the cost of an entry)."""
-    item = {
-        "kind": kind,
-        "source": source,
-        "serial": cert_facts.serial_hex(cert.serial_number),
-        "subject": (subject if subject is not None else cert.subject).rfc4514_string(),
-        "notBefore": _iso_cached(cert.not_valid_before_utc),
-        "notAfter": _iso_cached(cert.not_valid_after_utc),
-        "sha1": cert.fingerprint(hashes.SHA1()).hex().upper(),  # = cert_facts.thumbprint
-        "status": "valid",
-        "revokedAt": None,
-        "reason": None,
-    }
-    sans = cert_facts.subject_alt_names(cert) if may_have_san else None
-    if sans:
-        item["san"] = sans
-    return item
+JOURNAL_CHUNK = 64  # certificates recorded in the journal (one sync) before their files are written
 
 
 def leaf_profile(pki: Pki, kind: str, days: int, dns: Sequence[str] = (), ips: Sequence[str] = ()) -> build.Profile:
@@ -77,27 +47,41 @@ def leaf_profile(pki: Pki, kind: str, days: int, dns: Sequence[str] = (), ips: S
 class Issuer:
     """Issues leaf certificates from the issuing CA into the PKI directory.
 
-    Made for bulk: the CA certificate and key are read once; each profile becomes a
-    build.CertificateTemplate once; files go through a store.Batch (atomic, final mode from
-    creation, no fsync each; for many certificates written by background processes while this
-    one signs); entries are kept in memory. finish() waits for the files, keeps exactly the
-    certificates whose files are all on disk, syncs once and writes index.json once. Call it in
-    a ``finally``: after an error or Ctrl-C what was issued is recorded, and nothing else is left
-    on disk."""
+    Made for bulk: the CA certificate and key are read once (and checked: guard.py); each
+    profile becomes a build.CertificateTemplate once; files go through a store.Batch (atomic,
+    final mode from creation, no fsync each; for many certificates written by background
+    processes while this one signs); entries are kept in memory.
+
+    Record before release: every JOURNAL_CHUNK certificates are appended to the issuing journal
+    and synced (journal.py) before any of their files is written, so a command killed at any
+    point leaves no certificate that the next command cannot find and record.
+
+    finish() writes the files still pending, waits for them, keeps exactly the certificates whose
+    files are all on disk, syncs once, writes index.json once and deletes the journal. Use the
+    Issuer as a context manager: after an error, Ctrl-C or SIGTERM what was issued is recorded
+    (and said), and nothing else is left on disk."""
 
     def __init__(self, pki: Pki):
         self.pki = pki
-        self.ca_cert, self.ca_key = pki.issuing()
-        if self.ca_cert.not_valid_after_utc <= now_utc():
-            raise PkiError(f"the issuing CA {cert_facts.common_name(self.ca_cert.subject)!r} expired {cert_facts.iso(self.ca_cert.not_valid_after_utc)}: it cannot issue certificates")
+        self.ca_cert, self.ca_key = pki.issuing()  # the key must belong to the certificate
+        guard.check_issuer(pki, self.ca_cert)  # valid now, not revoked, chained to the root
         self.key_type = pki.index["ca"].get("keyType", "ec")
         self.clamped = 0
+        self.requested = 0
         self.batch = Batch(pki.root)
+        self.journal = Journal(pki.journal_path)
         self.touched: list[tuple[str, int, list[tuple[int, int]]]] = []  # (name, files expected, their write tokens)
+        self.pending: list[tuple[str, str, str, bytes | None, bytes, list[tuple[int, int]]]] = []  # signed, not journaled yet
         self.templates: dict[tuple[Any, ...], build.CertificateTemplate] = {}
         self.private_dir = os.path.join(pki.private, "")  # strings: pathlib costs more than a signature's share
         self.issued_dir = os.path.join(pki.issued, "")
         pki.ensure_dirs()
+
+    def __enter__(self) -> "Issuer":
+        return self
+
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
+        self.finish(stopped=kind is not None)
 
     def template(self, kind: str, days: int, dns: Sequence[str] = (), ips: Sequence[str] = ()) -> build.CertificateTemplate:
         wanted = (kind, days, tuple(dns), tuple(ips))
@@ -108,27 +92,41 @@ class Issuer:
 
     def issue(self, name: str, subject: x509.Name, kind: str, days: int, key_type: str | None = None,
               public_key: Any = None, dns: Sequence[str] = (), ips: Sequence[str] = ()) -> tuple[x509.Certificate, dict[str, Any]]:
-        """Sign one certificate (with a new key unless public_key), write its files, record it."""
+        """Sign one certificate (with a new key unless public_key) and record it in memory; its
+        files follow once it is journaled (:meth:`flush`)."""
         key = None
         if public_key is None:
             key = build.new_key(key_type or self.key_type)
             public_key = key.public_key()
         cert, clamped = self.template(kind, days, dns, ips).sign(subject, public_key, now_utc())
-        entry = entry_for(cert, kind, "key" if key is not None else "csr", subject, may_have_san=bool(dns or ips))
+        source = "key" if key is not None else "csr"
+        entry = entry_for(cert, kind, source, subject, may_have_san=bool(dns or ips))
         files: list[tuple[int, int]] = []
         self.touched.append((name, 2 if key is not None else 1, files))  # before any write: finish() cleans up
-        if key is not None:
-            files.append(self.batch.write(f"{self.private_dir}{name}.key", key_pem(key), PRIVATE_FILE))
-        files.append(self.batch.write(f"{self.issued_dir}{name}.pem", cert.public_bytes(serialization.Encoding.PEM), PUBLIC_FILE))
+        self.pending.append((name, kind, source, key_pem(key) if key is not None else None, cert.public_bytes(serialization.Encoding.DER), files))
         self.pki.add_certificate(name, entry)
         self.clamped += clamped
+        if len(self.pending) >= JOURNAL_CHUNK:
+            self.flush()
         return cert, entry
+
+    def flush(self) -> None:
+        """Journal the pending certificates (one synced append), then write their files."""
+        chunk, self.pending = self.pending, []
+        if not chunk:
+            return
+        self.journal.append([Record(name, kind, source, der) for name, kind, source, _, der, _ in chunk])
+        for name, _, _, key_bytes, der, files in chunk:
+            if key_bytes is not None:
+                files.append(self.batch.write(f"{self.private_dir}{name}.key", key_bytes, PRIVATE_FILE))
+            files.append(self.batch.write(f"{self.issued_dir}{name}.pem", build.pem_armor(der, "CERTIFICATE"), PUBLIC_FILE))
 
     def issue_many(self, requests: Sequence[tuple[str, x509.Name, Any]], kind: str, days: int, key_type: str | None,
                    verb: str, line: Callable[[str, dict[str, Any]], str] | None = None) -> None:
         """(name, subject, public key or None) each, with a progress display. From
         BACKGROUND_FROM certificates on, the files are written by background processes.
         line(name, entry): an optional result line per certificate for stdout."""
+        self.requested += len(requests)
         if len(requests) >= BACKGROUND_FROM:
             self.batch.start_background()  # forks: before the progress bar starts its thread
         with Progress(verb, len(requests)) as progress:
@@ -137,29 +135,45 @@ class Issuer:
                 if line is not None:
                     progress.out(line(name, entry))
                 progress.advance()
+        self.flush()
 
-    def finish(self) -> int:
-        """Wait for the files; forget (index and disk) every certificate of this command whose
-        files are not all written; sync once; write index.json once. Returns how many were
-        issued; raises the background writer's error, if any, after recording the rest."""
-        error = self.batch.drain()
+    def finish(self, stopped: bool = False) -> int:
+        """Write what is pending (also after Ctrl-C: it is signed); wait for the files; forget
+        (index and disk) every certificate of this command whose files are not all written;
+        sync once; write index.json once; delete the journal. Returns how many were issued;
+        raises the background writer's error, if any, after recording the rest. stopped: the
+        command was cut short (an error or an interruption): say what was recorded."""
+        error: BaseException | None = None
+        try:
+            self.flush()
+        except BaseException as exc:  # noqa: BLE001 - a second Ctrl-C, or a disk error: record the rest first
+            error = exc
+        error = self.batch.drain() or error
         kept, total = 0, len(self.touched)
+        last = ""
         for name, expected, files in self.touched:
             on_disk = len(files) == expected and all(self.batch.is_written(token) for token in files)
             if on_disk and name in self.pki.certificates:
                 kept += 1
+                last = name
                 continue
             self.pki.certificates.pop(name, None)  # a new name of this command: nothing else lost
-            (self.pki.private / f"{name}.key").unlink(missing_ok=True)
             (self.pki.issued / f"{name}.pem").unlink(missing_ok=True)
+            (self.pki.private / f"{name}.key").unlink(missing_ok=True)
         self.touched = []
         if kept:
             self.batch.sync()
             self.pki.save_index()
             if self.clamped:
                 note(f"note: {self.clamped} certificate(s) cut to end with the issuing CA ({cert_facts.iso(self.ca_cert.not_valid_after_utc)})")
-        if kept < total:  # only after an error or Ctrl-C
-            note(f"note: {kept} certificate(s) issued and recorded in index.json; {total - kept} unfinished one(s) removed")
+        self.journal.discard()  # index.json holds every certificate kept; the others are gone
+        if kept < total or (stopped and max(total, self.requested) > 1):
+            left = max(self.requested - total, 0)
+            note(
+                f"note: {kept} certificate(s) issued and recorded in index.json; {total - kept} unfinished one(s) removed"
+                + (f"; {left} of {self.requested} not issued" if left else "")
+                + (f" (last recorded: {last})" if last else "")
+            )
         if error is not None:
             raise error
         return kept
@@ -196,6 +210,7 @@ def _init_ca(args: argparse.Namespace, pki: Pki) -> int:
         note("note: no --crl-url: issued certificates carry no CDP, and IIS (revocation checking on) answers 403.13 for them unless the CRL is pre-loaded")
 
     now = now_utc()
+    _restrict_root(pki)
     pki.ensure_dirs()
     root_key = build.new_key(args.key)
     root_profile = build.Profile(days=args.days, ca=True, path_length=1 if args.intermediate else 0)
@@ -232,7 +247,27 @@ def _init_ca(args: argparse.Namespace, pki: Pki) -> int:
     for line in written:
         out(f"  {line}")
     out(f"  IIS mapping rule: Issuer.CN={cn}")
+    keys = "ca.key and root.key are" if args.intermediate else "ca.key is"
+    out(f"  {keys} NOT encrypted (mode 0600 in a 0700 directory): whoever reads {'them' if args.intermediate else 'it'} can issue trusted devices. "
+        f"Keep {pki.root}/ on an encrypted disk of a machine only you use, back it up encrypted (e.g. tar | gpg -c)"
+        + (", and move root.key offline (crl re-signs the root's CRL only when it is there)" if args.intermediate else ""))
     return 0
+
+
+def _restrict_root(pki: Pki) -> None:
+    """The PKI directory holds the CA key: make it 0700 (an existing directory too, e.g. one
+    made 0777), or refuse when that is not possible (not ours)."""
+    mode = stat.S_IMODE(os.stat(pki.root).st_mode)
+    if mode & 0o077 == 0:
+        return
+    try:
+        os.chmod(pki.root, PRIVATE_DIR)
+    except OSError as exc:
+        raise PkiError(
+            f"--dir {pki.root}: mode {mode:04o} lets other users read the CA key or replace its files, and it cannot be made 0700 "
+            f"({exc.strerror or exc}); use a directory of your own"
+        ) from None
+    note(f"note: {pki.root}/ was mode {mode:04o}; made it 0700 (it holds the CA key: no one else may read or change it)")
 
 
 def cmd_issue_server(args: argparse.Namespace, pki: Pki) -> int:
@@ -245,11 +280,9 @@ def cmd_issue_server(args: argparse.Namespace, pki: Pki) -> int:
     with pki.locked():
         pki.check_new_name(name)
         subject = build.make_name(required_attr(dns[0], "--dns"), check_attr(args.o, "--o"), check_attr(args.ou, "--ou"))
-        issuer = Issuer(pki)
-        try:
+        guard.check_subject(subject, guard.ca_subjects(pki), "--dns")
+        with Issuer(pki) as issuer:
             cert, _ = issuer.issue(name, subject, "server", args.days, args.key, dns=dns, ips=ips)
-        finally:
-            issuer.finish()
     out(f"issued server certificate {name!r}: {pki.issued / (name + '.pem')} (key {pki.private / (name + '.key')}), serial {cert_facts.serial_hex(cert.serial_number)}, thumbprint {cert_facts.thumbprint(cert)}")
     return 0
 
@@ -264,15 +297,15 @@ def _client_requests(args: argparse.Namespace) -> list[tuple[str, str | None, st
     if args.count is not None:
         if args.prefix is None:
             raise PkiError("--count needs --prefix P (names P0001, P0002, ...)")
-        if args.count < 1:
-            raise PkiError(f"--count: got {args.count}; expected 1 or more")
+        if not 1 <= args.count <= MAX_COUNT:  # argparse checks too; a caller of this function may not
+            raise PkiError(f"--count: got {args.count}; expected 1 or more and at most {MAX_COUNT}")
         start = 1 if args.start is None else args.start
         width = max(4, len(str(start + args.count - 1)))
         return [(f"{args.prefix}{i:0{width}d}", o, ou) for i in range(start, start + args.count)]
     path = Path(args.from_csv)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_text(path, TABLE_FILE_LIMIT, "utf-8-sig")  # a regular file of at most 64 MiB
+    except (OSError, ValueError) as exc:
         raise PkiError(f"{path}: unreadable ({getattr(exc, 'strerror', None) or exc})") from None
     reader = csv.DictReader(text.splitlines())
     columns = [c.strip().lower() for c in (reader.fieldnames or [])]
@@ -297,6 +330,8 @@ def _client_requests(args: argparse.Namespace) -> list[tuple[str, str | None, st
         except PkiError as exc:
             raise PkiError(f"{path}:{number}: {exc}") from None
         rows.append((values["cn"], row_o, row_ou))
+        if len(rows) > MAX_COUNT:
+            raise PkiError(f"{path}:{number}: more than {MAX_COUNT} rows; expected at most {MAX_COUNT} devices per command (split the file)")
     if not rows:
         raise PkiError(f"{path}: no rows after the header")
     return rows
@@ -311,12 +346,12 @@ def cmd_issue_client(args: argparse.Namespace, pki: Pki) -> int:
             pki.check_new_name(cn, seen)
             seen.add(cn.casefold())
         subjects = [(cn, build.make_name(cn, o, ou), None) for cn, o, ou in requests]
-        issuer = Issuer(pki)
+        cas = guard.ca_subjects(pki)
+        for cn, subject, _ in subjects:
+            guard.check_subject(subject, cas, "--cn" if args.cn is not None else f"name {cn!r}")
         total = len(requests)
-        try:
+        with Issuer(pki) as issuer:  # one sync, one index write; also for what was issued before an error
             issuer.issue_many(subjects, "client", args.days, args.key, "issued")
-        finally:
-            issuer.finish()  # one sync, one index write; also for what was issued before an error
     if total == 1:
         out(f"issued client certificate {requests[0][0]!r}: {pki.issued / (requests[0][0] + '.pem')}, serial {pki.certificates[requests[0][0]]['serial']}")
     else:
@@ -337,14 +372,18 @@ def _csr_files(paths: Sequence[str]) -> list[Path]:
             files.append(path)
         else:
             raise PkiError(f"{path}: no such file or directory")
+    if len(files) > MAX_COUNT:
+        raise PkiError(f"sign-csr: {len(files)} CSR files; expected at most {MAX_COUNT} per command")
     return files
 
 
 def load_csr(path: Path) -> x509.CertificateSigningRequest:
     try:
-        data = path.read_bytes()
+        data = read_regular(path, CERTIFICATE_FILE_LIMIT)
     except OSError as exc:
         raise PkiError(f"{path}: unreadable ({exc.strerror})") from None
+    except ValueError as exc:  # not a regular file, or too large
+        raise PkiError(f"{path}: {exc}") from None
     try:
         if b"-----BEGIN" in data:
             csr = x509.load_pem_x509_csr(data)
@@ -385,12 +424,12 @@ def cmd_sign_csr(args: argparse.Namespace, pki: Pki) -> int:
                 raise PkiError(f"{path}: unusable subject ({exc})") from None
             requests.append((path, cn, subject, csr.public_key()))
         sources = {cn: path for path, cn, _, _ in requests}
-        issuer = Issuer(pki)
-        try:
+        cas = guard.ca_subjects(pki)
+        for path, _, subject, _ in requests:
+            guard.check_subject(subject, cas, str(path))
+        with Issuer(pki) as issuer:
             issuer.issue_many(
                 [(cn, subject, public_key) for _, cn, subject, public_key in requests], "client", args.days, None, "signed",
                 line=lambda cn, entry: f"signed {sources[cn]} -> {pki.issued / (cn + '.pem')} (serial {entry['serial']})",
             )
-        finally:
-            issuer.finish()
     return 0

@@ -17,13 +17,14 @@ Without fork (other systems, or threads already running) everything runs in this
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from .files import atomic_write
 
@@ -54,8 +55,26 @@ def choose_jobs(requested: int | None, items: int, worth_from: int) -> int:
     return max(1, min(jobs, items))
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back (they are delivered, and raise, when this ends) around what
+    must not be cut in the middle: a message half-written to or half-read from a writer's pipe
+    leaves both sides out of step (one waits for bytes that never come)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _ignore_sigint() -> None:
+    """Workers and writers leave interruptions to the main process (SIGINT, and SIGTERM, which
+    it handles the same way), which then collects and records what they finished."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _run(chunk: Sequence[Any]) -> Any:
@@ -182,10 +201,17 @@ class BackgroundWriter:
             raise WriterFailed("the background writer stopped (see the error below)")
         if self.buffer:
             batch, self.buffer = self.buffer, []
-            self.conn.send(batch)
+            with signals_deferred():  # a whole message or none
+                self.conn.send(batch)
 
     def close(self) -> tuple[int, BaseException | None]:
-        """(files written, in order; the writer's error or None)."""
+        """(files written, in order; the writer's error or None). Not interruptible: the writer
+        ignores Ctrl-C/SIGTERM and finishes the files it holds, and its count is what gets
+        recorded; an interruption arriving meanwhile is raised afterwards."""
+        with signals_deferred():
+            return self._close()
+
+    def _close(self) -> tuple[int, BaseException | None]:
         try:
             if self.buffer and not self.failed:
                 with _suppress_broken():
@@ -217,14 +243,14 @@ class _suppress_broken:
 
 
 def _writer_loop(conn: Any, parent_end: Any, write: Callable[[Path, bytes, int], None]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _ignore_sigint()
     parent_end.close()
     done = 0
     error: BaseException | None = None
     while True:
         try:
             batch = conn.recv()
-        except EOFError:  # the signing process is gone
+        except (EOFError, OSError):  # the signing process is gone (killed, maybe mid-message)
             return
         if batch is None:
             break
@@ -235,12 +261,25 @@ def _writer_loop(conn: Any, parent_end: Any, write: Callable[[Path, bytes, int],
                 write(Path(path), data, mode)
             except BaseException as exc:  # noqa: BLE001 - reported to the parent
                 error = exc
-                try:
-                    conn.send(("error", done, exc))
-                except Exception:  # unpicklable
-                    conn.send(("error", done, OSError(f"{path}: {exc}")))
+                _report(conn, ("error", done, exc), ("error", done, OSError(f"{path}: {exc}")))
                 break
             done += 1
     if error is None:
-        conn.send(("ok", done))
+        _report(conn, ("ok", done))
     conn.close()
+
+
+def _report(conn: Any, message: tuple[Any, ...], fallback: tuple[Any, ...] | None = None) -> None:
+    """Send the writer's result; the fallback when the message does not pickle. Nothing when the
+    signing process is gone (killed): no one is left to tell, and no traceback either."""
+    try:
+        try:
+            conn.send(message)
+        except (BrokenPipeError, ConnectionError):
+            raise
+        except Exception:  # noqa: BLE001 - unpicklable
+            if fallback is None:
+                raise
+            conn.send(fallback)
+    except OSError:
+        pass

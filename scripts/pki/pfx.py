@@ -10,7 +10,7 @@ from typing import Any
 
 from . import build, parallel
 from .files import PRIVATE_FILE
-from .inputs import read_password
+from .inputs import MIN_PFX_PASSWORD, read_password
 from .progress import Progress, note, out
 from .store import Batch, Pki, PkiError
 
@@ -51,6 +51,7 @@ def _pfx_names(args: argparse.Namespace, pki: Pki) -> list[str]:
         key_path = pki.private / f"{name}.key"
         if not key_path.exists():
             raise PkiError(f"no private key for {name!r} ({key_path} missing)")
+        pki.check_file_serial(name, pki.certificates[name])  # a hand-edited index.json: export nothing
     return names
 
 
@@ -58,7 +59,7 @@ def cmd_export_pfx(args: argparse.Namespace, pki: Pki) -> int:
     pki.require_ca()
     names = _pfx_names(args, pki)
     chain = pki.chain()
-    password = read_password()
+    password = read_password(minimum=0 if args.allow_short_password else MIN_PFX_PASSWORD)
     pki.pfx.mkdir(mode=0o700, exist_ok=True)
     batch = Batch(pki.root)
 

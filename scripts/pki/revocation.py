@@ -7,17 +7,21 @@ CRLs (crl.pem/crl.der, and root-crl.* with an intermediate) and with --publish u
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from components.certs import facts as cert_facts
 
 from . import build
+from .entries import entry_for
 from .files import PUBLIC_FILE, atomic_write
 from .inputs import PROG, now_utc, parse_at
 from .progress import note, out
@@ -37,13 +41,19 @@ class CrlFile:
 def revoked_entries(pki: Pki) -> list[tuple[int, dt.datetime | str, str]]:
     """(serial, revocation date, reason) of every revoked certificate of index.json. Dates in
     index.json's own form ("2026-01-31T12:00:00Z") stay text (build.sign_crl encodes them
-    directly); others are parsed here."""
+    directly); others are parsed here. A revoked entry whose file is in issued/ must name that
+    file's serial (a hand-edited index.json is refused, not published)."""
     entries: list[tuple[int, dt.datetime | str, str]] = []
     append = entries.append
     reasons = build.REASONS
+    on_disk: set[str] = set()
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # one listing, not a stat per entry
+        on_disk = set(os.listdir(pki.issued))
     for name, item in pki.certificates.items():
         if item.get("status") != "revoked":
             continue
+        if f"{name}.pem" in on_disk:
+            pki.check_file_serial(name, item)  # the CRL must list the certificate the file holds
         text = item["serial"]
         try:
             serial = int(text, 16)
@@ -81,8 +91,8 @@ def _sign_and_write_crl(
     pki.save_crl_number(counter, number)
     try:
         der = build.sign_crl(issuer, key, number, revoked, now, now + dt.timedelta(days=days))
-    except ValueError as exc:
-        raise PkiError(f"cannot sign the {'CRL' if kind == 'crl' else 'root CRL'}: {exc}") from None
+    except (ValueError, InvalidSignature) as exc:  # InvalidSignature: the key is not the certificate's
+        raise PkiError(f"cannot sign the {'CRL' if kind == 'crl' else 'root CRL'}: {exc or 'the signature does not verify with the CA certificate (wrong key)'}") from None
     crl = x509.load_der_x509_crl(der)
     atomic_write(pem_path, build.crl_pem(der), PUBLIC_FILE)
     atomic_write(der_path, der, PUBLIC_FILE)
@@ -144,9 +154,10 @@ def cmd_revoke(args: argparse.Namespace, pki: Pki) -> int:
     pki.require_ca()
     if (args.name is None) == (args.serial is None):
         raise PkiError("revoke takes a NAME or --serial HEX (one of them)")
-    with pki.locked():
+    with pki.locked():  # recovers the journal of an interrupted command first: its certificates are found too
         if args.name is not None:
             label, item = args.name, pki.entry(args.name)
+            pki.check_file_serial(args.name, item)  # revoke the certificate the file holds, or nothing
         else:
             serial = parse_serial(args.serial)
             matches = [(n, i) for n, i in pki.certificates.items() if parse_serial(i["serial"]) == serial]
@@ -156,8 +167,10 @@ def cmd_revoke(args: argparse.Namespace, pki: Pki) -> int:
             elif not matches and any(parse_serial(a["serial"]) == serial for a in authorities.values()):
                 raise PkiError(f"serial {args.serial} is the root CA: it cannot be revoked; retire the PKI instead")
             if not matches:
-                raise PkiError(f"no certificate with serial {args.serial} in {pki.root}/index.json")
+                matches = [_record_unlisted(pki, serial, args.serial)]
             label, item = matches[0]
+            if not label.startswith("the issuing CA"):
+                pki.check_file_serial(label, item)
         if item["status"] == "revoked":
             raise PkiError(f"{label} (serial {item['serial']}) is already revoked ({item['revokedAt']}, {item['reason']})")
         item["status"] = "revoked"
@@ -166,6 +179,34 @@ def cmd_revoke(args: argparse.Namespace, pki: Pki) -> int:
         pki.save_index()
     out(f"revoked {label} (serial {item['serial']}, {args.reason}); run `{PROG} --dir {pki.root} crl` and publish the CRL")
     return 0
+
+
+def _record_unlisted(pki: Pki, serial: int, text: str) -> tuple[str, dict[str, Any]]:
+    """A certificate of this CA in issued/ that index.json does not list (e.g. left by an older
+    version killed mid-run): record it, so that it can be revoked. Refuses when there is none."""
+    ca_cert = pki.load_cert(pki.ca_pem)
+    for path in sorted(pki.issued.glob("*.pem")) if pki.issued.is_dir() else []:
+        try:
+            cert = pki.load_cert(path)
+        except PkiError:
+            continue
+        if cert.serial_number != serial:
+            continue
+        try:
+            cert.verify_directly_issued_by(ca_cert)
+        except (ValueError, TypeError, InvalidSignature):
+            raise PkiError(f"{path} has serial {text} but was not issued by {pki.ca_pem}: not this CA's to revoke") from None
+        name = path.stem
+        if name in pki.certificates:
+            raise PkiError(f"{path} has serial {text} but index.json lists another certificate under {name!r}: index.json or the file was changed by hand; restore it")
+        eku = cert_facts.eku_names(cert) or []
+        kind = "server" if "serverAuth" in eku else "client"
+        source = "key" if (pki.private / f"{name}.key").is_file() else "csr"
+        item = entry_for(cert, kind, source)
+        pki.add_certificate(name, item)
+        note(f"note: {path} (serial {text}) was not in index.json; recorded it as {name!r}")
+        return name, item
+    raise PkiError(f"no certificate with serial {text} in {pki.root}/index.json or {pki.issued}/")
 
 
 def cmd_crl(args: argparse.Namespace, pki: Pki) -> int:

@@ -33,10 +33,13 @@ from typing import Any, Iterator
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from components.safe_files import CERTIFICATE_FILE_LIMIT, INDEX_FILE_LIMIT, KEY_FILE_LIMIT, FileRefused, check_regular, read_regular, read_text
+
+from . import journal
+from .entries import INDEX_VERSION, index_problem, serial_of
 from .files import PRIVATE_DIR, PRIVATE_FILE, PUBLIC_DIR, PUBLIC_FILE, atomic_write, sync_filesystem
 from .parallel import BackgroundWriter
 
-INDEX_VERSION = 1
 _WINDOWS_BAD = set('<>:"/\\|?*')
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 
@@ -214,9 +217,11 @@ class Pki:
         self.issued = self.root / "issued"
         self.private = self.root / "private"
         self.pfx = self.root / "pfx"
+        self.journal_path = self.root / journal.JOURNAL_FILE
         self._index: dict[str, Any] | None = None
         self._taken: set[str] | None = None
         self._on_disk: set[str] | None = None
+        self._lock_depth = 0
 
     # -- state ------------------------------------------------------------------------------
     def ca_files(self) -> list[Path]:
@@ -227,19 +232,49 @@ class Pki:
 
     def require_ca(self) -> None:
         if not self.has_ca():
+            for path in (self.ca_pem, self.index_path):  # there, but a device, a FIFO, a dangling link...
+                if os.path.lexists(path):
+                    try:
+                        check_regular(path, INDEX_FILE_LIMIT)
+                    except (OSError, FileRefused) as exc:
+                        raise PkiError(f"{path}: unreadable ({getattr(exc, 'strerror', None) or exc})") from None
             raise PkiError(f"no CA in {self.root}/ (ca.pem and index.json missing): run `python -m scripts.pki --dir {self.root} init-ca --cn NAME` first")
 
     @property
     def index(self) -> dict[str, Any]:
         if self._index is None:
-            self.require_ca()
-            try:
-                self._index = json.loads(self.index_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise PkiError(f"{self.index_path}: unreadable ({exc})") from None
-            if not isinstance(self._index, dict) or self._index.get("version") != INDEX_VERSION:
-                raise PkiError(f"{self.index_path}: not a version {INDEX_VERSION} PKI index")
+            self._index = self._read_index()
+            if self._lock_depth == 0 and self.journal_path.exists():
+                with self.locked():  # an interrupted command left its journal: recover it first
+                    pass
+        assert self._index is not None
         return self._index
+
+    def _read_index(self) -> dict[str, Any]:
+        """index.json, checked: a regular UTF-8 file, and every entry well-formed (entries.py);
+        anything else is refused, naming the entry, and never trusted."""
+        self.require_ca()
+        try:
+            data = json.loads(read_text(self.index_path, INDEX_FILE_LIMIT))
+        except (OSError, ValueError) as exc:
+            raise PkiError(f"{self.index_path}: unreadable ({getattr(exc, 'strerror', None) or exc})") from None
+        problem = index_problem(data)
+        if problem:
+            raise PkiError(f"{self.index_path}: {problem}; refusing to use it (restore it from a backup, or fix that entry)")
+        return data
+
+    def check_file_serial(self, name: str, item: dict[str, Any]) -> None:
+        """The certificate file of an entry must be the certificate the entry names (serial): a
+        hand-edited index.json must not revoke or export another certificate than it says."""
+        path = self.issued / f"{name}.pem"
+        if not path.exists():
+            return
+        actual = self.load_cert(path).serial_number
+        if actual != serial_of(item):
+            raise PkiError(
+                f"{self.index_path}: entry certificates.{name} has serial {item['serial']} but {path} has serial "
+                f"{actual:X}: index.json was edited or damaged; restore it (nothing was changed)"
+            )
 
     def new_index(self, ca: dict[str, Any]) -> None:
         self._index = {"version": INDEX_VERSION, "ca": ca, "authorities": {}, "certificates": {}}
@@ -254,7 +289,7 @@ class Pki:
         """The last number (crlnumber.json; older PKIs kept it in index.json's "ca") plus one."""
         last = int(self.index["ca"].get(key, 0))
         try:
-            saved = json.loads(self.crl_number_path.read_text(encoding="utf-8"))
+            saved = json.loads(read_text(self.crl_number_path, KEY_FILE_LIMIT))
         except FileNotFoundError:
             saved = {}
         except (OSError, ValueError) as exc:
@@ -267,7 +302,7 @@ class Pki:
         """Record a CRL number before the CRL is written: a crash then skips a number, never
         reuses one for a different CRL."""
         try:
-            saved = json.loads(self.crl_number_path.read_text(encoding="utf-8"))
+            saved = json.loads(read_text(self.crl_number_path, KEY_FILE_LIMIT))
         except FileNotFoundError:
             saved = {}
         except (OSError, ValueError):
@@ -330,26 +365,38 @@ class Pki:
 
     def load_cert(self, path: Path) -> x509.Certificate:
         try:
-            return x509.load_pem_x509_certificate(path.read_bytes())
+            return x509.load_pem_x509_certificate(read_regular(path, CERTIFICATE_FILE_LIMIT))
         except (OSError, ValueError) as exc:
-            raise PkiError(f"{path}: unreadable certificate ({exc})") from None
+            raise PkiError(f"{path}: unreadable certificate ({getattr(exc, 'strerror', None) or exc})") from None
 
     def load_key(self, path: Path) -> Any:
         try:
-            return serialization.load_pem_private_key(path.read_bytes(), password=None)
+            return serialization.load_pem_private_key(read_regular(path, KEY_FILE_LIMIT), password=None)
         except (OSError, ValueError, TypeError) as exc:
-            raise PkiError(f"{path}: unreadable private key ({exc})") from None
+            raise PkiError(f"{path}: unreadable private key ({getattr(exc, 'strerror', None) or exc})") from None
+
+    def _pair(self, cert_path: Path, key_path: Path) -> tuple[x509.Certificate, Any]:
+        """A CA certificate and its key, which must belong together: a certificate signed with
+        another key fails at every relying party (IIS 403.16) and a CRL cannot be signed."""
+        cert, key = self.load_cert(cert_path), self.load_key(key_path)
+        spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+            raise PkiError(
+                f"{key_path} does not belong to {cert_path} (their public keys differ): nothing it signs would verify "
+                f"(IIS: 403.16); restore the key that was made with {cert_path.name}"
+            )
+        return cert, key
 
     def issuing(self) -> tuple[x509.Certificate, Any]:
         self.require_ca()
-        return self.load_cert(self.ca_pem), self.load_key(self.ca_key)
+        return self._pair(self.ca_pem, self.ca_key)
 
     def intermediate(self) -> bool:
         return bool(self.index["ca"].get("intermediate"))
 
     def root_ca(self) -> tuple[x509.Certificate, Any]:
         if self.intermediate():
-            return self.load_cert(self.root_pem), self.load_key(self.root_key)
+            return self._pair(self.root_pem, self.root_key)
         return self.issuing()
 
     def chain(self) -> list[x509.Certificate]:
@@ -361,13 +408,29 @@ class Pki:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """An exclusive lock on the directory itself while index.json is read-modified-written."""
+        """An exclusive lock on the directory itself while index.json is read-modified-written
+        (re-entrant). Taking it re-reads index.json and first recovers the issuing journal an
+        interrupted command left (journal.py). Background writers forked inside inherit the lock,
+        so a killed command's writer finishes before the next command recovers."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
         self.root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         fd = os.open(self.root, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock_depth = 1
+            if self.journal_path.exists() and self.has_ca():
+                self._index, self._taken, self._on_disk = self._read_index(), None, None
+                journal.recover(self)
+                self._taken, self._on_disk = None, None
             yield
         finally:
+            self._lock_depth = 0
             os.close(fd)
 
 

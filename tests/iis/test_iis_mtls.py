@@ -11,7 +11,7 @@ import pytest
 
 from components.iis import document as doc
 from components.iis.state_bucket import bucket_prefix
-from conftest import Planned, plan_stack
+from conftest import ROOT, Planned, plan_stack
 from tests import ps_lint
 
 HOSTILE = [
@@ -280,7 +280,7 @@ def _device_certificates(tmp_path, count: int) -> tuple[str, list[str]]:
           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
           .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint([x509.UniformResourceIdentifier("http://crl.example.com/bulk.crl")], None, None, None)]), critical=False)
           .sign(ca_key, hashes.SHA256()))
-    ca_path = tmp_path / "ca.pem"
+    ca_path = tmp_path / "ca.pem"  # tmp_path is the project base of the plan: paths relative to it
     ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths = []
     for i in range(count):
@@ -291,13 +291,16 @@ def _device_certificates(tmp_path, count: int) -> tuple[str, list[str]]:
                 .sign(ca_key, hashes.SHA256()))
         path = tmp_path / f"laptop-{i:05d}.pem"
         path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        paths.append(str(path))
-    return str(ca_path), paths
+        paths.append(path.name)
+    return ca_path.name, paths
 
 
 def test_five_thousand_one_to_one_devices_plan_within_every_size_limit(tmp_path) -> None:
     ca, devices = _device_certificates(tmp_path, 5000)
-    p = plan_stack("dev", {"clientCaCertificates": [ca], "mappingMode": "one-to-one", "oneToOneCertificates": devices})
+    sample = "stacks/certs/dev-sample-device.pem"  # the dev stack's, in the temporary project
+    (tmp_path / sample).parent.mkdir(parents=True)
+    (tmp_path / sample).write_bytes((ROOT / sample).read_bytes())
+    p = plan_stack("dev", {"clientCaCertificates": [ca], "mappingMode": "one-to-one", "oneToOneCertificates": devices}, base=tmp_path)
     state = json.loads(objects_of(p)["mtls-state"]["content"])
     assert len(state["authentication"]["clientCertificateMapping"]["oneToOneMappings"]) == 5000
     content = p.one("ssm/document:Document").inputs["content"]

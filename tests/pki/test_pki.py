@@ -475,12 +475,12 @@ def test_export_pfx_prompt(shared: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv("PKI_PASSWORD", raising=False)
     answers = iter(["s3cret", "s3cret"])
     monkeypatch.setattr(pki_inputs.getpass, "getpass", lambda prompt="": next(answers))
-    ok(shared, "export-pfx", "laptop-01")
+    ok(shared, "export-pfx", "laptop-01", "--allow-short-password")
     pkcs12.load_key_and_certificates((shared / "pfx" / "laptop-01.pfx").read_bytes(), b"s3cret")
     answers = iter(["one", "two"])
-    fails(shared, "export-pfx", "laptop-01", expect="the two passwords differ")
+    fails(shared, "export-pfx", "laptop-01", "--allow-short-password", expect="the two passwords differ")
     answers = iter(["", ""])
-    fails(shared, "export-pfx", "laptop-01", expect="empty password")
+    fails(shared, "export-pfx", "laptop-01", "--allow-short-password", expect="empty password")
 
 
 def test_export_pfx_misuse(shared: Path) -> None:
@@ -679,7 +679,7 @@ def test_private_files_are_0600_whatever_the_umask(tmp_path: Path) -> None:
     try:
         d = init(tmp_path / "pki")
         ok(d, "issue-client", "--cn", "dev")
-        ok(d, "export-pfx", "dev", env={"PKI_PASSWORD": "pw"})
+        ok(d, "export-pfx", "dev", "--allow-short-password", env={"PKI_PASSWORD": "pw"})
     finally:
         os.umask(old)
     assert mode(d / "ca.key") == mode(d / "private" / "dev.key") == mode(d / "pfx" / "dev.pfx") == 0o600
@@ -708,7 +708,7 @@ def test_layout_is_deterministic(tmp_path: Path) -> None:
         ok(d, "issue-client", "--count", "3", "--prefix", "d")
         ok(d, "revoke", "d0002", "--reason", "superseded")
         ok(d, "crl")
-        ok(d, "export-pfx", "d0001", env={"PKI_PASSWORD": "pw"})
+        ok(d, "export-pfx", "d0001", "--allow-short-password", env={"PKI_PASSWORD": "pw"})
         runs.append(d)
     a, b = runs
     assert _layout(a) == _layout(b)
@@ -1265,7 +1265,7 @@ def test_export_many_pfx_names_and_patterns(tmp_path: Path, monkeypatch: pytest.
     (tmp_path / "p.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
     ok(d, "sign-csr", str(tmp_path / "p.csr"))
     env = {"PKI_PASSWORD": "many"}
-    code, out, err = pki(d, "export-pfx", "p-*", "--jobs", "2", env=env)
+    code, out, err = pki(d, "export-pfx", "p-*", "--jobs", "2", "--allow-short-password", env=env)
     assert code == 0, err
     assert "wrote 11 PFX files (p-0001.pfx .. p-0012.pfx)" in out
     assert "skipped 1 certificate(s) signed from CSRs" in err and "and 1 revoked" in err
@@ -1275,7 +1275,7 @@ def test_export_many_pfx_names_and_patterns(tmp_path: Path, monkeypatch: pytest.
         key, cert, extra = pkcs12.load_key_and_certificates((d / "pfx" / f"{name}.pfx").read_bytes(), b"many")
         assert cert == cert_of(d / "issued" / f"{name}.pem") and key.public_key() == cert.public_key()
     assert all(mode(p) == 0o600 for p in (d / "pfx").iterdir())
-    ok(d, "export-pfx", "p-0001", "p-0002", "p-0001", "--jobs", "1", env=env)
+    ok(d, "export-pfx", "p-0001", "p-0002", "p-0001", "--jobs", "1", "--allow-short-password", env=env)
     fails(d, "export-pfx", "zz-*", expect="pattern 'zz-*' matches no name", env=env)
     fails(d, "export-pfx", "p-csr", expect="no private key for 'p-csr'", env=env)
     fails(d, "export-pfx", "p-c?r", expect="nothing to export", env=env)
