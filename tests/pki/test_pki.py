@@ -32,6 +32,7 @@ from components.certs import verdict as cert_verdict
 
 from components.iis import mapping_rules
 from conftest import ROOT
+from pki_cli import fails, ok, pki
 from scripts.pki import cli
 from scripts.pki import inputs as pki_inputs
 
@@ -41,40 +42,6 @@ CA_CN = "Example Devices CA"
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
-
-
-def pki(directory: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """`python -m scripts.pki --dir DIR ARGS` in process: (exit code, stdout, stderr)."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    saved = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update(env or {})
-    try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            code = cli.main(["--dir", str(directory), *args])
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return code, stdout.getvalue(), stderr.getvalue()
-
-
-def ok(directory: Path, *args: str, **kw: Any) -> str:
-    code, out, err = pki(directory, *args, **kw)
-    assert code == 0, f"{args} -> {code}: {err}"
-    return out
-
-
-def fails(directory: Path, *args: str, expect: str, **kw: Any) -> str:
-    """Exit 2 with exactly one line on stderr containing `expect`, and no traceback."""
-    code, out, err = pki(directory, *args, **kw)
-    assert code == 2, (code, out, err)
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pki: error: "), err
-    assert expect in lines[0], lines[0]
-    return lines[0]
 
 
 def cert_of(path: Path) -> x509.Certificate:

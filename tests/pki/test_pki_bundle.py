@@ -8,9 +8,7 @@ files; interrupted bulk runs resumed without duplicates or half-written kits.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -28,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 import ps_lint
 from scripts.pki import bundle as bundle_module
 from scripts.pki import bundle_files as kit
-from scripts.pki import cli
+from pki_cli import ok, pki
 from tests.tls.conftest import BeaconServer
 
 CA_CN = "Kit Devices CA"
@@ -39,33 +37,6 @@ SECRET = "kit-password-1"
 SHORT_SECRET = SECRET[:5]  # under the 12 characters a shared password needs
 WRONG_SECRET = SECRET + "x"
 ROLLOUT = "unix/mgsft_rollout_response"
-
-
-def pki(directory: Path, *args: str, env: dict[str, str | None] | None = None) -> tuple[int, str, str]:
-    """`python -m scripts.pki --dir DIR ARGS` in process: (exit code, stdout, stderr)."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    saved = {k: os.environ.get(k) for k in (env or {})}
-    for key, value in (env or {}).items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            code = cli.main(["--dir", str(directory), *args])
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    return code, stdout.getvalue(), stderr.getvalue()
-
-
-def ok(directory: Path, *args: str, **kw: Any) -> str:
-    code, out, err = pki(directory, *args, **kw)
-    assert code == 0, f"{args} -> {code}: {out}{err}"
-    return out
 
 
 def fails(directory: Path, *args: str, expect: str, **kw: Any) -> str:

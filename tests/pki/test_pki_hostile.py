@@ -19,8 +19,6 @@ Every refusal is one line on stderr, exit 2, no traceback.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import random
@@ -38,42 +36,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import ROOT
-from scripts.pki import cli
+from pki_cli import fails, ok, pki
 from scripts.pki.inputs import MIN_PFX_PASSWORD, PASSWORD_ENV
 
 CRL_URL = "http://crl.example.com/devices-ca.crl"
-
-
-def pki(directory: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    stdout, stderr = io.StringIO(), io.StringIO()
-    saved = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update(env or {})
-    try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            code = cli.main(["--dir", str(directory), *args])
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return code, stdout.getvalue(), stderr.getvalue()
-
-
-def ok(directory: Path, *args: str, **kw: Any) -> str:
-    code, out, err = pki(directory, *args, **kw)
-    assert code == 0, f"{args} -> {code}: {err}"
-    return out
-
-
-def fails(directory: Path, *args: str, expect: str, **kw: Any) -> str:
-    code, out, err = pki(directory, *args, **kw)
-    assert code == 2, (code, out, err)
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pki: error: "), err
-    assert expect in lines[0], lines[0]
-    return lines[0]
 
 
 def init(directory: Path, *extra: str) -> Path:
