@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from bench.pki import ROOT, filesystem, note, seconds, settle
 from bench.plan import machine
+from bench.results import append_rows
 
 SECTION = "## Device kits"
 TABLE_HEAD = "| date | machine | what | ours | compared with | ratio | goal |\n|---|---|---|---|---|---|---|\n"
@@ -196,21 +197,9 @@ def run(args: argparse.Namespace, work: Path) -> list[str]:
 
 
 def write_rows(path: Path, lines: list[str]) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION not in text.splitlines():
-        intro = ("`python -m bench.bundle`: `pki bundle` of N device kits against the bare cryptography loop with the same PFX "
-                 "encryption, and an interrupted run resumed (see the module docstring).")
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{intro}\n\n" + TABLE_HEAD + "\n".join(lines) + "\n"
-        path.write_text(text)
-        return
-    all_lines = text.splitlines()
-    position = all_lines.index(SECTION) + 1
-    while position < len(all_lines) and not all_lines[position].startswith("## "):
-        position += 1
-    while all_lines[position - 1] == "":
-        position -= 1
-    all_lines[position:position] = lines
-    path.write_text("\n".join(all_lines) + "\n")
+    """Append to the table under {SECTION} (made at the end of the file when missing)."""
+    append_rows(path, SECTION, lines, intro=("`python -m bench.bundle`: `pki bundle` of N device kits against the bare cryptography loop with the same PFX "
+             "encryption, and an interrupted run resumed (see the module docstring)."), table_head=TABLE_HEAD)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bench.plan import machine
+from bench.results import append_rows
 from scripts.pki import files, store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -392,27 +393,8 @@ def table_lines(rows: list[Row], when: str, host: str) -> list[str]:
 
 
 def write_rows(path: Path, lines: list[str]) -> None:
-    """Append to the table under "## PKI" (made at the end of the file when missing)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION not in text.splitlines():
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n`python -m bench.pki`: our CLI (a subprocess, files and index included) against easy-rsa, openssl and bare in-process cryptography loops, measured in the same run.\n\n" + TABLE_HEAD
-        text += "\n".join(lines) + "\n"
-        path.write_text(text)
-        return
-    all_lines = text.splitlines()
-    start = all_lines.index(SECTION)
-    position = start + 1
-    while position < len(all_lines) and not all_lines[position].startswith("|"):
-        if all_lines[position].startswith("## "):
-            break
-        position += 1
-    if position >= len(all_lines) or not all_lines[position].startswith("|"):
-        all_lines[position:position] = ["", *TABLE_HEAD.rstrip("\n").splitlines()]
-        position += 3
-    while position < len(all_lines) and all_lines[position].startswith("|"):
-        position += 1
-    all_lines[position:position] = lines
-    path.write_text("\n".join(all_lines) + "\n")
+    """Append to the table under {SECTION} (made at the end of the file when missing)."""
+    append_rows(path, SECTION, lines, intro="`python -m bench.pki`: our CLI (a subprocess, files and index included) against easy-rsa, openssl and bare in-process cryptography loops, measured in the same run.", table_head=TABLE_HEAD)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.results import append_rows
+
 ROOT = Path(__file__).resolve().parent.parent
 # pulumi_aws loads its submodules lazily: touching a class forces the real import.
 FLOOR = (
@@ -47,12 +49,7 @@ def machine() -> str:
 
 def append_row(path: Path, row: str) -> None:
     """Add `row` at the end of the table under '## Plan' (other sections stay where they are)."""
-    lines = path.read_text().splitlines()
-    start = lines.index("## Plan")
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    last_row = max(i for i in range(start, end) if lines[i].startswith("|"))
-    lines.insert(last_row + 1, row)
-    path.write_text("\n".join(lines) + "\n")
+    append_rows(path, "## Plan", [row])
 
 
 def main(argv: list[str] | None = None) -> int:

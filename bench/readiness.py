@@ -29,6 +29,7 @@ import tracemalloc
 from pathlib import Path
 
 from bench.plan import ROOT, machine
+from bench.results import append_rows
 
 POOL = 100_000
 HEADER_EVERY = 25_000
@@ -134,26 +135,21 @@ def memory(mode: str, count: int, devices: int) -> dict:
     return json.loads(done.stdout)
 
 
+INTRO = (
+    "`python -m bench.readiness`: `ops readiness`'s W3C parsing and per-device aggregation (scripts/ops/w3c.py, "
+    "scripts/ops/fleet.py) against a bare loop that only splits the same lines on spaces, measured in the same command. "
+    "1,000,000 synthetic IIS lines (5,000 devices) from a pool of 100,000 generated in-process; speed in-process, interleaved runs, "
+    "medians; memory in a fresh subprocess per loop and line count (ru_maxrss includes the interpreter and the 100,000-line "
+    "pool; the tracemalloc peak is the loop's own). CloudWatch Logs returns at most 10,000 events per FilterLogEvents call, "
+    "one HTTPS round trip each (not measured here): on real log groups the reading, not the parsing, should bound the verb. "
+    "This 2-vCPU VM is shared: the load average is in the row."
+)
+TABLE_HEAD = "| date | machine | what | ours | bare split loop | ratio | memory (200,000 -> 1,000,000 lines) |\n|---|---|---|---|---|---|---|\n"
+
+
 def append_row(path: Path, row: str) -> None:
     """Add `row` to the table under '## Readiness', creating the section at the end when missing."""
-    text = path.read_text()
-    if SECTION not in text:
-        text = text.rstrip("\n") + (
-            f"\n\n{SECTION}\n\n`python -m bench.readiness`: `ops readiness`'s W3C parsing and per-device aggregation (scripts/ops/w3c.py, "
-            "scripts/ops/readiness.py) against a bare loop that only splits the same lines on spaces, measured in the same command. "
-            "1,000,000 synthetic IIS lines (5,000 devices) from a pool of 100,000 generated in-process; speed in-process, interleaved runs, "
-            "medians; memory in a fresh subprocess per loop and line count (ru_maxrss includes the interpreter and the 100,000-line "
-            "pool; the tracemalloc peak is the loop's own). CloudWatch Logs returns at most 10,000 events per FilterLogEvents call, "
-            "one HTTPS round trip each (not measured here): on real log groups the reading, not the parsing, should bound the verb. "
-            "This 2-vCPU VM is shared: the load average is in the row.\n\n"
-            "| date | machine | what | ours | bare split loop | ratio | memory (200,000 -> 1,000,000 lines) |\n|---|---|---|---|---|---|---|\n"
-        )
-    lines = text.splitlines()
-    start = lines.index(SECTION)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    last_row = max(i for i in range(start, end) if lines[i].startswith("|"))
-    lines.insert(last_row + 1, row)
-    path.write_text("\n".join(lines) + "\n")
+    append_rows(path, SECTION, [row], intro=INTRO, table_head=TABLE_HEAD)
 
 
 def mib(kib: float) -> str:

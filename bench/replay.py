@@ -16,24 +16,16 @@ import statistics
 import sys
 
 from bench.plan import ROOT, machine, timed
+from bench.results import append_rows
 
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "tests/network/test_firewall_flows.py"]
 
 
 def append_row(path, row: str, section: str = "## Firewall replay") -> None:
     """Add `row` to the table under `section`, creating the section at the end when missing."""
-    text = path.read_text()
-    if section not in text:
-        text = text.rstrip("\n") + (
-            f"\n\n{section}\n\n`python -m bench.replay`: {__doc__.splitlines()[0][len('Benchmark: '):]}\n\n"
-            "| date | machine | what | median | floor | ratio | replay alone |\n|---|---|---|---|---|---|---|\n"
-        )
-    lines = text.splitlines()
-    start = lines.index(section)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    last_row = max(i for i in range(start, end) if lines[i].startswith("|"))
-    lines.insert(last_row + 1, row)
-    path.write_text("\n".join(lines) + "\n")
+    intro = f"`python -m bench.replay`: {(__doc__ or '').splitlines()[0][len('Benchmark: '):]}"
+    head = "| date | machine | what | median | floor | ratio | replay alone |\n|---|---|---|---|---|---|---|\n"
+    append_rows(path, section, [row], intro=intro, table_head=head)
 
 
 def main(argv: list[str] | None = None) -> int:
