@@ -27,4 +27,6 @@ def append_rows(path: Path, section: str, rows: Sequence[str], intro: str = "", 
         lines[position:position] = block
         position += len(block)
     lines[position:position] = list(rows)
+    while lines and lines[-1] == "":
+        lines.pop()
     path.write_text("\n".join(lines) + "\n")
