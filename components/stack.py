@@ -21,7 +21,7 @@ from .network.endpoints import dns_names, endpoint_policy, stack_buckets
 from .network.firewall_rules import rule_groups
 from .iis.mtls import BeaconMtls, BeaconMtlsArgs
 from .iis.log_shipping import IisLogShipping, IisLogShippingArgs
-from .iis.state import converge_log_group, desired_state
+from .iis.state import converge_log_group, desired_state, iis_log_group
 from .network.layout import beacon_zone_indexes, split_vpc, vpc_resolver_ip
 from .network.vpc import BeaconNetwork, BeaconNetworkArgs
 from .iis.document import read_converge_script, read_user_data
@@ -149,10 +149,6 @@ def availability_zones(cfg: BeaconConfig) -> dict[str, str]:
             f"azCount: got {cfg.az_count}; expected at most {len(names)}, the zones of {cfg.region}: {', '.join(names)}"
         )
     return {zone: zone_ids[zone] for zone in names[: cfg.az_count]}
-
-
-def iis_log_group(cfg: BeaconConfig) -> str:
-    return f"/{PROJECT}/{cfg.stack}/iis"
 
 
 def agent_urls(hostname: str) -> dict[str, str]:

@@ -91,6 +91,7 @@ def read_base(stack: str, ref: str, root: Path = ROOT) -> dict[str, Any] | None:
 
 def readiness_command(stack: str, head: Mapping[str, Any], since: str, root: Path = ROOT) -> list[str]:
     """`ops readiness` for the stack, every argument taken from its (validated) stack file."""
+    from components.iis.state import iis_log_group
     from components.stack import prepare
 
     raw, region, _secret = stack_file_to_raw(head)
@@ -102,7 +103,7 @@ def readiness_command(stack: str, head: Mapping[str, Any], since: str, root: Pat
     mappings = prepared.iis_state["authentication"]["clientCertificateMapping"]["manyToOneMappings"]
     issuers = sorted({m["rules"][0]["matchCriteria"] for m in mappings if m["permissionMode"] == "Allow"})
     command = [sys.executable, "-m", "scripts.ops", "readiness", "--region", cfg.region,
-               "--log-group", f"/{PROJECT}/{stack}/iis", "--since", since,
+               "--log-group", iis_log_group(cfg), "--since", since,
                "--min-ready", str(cfg.require_min_ready_percent)]
     for cn in issuers:
         command += ["--issuer-cn", cn]

@@ -57,7 +57,7 @@ def assume_role_policy(partition: str) -> str:
     flow-log role: EC2 does not document those keys for instance-profile credentials, and a
     condition it never sends would leave the beacon without credentials (no SSM, no secrets).
     iam:PassRole already confines the role to instances of this account."""
-    service = "ec2.amazonaws.com.cn" if partition == "aws-cn" else "ec2.amazonaws.com"
+    service = f"ec2.{dns_suffix(partition)}"
     return json.dumps(
         {
             "Version": "2012-10-17",

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ..beacon.policy import dns_suffix, partition_for
 from .facts import aia_urls, cdp_urls, common_name, issuing_cas, load_certificates
 from ..config import ConfigIssue, hostname_problem
 from ..safe_files import CERTIFICATE_FILE_LIMIT, FileRefused, inside, read_regular
@@ -139,7 +140,7 @@ class CrlEgress:
 def crl_hosting_base_url(bucket: str, region: str) -> str:
     """Lab CRL hosting: the bucket's virtual-hosted S3 endpoint over plain http (CRLs are signed;
     CryptoAPI fetches CDPs over http)."""
-    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    suffix = dns_suffix(partition_for(region))
     return f"http://{bucket}.s3.{region}.{suffix}/"
 
 

@@ -159,6 +159,11 @@ def converge_log_group(cfg: BeaconConfig) -> str:
     return f"/flexnet-beacon/{cfg.stack}/converge"
 
 
+def iis_log_group(cfg: BeaconConfig) -> str:
+    """The beacons' IIS W3C logs (the CloudWatch agent ships them; `ops readiness` reads them)."""
+    return f"/flexnet-beacon/{cfg.stack}/iis"
+
+
 def desired_state(
     cfg: BeaconConfig, trust: ClientTrust, one_to_one: Sequence[LoadedCertificate] = (), crl_urls: Sequence[str] = ()
 ) -> dict[str, Any]:

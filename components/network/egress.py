@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from ..beacon.policy import dns_suffix, partition_for
 from ..config import EGRESS_GROUPS, BeaconConfig, domain_problem
 
 # Microsoft's documented Windows Update endpoints, plus the CTL/CRL hosts Windows uses to keep
@@ -37,7 +38,7 @@ AWS_API_SERVICES = ("ssm", "ssmmessages", "ec2messages", "secretsmanager", "logs
 
 
 def aws_endpoint_domains(region: str) -> tuple[str, ...]:
-    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    suffix = dns_suffix(partition_for(region))
     # No S3 entry: `.s3.<region>` would admit every bucket of the region. S3 goes through the
     # VPC's gateway endpoint, whose policy names the buckets (components/network/endpoints.py).
     return tuple(f"{svc}.{region}.{suffix}" for svc in AWS_API_SERVICES)

@@ -6,7 +6,7 @@ import datetime as dt
 import sys
 from typing import Any, Sequence
 
-from components.certs import facts as cert_facts
+from components.certs.facts import iso as iso  # the one ISO 8601 form of the project, re-exported
 
 PROG = "python -m scripts.ops"
 PROJECT = "flexnet-beacon"
@@ -27,10 +27,6 @@ class InputError(OpsError):
 def now_utc() -> dt.datetime:
     """The current time (tests replace this function)."""
     return dt.datetime.now(dt.timezone.utc)
-
-
-def iso(moment: dt.datetime | None) -> str | None:
-    return cert_facts.iso(moment)
 
 
 def parse_time(text: Any) -> dt.datetime | None:
