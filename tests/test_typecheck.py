@@ -7,7 +7,6 @@ type checker, reading pulumi_aws's TypedDicts, does not. Proven here on a broken
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from components.config import ConfigInvalid, load
 from components.iis.appcmd import render as render_appcmd
-from components.iis.state import IIS_FEATURES, desired_state
+from components.iis.state import IIS_FEATURES
 from components.stack import prepare
 from components.certs.trust import LoadedCertificate, classify
 from conftest import ROOT, stack_raw
