@@ -21,7 +21,7 @@ from .network.endpoints import dns_names, endpoint_policy, stack_buckets
 from .network.firewall_rules import rule_groups
 from .iis.mtls import BeaconMtls, BeaconMtlsArgs
 from .iis.log_shipping import IisLogShipping, IisLogShippingArgs
-from .iis.state import converge_log_group, desired_state, iis_log_group
+from .iis.state import MappingNameClash, converge_log_group, desired_state, iis_log_group
 from .network.layout import beacon_zone_indexes, split_vpc, vpc_resolver_ip
 from .network.vpc import BeaconNetwork, BeaconNetworkArgs
 from .iis.document import read_converge_script, read_user_data
@@ -115,7 +115,10 @@ def prepare(raw: Mapping[str, Any], stack: str, region: str | None, base: Path |
             "pin them with availabilityZones (the stack output availabilityZoneIds shows which physical zones they are)",
         )
     warnings += tuple(readiness_warnings(cfg, crl))
-    state = desired_state(cfg, trust, devices, crl.urls)
+    try:
+        state = desired_state(cfg, trust, devices, crl.urls)
+    except MappingNameClash as clash:  # IIS keys mappings by name: a second one of a name is refused on every run
+        raise ConfigInvalid([ConfigIssue("clientCaCertificates", clash.source, str(clash))]) from None
     try:  # every domain must be expressible as a firewall rule before anything is created
         allowlist = egress_allowlist(cfg, crl_hosts=crl.hosts)
     except ValueError as refused:

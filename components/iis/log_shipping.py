@@ -21,6 +21,7 @@ from pulumi import Input, ResourceOptions
 from ..log_groups import log_group
 from ..tagging import component_tags
 from .agent_config import agent_config_json
+from .rate_control import ASSOCIATION_MAX_CONCURRENCY, association_max_errors
 
 AGENT_PACKAGE = "AmazonCloudWatchAgent"
 INSTALL_DOCUMENT = "AWS-ConfigureAWSPackage"
@@ -45,6 +46,9 @@ class IisLogShipping(pulumi.ComponentResource):
         child = ResourceOptions(parent=self)
         tags = lambda part: component_tags(args.tags, "iis-logs", f"{name}-{part}")  # noqa: E731
         targets = [aws.ssm.AssociationTargetArgs(key="InstanceIds", values=list(args.instance_ids))]
+        # As the converge association: one beacon at a time, and a beacon whose agent install
+        # fails does not keep the rest from theirs (components/iis/rate_control.py).
+        max_errors = association_max_errors(len(args.instance_ids))
         config = agent_config_json(args.log_group_name)
         self.config_digest = hashlib.sha256(config.encode("utf-8")).hexdigest()
 
@@ -74,8 +78,8 @@ class IisLogShipping(pulumi.ComponentResource):
                 # Weekly: installs at creation, then keeps the agent current.
                 schedule_expression="rate(7 days)",
                 apply_only_at_cron_interval=False,
-                max_concurrency="1",
-                max_errors="1",
+                max_concurrency=ASSOCIATION_MAX_CONCURRENCY,
+                max_errors=max_errors,
                 tags=tags("install"),
             ),
             opts=child,
@@ -96,8 +100,8 @@ class IisLogShipping(pulumi.ComponentResource):
                 # Daily (restores a configuration changed by hand), and at once when ours changes.
                 schedule_expression="rate(1 day)",
                 apply_only_at_cron_interval=False,
-                max_concurrency="1",
-                max_errors="1",
+                max_concurrency=ASSOCIATION_MAX_CONCURRENCY,
+                max_errors=max_errors,
                 tags=tags("configure"),
             ),
             # The configuration exists before an association reads it; the install was asked first.

@@ -18,6 +18,7 @@ from pulumi import Input, ResourceOptions
 from ..log_groups import log_group
 from ..tagging import component_tags
 from .document import canonical_state, command_document, document_content, script_digest, script_key, state_digest, state_key
+from .rate_control import ASSOCIATION_MAX_CONCURRENCY, association_max_errors
 
 
 @dataclass
@@ -111,9 +112,10 @@ class BeaconMtls(pulumi.ComponentResource):
                 apply_only_at_cron_interval=False,
                 compliance_severity=args.compliance_severity,
                 # One beacon at a time: agents fail over to the others while one converges
-                # (or reboots after a change that needs it).
-                max_concurrency="1",
-                max_errors="1",
+                # (or reboots after a change that needs it). A few failing beacons do not hold
+                # back the rest; a state failing on most of them stops (rate_control.py).
+                max_concurrency=ASSOCIATION_MAX_CONCURRENCY,
+                max_errors=association_max_errors(len(args.instance_ids)),
                 # A state or script change changes these, so State Manager runs the association again.
                 parameters={
                     "ReportOnly": "true" if report_only else "false",

@@ -8,10 +8,12 @@ equivalent commands an administrator would type (the manual article, step by ste
 from __future__ import annotations
 
 import re
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ..config import BeaconConfig
-from .mapping_rules import allow_mappings, deny_mappings, parse_rule
+from .mapping_rules import MappingRule, allow_mappings, deny_mappings, parse_rule
 from ..certs.trust import ClientTrust, LoadedCertificate
 
 SCHEMA_VERSION = 1
@@ -98,44 +100,136 @@ def send_trusted_issuer_list(trust: ClientTrust, exclusive: bool) -> bool:
     return exclusive and bool(trust.issuing) and trusted_issuer_list_bytes(trust) <= TRUSTED_ISSUER_LIST_LIMIT
 
 
-def mapping_name(text: str) -> str:
-    """IIS mapping names are keys the converge script addresses as add[@name='...']: no quotes or brackets."""
-    return re.sub(r"['\[\]\x00-\x1f]", "", text)[:128]
+# manyToOneMappings is keyed by name: IIS refuses a second mapping of the same name (compared
+# case-insensitively), so the converge run would fail on every run from then on.
+MAPPING_NAME_LIMIT = 128
+# The converge script addresses a mapping as add[@name='...'] and refuses ' [ ] and control characters.
+_NAME_REFUSED = re.compile(r"['\[\]\x00-\x1f\x7f-\x9f]")
+
+
+def mapping_name(text: str, suffix: str = "") -> str:
+    """IIS mapping names are keys the converge script addresses as add[@name='...']: no quotes,
+    brackets or control characters, at most MAPPING_NAME_LIMIT characters. The text is cut, never
+    the suffix, so a suffix that tells two mappings apart survives a long CN."""
+    suffix = _NAME_REFUSED.sub("", suffix)
+    return _NAME_REFUSED.sub("", text)[: MAPPING_NAME_LIMIT - len(suffix)] + suffix
+
+
+def thumbprint_suffix(thumbprint: str) -> str:
+    """' (3FA2C1D9)': the first 8 hex digits of the issuing CA's SHA-1 thumbprint, upper case."""
+    return f" ({thumbprint[:8].upper()})"
+
+
+class MappingNameClash(ValueError):
+    """Two many-to-one mappings would still share a name after the thumbprint suffix (it takes
+    a CN built to look like another CA's suffixed name, or an 8-digit thumbprint prefix shared
+    by two CAs of one CN). One line, naming the CN; stack.prepare turns it into a config issue."""
+
+    def __init__(self, name: str, issuer_cn: str, source: str) -> None:
+        self.name = name
+        self.issuer_cn = issuer_cn
+        self.source = source
+        super().__init__(
+            f"issuing CAs whose IIS many-to-one mapping names differ (compared case-insensitively): "
+            f"{name!r} would name two mappings (issuing CA CN {issuer_cn!r})"
+        )
+
+
+@dataclass(frozen=True)
+class MappingCandidate:
+    """One many-to-one mapping before it is named, with the issuing CA it was built for."""
+
+    label: str  # "Agents - <CN>" or "Deny <n> - <CN>", before sanitising
+    permission_mode: str  # Allow | Deny
+    description: str
+    rules: tuple[MappingRule, ...]
+    issuer: LoadedCertificate
+
+    @property
+    def issuer_cn(self) -> str:
+        return self.rules[0].match_criteria
+
+
+def distinct_mappings(candidates: Sequence[MappingCandidate]) -> list[MappingCandidate]:
+    """Candidates with the same permissionMode and rules are one mapping for IIS (two issuing CAs
+    with one CN, and one O when the Issuer rule matches it: a re-keyed CA): the first one stays."""
+    seen: set[tuple[str, tuple[MappingRule, ...]]] = set()
+    kept: list[MappingCandidate] = []
+    for candidate in candidates:
+        key = (candidate.permission_mode, candidate.rules)
+        if key not in seen:
+            seen.add(key)
+            kept.append(candidate)
+    return kept
+
+
+def mapping_names(candidates: Sequence[MappingCandidate]) -> list[str]:
+    """One unique name per (distinct) candidate, in order.
+
+    A name shared by no other candidate (case-insensitively, after sanitising and truncation) is
+    kept as it is, so stacks without a collision keep their names. Every candidate of a shared
+    name gets its issuing CA's :func:`thumbprint_suffix`, so each name depends only on its own CA,
+    not on which CA sorts first. A name still shared after that raises MappingNameClash.
+    """
+    bases = [mapping_name(c.label) for c in candidates]
+    shared = Counter(base.casefold() for base in bases)
+    names = [
+        mapping_name(c.label, thumbprint_suffix(c.issuer.thumbprint)) if shared[base.casefold()] > 1 else base
+        for c, base in zip(candidates, bases)
+    ]
+    taken: set[str] = set()
+    for candidate, name in zip(candidates, names):
+        if name.casefold() in taken:
+            raise MappingNameClash(name, candidate.issuer_cn, candidate.issuer.source)
+        taken.add(name.casefold())
+    return names
+
+
+def mapping_candidates(
+    trust: ClientTrust, extra_rules: Sequence[str], deny_rules: Sequence[str], include_organization: bool = False
+) -> list[MappingCandidate]:
+    """Deny candidates first (IIS uses the first mapping that matches), then one Allow per issuing CA.
+
+    The rule lists come from components/iis/mapping_rules.py, the same code `pki check` predicts verdicts with.
+    """
+    extras = [parse_rule(text) for text in extra_rules]
+    denies = [parse_rule(text) for text in deny_rules]
+    candidates: list[MappingCandidate] = []
+    for ca in trust.issuing:
+        for number, rules in enumerate(deny_mappings([ca.certificate], denies, include_organization), start=1):
+            cn = rules[0].match_criteria
+            candidates.append(
+                MappingCandidate(
+                    f"Deny {number} - {cn}", "Deny", f"Deny devices of {cn} matching {rules[-1]}"[:256], tuple(rules), ca
+                )
+            )
+    for ca in trust.issuing:
+        for rules in allow_mappings([ca.certificate], extras, include_organization):
+            cn = rules[0].match_criteria
+            candidates.append(
+                MappingCandidate(
+                    f"Agents - {cn}", "Allow", f"FlexNet agents with a certificate issued by {cn}"[:256], tuple(rules), ca
+                )
+            )
+    return candidates
 
 
 def many_to_one_mappings(
     trust: ClientTrust, extra_rules: Sequence[str], deny_rules: Sequence[str], include_organization: bool = False
 ) -> list[dict[str, Any]]:
-    """Deny mappings first (IIS uses the first mapping that matches), then one Allow per issuing CA.
-
-    The rule lists come from components/iis/mapping_rules.py, the same code `pki check` predicts verdicts with.
-    """
-    issuing = [ca.certificate for ca in trust.issuing]
-    mappings: list[dict[str, Any]] = []
-    denies = deny_mappings(issuing, [parse_rule(text) for text in deny_rules], include_organization)
-    for number, rules in enumerate(denies):
-        cn, deny_rule = rules[0].match_criteria, rules[-1]
-        mappings.append(
-            {
-                "name": mapping_name(f"Deny {number % max(len(deny_rules), 1) + 1} - {cn}"),
-                "description": f"Deny devices of {cn} matching {deny_rule}"[:256],
-                "enabled": True,
-                "permissionMode": "Deny",
-                "rules": [rule.as_iis() for rule in rules],
-            }
-        )
-    for rules in allow_mappings(issuing, [parse_rule(text) for text in extra_rules], include_organization):
-        cn = rules[0].match_criteria
-        mappings.append(
-            {
-                "name": mapping_name(f"Agents - {cn}"),
-                "description": f"FlexNet agents with a certificate issued by {cn}"[:256],
-                "enabled": True,
-                "permissionMode": "Allow",
-                "rules": [rule.as_iis() for rule in rules],
-            }
-        )
-    return mappings
+    """The manyToOneMappings collection: the distinct candidates (:func:`mapping_candidates`),
+    each under a unique name (:func:`mapping_names`)."""
+    candidates = distinct_mappings(mapping_candidates(trust, extra_rules, deny_rules, include_organization))
+    return [
+        {
+            "name": name,
+            "description": c.description,
+            "enabled": True,
+            "permissionMode": c.permission_mode,
+            "rules": [rule.as_iis() for rule in c.rules],
+        }
+        for c, name in zip(candidates, mapping_names(candidates))
+    ]
 
 
 def one_to_one_mappings(certificates: Sequence[LoadedCertificate]) -> list[dict[str, Any]]:

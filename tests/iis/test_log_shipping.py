@@ -7,6 +7,7 @@ import json
 import pytest
 
 from components.iis.agent_config import agent_config, agent_config_json
+from components.iis.rate_control import association_max_errors
 from conftest import Planned, plan_stack
 
 # The agent configuration file's documented keys (Amazon CloudWatch User Guide, "Manually create
@@ -77,6 +78,7 @@ def test_resources(stack: str, protected: bool, request: pytest.FixtureRequest) 
         (target,) = assoc["targets"]
         assert target["key"] == "InstanceIds" and sorted(target["values"]) == beacons
         assert assoc["maxConcurrency"] == "1" and assoc["applyOnlyAtCronInterval"] is False
+        assert assoc["maxErrors"] == association_max_errors(len(beacons))
     assert {parameter.urn, p.one("ssm/association:Association", "iis-logs-install").urn} <= set(configure_resource.dependencies)
     # The beacon role may read the parameter (stack prefix) and write the group.
     policy = json.loads(p.one("iam/rolePolicy:RolePolicy", "beacon-1-stack-read").inputs["policy"])
