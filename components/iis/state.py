@@ -37,6 +37,12 @@ LOG_CUSTOM_FIELDS = (
     ("crt-flags", "CERT_FLAGS"),
 )
 FLEXERA_EXTENSIONS = (".osd", ".npl", ".nds", ".ini")
+# IIS's static file handler serves no extension without a MIME map (404.3), and Flexera documents
+# none of its own for these files (their formats: .npl policy and .osd/.nds package and schedule
+# files, XML text, FlexNet inventory agent reference "NPL/OSD/NDS file format"). The converge run
+# adds each at the site only where IIS does not already apply one (docs/iis-mtls.md). Sent as
+# bytes: agents parse the files themselves and no browser should render them.
+AGENT_FILE_MIME_TYPE = "application/octet-stream"
 
 # Role services the beacon needs, each with the reason it is here (docs/iis-mtls.md cites the
 # sources). Flexera's inventory beacon prerequisites ask for "IIS 7.0 (or later), with ASP.NET 4.5
@@ -335,6 +341,7 @@ def desired_state(
             "passwordSecretArn": cfg.mapped_account_password_secret_arn or None,
         },
         "requestFiltering": {"allowExtensions": list(FLEXERA_EXTENSIONS)},
+        "staticContent": {"mimeMaps": [{"fileExtension": ext, "mimeType": AGENT_FILE_MIME_TYPE} for ext in FLEXERA_EXTENSIONS]},
         # Server-wide W3C logging (sites/siteDefaults/logFile): the fields are added to what is
         # there, never removed; the certificate fields are custom fields from server variables.
         "logging": {

@@ -10,7 +10,10 @@ so a step that throws is recorded (report.steps) and the next steps still run, a
 only when the steps it needs did not fail. The order is fixed: lock-down (mappings, mapping
 authentication on, anonymous off, SSL flags) is the first step that writes IIS configuration, and
 everything that can fail for outside reasons (Secrets Manager, the PFX, the trust stores, netsh,
-the installer) comes after it; the installer is last. `step_problems` is the checker; the mutation
+the installer) comes after it; the installer is last. Nothing opens 443 (the https binding, the
+HTTP.sys record) unless the lock-down succeeded in the same run, and nothing decides from a file
+of the state folder before the folder was made private: `dependency_problems` derives both from
+what each step reaches, so a new step is held to them too. `step_problems` is the checker; the mutation
 tests below prove it fails when two steps are swapped, a try is removed, two steps share one try,
 a dependency is dropped or a step is called outside its block.
 """
@@ -28,25 +31,34 @@ CONVERGE = ROOT / "components" / "iis" / "windows" / "Set-BeaconMtls.ps1"
 
 # (step name, the function it runs, the steps it needs) in the order the script runs them.
 EXPECTED = [
-    ("reboot", "Read-RebootState", ()),
-    ("features", "Sync-Features", ()),
+    ("stateFolder", "Initialize-StateFolder", ()),
+    ("reboot", "Read-RebootState", ("stateFolder",)),
+    ("features", "Sync-Features", ("stateFolder",)),
     ("webAdministration", "Import-IisModule", ()),
     ("lockdown", "Sync-Lockdown", ("webAdministration",)),
     ("requestFiltering", "Sync-RequestFiltering", ("webAdministration",)),
+    ("mimeMaps", "Sync-MimeMaps", ("webAdministration",)),
     ("logging", "Sync-Logging", ("webAdministration",)),
     ("serverCertificate", "Sync-ServerCertificate", ()),
     ("trustStores", "Sync-TrustStores", ()),
-    ("schannel", "Sync-Schannel", ()),
+    ("schannel", "Sync-Schannel", ("stateFolder",)),
     ("rootStore", "Test-RootStore", ()),
-    ("siteBinding", "Sync-SiteBinding", ("webAdministration", "serverCertificate")),
-    ("httpSys", "Sync-HttpSys", ("serverCertificate",)),
+    ("siteBinding", "Sync-SiteBinding", ("lockdown", "serverCertificate", "stateFolder")),
+    ("httpSys", "Sync-HttpSys", ("lockdown", "serverCertificate")),
     ("crl", "Test-CrlReachability", ()),
-    ("beaconInstaller", "Sync-BeaconInstaller", ("lockdown",)),
+    ("beaconInstaller", "Sync-BeaconInstaller", ("lockdown", "stateFolder")),
     ("lockdownAfterInstaller", "Sync-Lockdown", ("beaconInstaller",)),
 ]
 # Commands that depend on something outside the instance or change HTTP.sys / certificates / IIS.
 OUTSIDE_OR_RISKY = {"get-secsecretvalue", "read-s3object", "import-pfxcertificate", "netsh.exe", "start-process", "invoke-webrequest"}
 IIS_WRITES = {"set-webconfigurationproperty", "add-webconfigurationproperty", "remove-webconfigurationproperty", "new-webbinding"}
+# What opens 443 to the internet: the https binding and the HTTP.sys record (and IIS's own view of it).
+# netsh writes go through Invoke-Netsh; any other netsh call only reads (checked below).
+OPENS_443 = {"new-webbinding", "invoke-netsh"}
+OPENS_443_METHODS = {".addsslcertificate"}
+# What reads or writes a file of the state folder that decides something (restarts, the account
+# record, the installer): such a step needs the folder to have been made private first.
+STATE_FILES = {"read-rebootmarker", "write-rebootmarker", "register-reboot", "read-reboothistory"}
 # Functions that are machinery, not steps, and may be called at the top level.
 MACHINERY = {"start-step", "complete-step", "write-log", "read-desiredstate", "request-reboot", "send-report"}
 
@@ -132,11 +144,70 @@ def test_lockdown_is_the_first_step_that_writes_iis_and_nothing_outside_comes_be
     for function in order[:first]:
         reached = ps_lint.reachable_commands(tree, function)
         assert not reached & (OUTSIDE_OR_RISKY | IIS_WRITES), (function, reached & (OUTSIDE_OR_RISKY | IIS_WRITES))
-    assert "write-lockdown" in ps_lint.reachable_commands(tree, "Sync-Lockdown")
+        assert ".commitchanges" not in ps_lint.reachable_methods(tree, function), function
+    assert ".commitchanges" in ps_lint.reachable_methods(tree, "Sync-Lockdown")
     # What lock-down must not wait for comes after it: the PFX, trust stores, netsh, the installer.
     later = set().union(*(ps_lint.reachable_commands(tree, f) for f in order[first + 1:]))
     assert {"get-secsecretvalue", "import-pfxcertificate", "netsh.exe", "read-s3object", "start-process"} <= later
     assert order.index("Sync-BeaconInstaller") == len(order) - 2  # last (the re-check of lock-down follows it)
+
+
+def opens_443(tree, function: str) -> bool:
+    return bool(ps_lint.reachable_commands(tree, function) & OPENS_443 or ps_lint.reachable_methods(tree, function) & OPENS_443_METHODS)
+
+
+def dependency_problems(text: str) -> list[str]:
+    """Derived from what each step does, not from the list above: a step that can open 443 needs
+    lockdown; a step that decides from a state-folder file needs stateFolder; lockdown itself
+    needs nothing but the IIS module (it must run whatever else failed)."""
+    tree = ps_lint.parse(text)
+    steps, problems = steps_of(text)
+    for name, function, requires in steps:
+        if opens_443(tree, function) and "lockdown" not in requires:
+            problems.append(f"step {name} can open 443 ({function}) without requiring lockdown")
+        if ps_lint.reachable_commands(tree, function) & STATE_FILES and "stateFolder" not in requires and name != "lockdownAfterInstaller":
+            problems.append(f"step {name} uses state-folder files without requiring stateFolder")
+        if function == "Sync-Lockdown" and name == "lockdown" and set(requires) != {"webAdministration"}:
+            problems.append(f"lockdown waits for {requires}: it must run whatever else failed")
+    return problems
+
+
+def test_nothing_opens_443_without_the_lockdown_and_files_need_a_private_folder(converge: str, tree) -> None:
+    assert dependency_problems(converge) == []
+    # The rule is not vacuous: both 443 steps and the installer do reach what opens or decides.
+    assert opens_443(tree, "Sync-SiteBinding") and opens_443(tree, "Sync-HttpSys")
+    assert ps_lint.reachable_commands(tree, "Sync-Schannel") & STATE_FILES
+    functions = ps_lint.function_nodes(tree)
+    for name, node in functions.items():
+        for call in [c for c in ps_lint.walk(node) if c.type == "command" and ps_lint._command_name(c) == "netsh.exe"]:
+            assert name == "Invoke-Netsh" or "'show'" in ps_lint.node_text(call), f"{name} calls netsh to change something: use Invoke-Netsh"
+
+
+@pytest.mark.parametrize(
+    ("step", "requires", "weakened"),
+    [
+        ("siteBinding", "-Requires 'lockdown', 'serverCertificate', 'stateFolder'", "-Requires 'serverCertificate', 'stateFolder'"),
+        ("httpSys", "-Requires 'lockdown', 'serverCertificate'", "-Requires 'serverCertificate'"),
+        ("schannel", "-Requires 'stateFolder'", ""),
+        ("lockdown", "-Requires 'webAdministration'", "-Requires 'webAdministration', 'serverCertificate'"),
+    ],
+)
+def test_dropping_a_443_or_folder_dependency_is_caught(converge: str, step: str, requires: str, weakened: str) -> None:
+    line = f"if (Start-Step -Name '{step}' {requires})"
+    assert line in converge, line
+    mutated = converge.replace(line, f"if (Start-Step -Name '{step}' {weakened})".replace(" )", ")"))
+    assert mutated != converge
+    assert any(step in p for p in dependency_problems(mutated)), dependency_problems(mutated)
+    assert any("steps, in order" in p for p in step_problems(mutated))
+
+
+def test_a_new_step_that_opens_443_without_the_lockdown_is_caught(converge: str) -> None:
+    """A step added later (not in EXPECTED) that reaches netsh is caught by the derived rule alone."""
+    extra = ("    if (Start-Step -Name 'extraBinding' -Requires 'serverCertificate') {\n"
+             "        try { Sync-HttpSys -Thumbprint $thumbprint; Complete-Step -Name 'extraBinding' } catch { Complete-Step -Name 'extraBinding' -Failure $_ }\n    }\n")
+    anchor = "    if (Start-Step -Name 'crl')"
+    mutated = converge.replace(anchor, extra + anchor, 1)
+    assert any("extraBinding can open 443" in p for p in dependency_problems(mutated))
 
 
 def test_lockdown_converges_the_sections_even_when_the_account_fails(tree) -> None:
@@ -146,10 +217,14 @@ def test_lockdown_converges_the_sections_even_when_the_account_fails(tree) -> No
     assert len(calls) == 1
     guard = ps_lint.enclosing(calls[0], ("try_statement", "function_statement"))
     assert guard is not None and guard.type == "try_statement", "Get-MappedAccount must sit in its own try inside Sync-Lockdown"
-    assert any(n.type == "catch_clause" for n in guard.children[-1:] + [c for c in ps_lint.walk(guard)])
-    # The writer is called after the guarded account, unconditionally (not inside the try).
-    writers = [c for c in ps_lint.walk(lockdown) if c.type == "command" and ps_lint._command_name(c) == "Write-Lockdown"]
-    assert len(writers) == 1 and writers[0].start_byte > guard.end_byte
+    assert any(n.type == "catch_clause" for n in ps_lint.walk(guard))
+    # The section settings are set after the guarded account, unconditionally (not inside the try
+    # nor inside the branch that needs the account), and the commit follows them.
+    setters = [c for c in ps_lint.walk(lockdown) if c.type == "command" and ps_lint._command_name(c) == "Set-LockdownSetting"]
+    assert len(setters) == 1 and setters[0].start_byte > guard.end_byte
+    assert ps_lint.enclosing(setters[0], ("if_statement", "function_statement")).type == "function_statement"
+    commit = ps_lint.node_text(lockdown).index("$manager.CommitChanges()")
+    assert ps_lint.node_text(lockdown).index("Set-LockdownSetting") < commit
 
 
 def test_the_http_sys_flags_are_asserted_after_the_iis_binding(tree) -> None:
@@ -217,7 +292,7 @@ def test_two_steps_in_one_try_are_caught(converge: str) -> None:
 
 
 def test_dropping_a_dependency_is_caught(converge: str) -> None:
-    mutated = converge.replace("Start-Step -Name 'beaconInstaller' -Requires 'lockdown'", "Start-Step -Name 'beaconInstaller'")
+    mutated = converge.replace("Start-Step -Name 'beaconInstaller' -Requires 'lockdown', 'stateFolder'", "Start-Step -Name 'beaconInstaller' -Requires 'stateFolder'")
     assert mutated != converge
     assert any("steps, in order" in p for p in step_problems(mutated))
 

@@ -36,6 +36,11 @@ def functions(tree):
     return ps_lint.function_nodes(tree)
 
 
+@pytest.fixture(scope="module")
+def converge_text() -> str:
+    return CONVERGE.read_text(encoding="utf-8")
+
+
 def body(functions, name: str) -> str:
     return ps_lint.node_text(functions[name])
 
@@ -94,18 +99,28 @@ def test_a_resync_makes_the_account_match_iis_never_the_other_way(functions) -> 
 
 def test_the_held_password_is_read_from_the_mappings(functions) -> None:
     text = body(functions, "Get-HeldPassword")
-    assert "[string]$item.password" in text and "'manyToOneMappings', 'oneToOneMappings'" in text
-    assert "-PSPath $apphost -Location $Location" in text
+    assert "[string]$item.GetAttributeValue('password')" in text and "'manyToOneMappings', 'oneToOneMappings'" in text
+    assert "$Section.GetCollection($collection)" in text
+    # The section is applicationHost.config's at the site's location, the one the mappings are written to.
+    lockdown = body(functions, "Sync-Lockdown")
+    assert "$section = $config.GetSection($certMapFilter, $siteLocation)" in lockdown and "Get-MappedAccount -Section $section" in lockdown
 
 
-def test_the_record_is_dpapi_machine_scope_in_a_file_for_system_and_administrators(functions) -> None:
+def test_the_record_rests_on_systems_dpapi_key_and_a_file_created_private(tree, functions) -> None:
+    """DPAPI user scope under LocalSystem (the SSM Agent's account): only SYSTEM decrypts it. No
+    entropy or other 'secret' in the script (anyone can read the script); machine scope is gone."""
     save = body(functions, "Save-AccountRecord")
-    assert "[Security.Cryptography.ProtectedData]::Protect(" in save and "DataProtectionScope]::LocalMachine" in save
-    assert "'S-1-5-18', 'S-1-5-32-544'" in save and "SetAccessRuleProtection($true, $false)" in save
-    # The ACL is on the empty file before the protected bytes are written.
-    assert save.index("WriteAllBytes($temporary, [byte[]]@())") < save.index("Set-Acl") < save.index("WriteAllBytes($temporary, $blob)")
     read = body(functions, "Read-AccountRecord")
-    assert "::Unprotect(" in read and "DataProtectionScope]::LocalMachine" in read
+    for text in (save, read):
+        assert "DataProtectionScope]::CurrentUser" in text and "LocalMachine" not in text
+    assert "::Protect([Text.Encoding]::UTF8.GetBytes($Value), $null," in save and "::Unprotect([IO.File]::ReadAllBytes($accountRecord), $null," in read
+    assert "recordEntropy" not in ps_lint.node_text(tree.root_node)
+    # Created new with its ACL in one call (CreateNew fails on a file someone else made; a stale
+    # temporary file is deleted first), in a state folder already made private.
+    assert save.index("if (-not $run.folderPrivate) { throw") < save.index("::Protect(")
+    assert save.index("[IO.File]::Delete($temporary)") < save.index("System.IO.FileStream")
+    assert "([IO.FileMode]::CreateNew)" in save and "([IO.FileShare]::None)" in save and "(New-PrivateSecurity -File)" in save
+    assert read.index("if (-not $run.folderPrivate -or") < read.index("::Unprotect(")
     assert "System.Security, Version=4.0.0.0" in body(functions, "Use-DataProtection")
 
 
@@ -129,7 +144,10 @@ def test_no_password_reaches_the_report_or_the_logs(tree) -> None:
 def test_every_change_that_needs_a_restart_is_recorded(functions) -> None:
     assert "RestartNeeded)\" -eq 'Yes') { Register-Reboot" in body(functions, "Sync-Features")
     schannel = body(functions, "Sync-Schannel")
-    assert "New-ItemProperty" in schannel and schannel.index("New-ItemProperty") < schannel.index("Register-Reboot")
+    # Recorded before the value is written: a value set without its restart on record would never
+    # take effect (the next run finds it equal and asks for nothing).
+    assert "New-ItemProperty" in schannel and schannel.index("Register-Reboot") < schannel.index("New-ItemProperty")
+    assert "(was '$current')" in schannel, "the reason names the value it replaced (the restart budget reports it)"
     installer = body(functions, "Sync-BeaconInstaller")
     assert re.search(r"\$code -eq 1641\) \{[^}]*Register-Reboot [^}]*-AlreadyRequested[^}]*\$run\.restarting = \$true", installer)
     assert re.search(r"\$code -eq 3010\) \{ Register-Reboot", installer)
@@ -145,8 +163,27 @@ def test_pending_until_windows_started_after_the_change(functions) -> None:
 
 def test_the_restart_is_asked_for_once(functions) -> None:
     request = body(functions, "Request-Reboot")
-    assert "if ($null -eq $marker -or $marker.requestedAt) { return $false }" in request
-    assert request.index("Write-RebootMarker") < request.index("return $true")
+    assert "if ($null -eq $marker -or $marker.requestedAt) { return 'waiting' }" in request
+    assert request.index("Write-RebootMarker") < request.index("return 'requested'")
+
+
+def test_restarts_are_bounded_per_day_and_a_value_that_keeps_coming_back_fails_the_run(converge_text, functions) -> None:
+    budget = int(re.search(r"^\$rebootBudget = (\d+)$", converge_text, re.M).group(1))
+    assert 1 <= budget <= 4, "a few restarts a day per beacon at most"
+    request = body(functions, "Request-Reboot")
+    # The budget is checked before anything is recorded as asked for; past it, nothing is written.
+    refused = request.index("if ($recent.Count -ge $rebootBudget) {")
+    assert refused < request.index("Set-Content -LiteralPath $rebootHistory") < request.index("Write-RebootMarker")
+    branch = request[refused:request.index("return 'refused'")]
+    assert "Write-RebootMarker" not in branch and "Set-Content" not in branch
+    assert "$repeated" in branch and "keeps changing back after each restart" in branch and "Get-ComputerGpoName" in branch
+    history = body(functions, "Read-RebootHistory")
+    assert "AddHours(-24)" in history
+    assert "State\\Machine\\GPO-List" in body(functions, "Get-ComputerGpoName")
+    tail = converge_text[converge_text.rindex("$restart = $null"):]
+    assert "if ($restart -eq 'refused') { $report.error =" in tail
+    assert tail.index("if ($restart -eq 'refused')") < tail.index("if ($report.error) { $report.status = 'failed'; $exitCode = 1 }")
+    assert "if ($restart -eq 'requested') { $exitCode = 3010 }" in tail
 
 
 def test_converge_waits_bounded_for_user_data_before_installing_features(functions) -> None:
@@ -172,10 +209,10 @@ def test_user_data_marks_that_it_is_running_and_always_clears_it() -> None:
 def test_authenticated_user_override_is_written_at_both_applications(functions) -> None:
     settings = body(functions, "Get-LockdownSetting")
     assert "foreach ($application in $state.serverRuntime.locations)" in settings
-    assert "filter = 'system.webServer/serverRuntime'; name = 'authenticatedUserOverride'; value = [string]$state.serverRuntime.authenticatedUserOverride" in settings
+    assert "filter = $runtimeFilter; name = 'authenticatedUserOverride'; value = [string]$state.serverRuntime.authenticatedUserOverride" in settings
     # Mapping on, anonymous off, SSL flags, in this order per location; serverRuntime last.
     order = [settings.index(s) for s in ("name = 'enabled'; value = [bool]$mapping.enabled", "filter = $anonymousFilter",
-                                         "filter = 'system.webServer/security/access'", "system.webServer/serverRuntime")]
+                                         "filter = $accessFilter", "filter = $runtimeFilter")]
     assert order == sorted(order)
 
 
@@ -248,3 +285,63 @@ def test_http_sys_is_updated_in_place_and_added_only_when_absent(tree, functions
     assert "$verb = 'update'" in text and "if ($null -eq $current) { $verb = 'add' }" in text
     code = ps_lint.node_text(tree.root_node)
     assert not re.search(r"'delete'|\bdelete sslcert", code), "netsh http delete sslcert leaves 443 without TLS for a moment"
+
+
+# --- the private state folder (issue 18) -------------------------------------------------------------
+
+def test_the_state_folder_is_created_private_and_checked_on_every_run(functions) -> None:
+    security = body(functions, "New-PrivateSecurity")
+    assert "$security.SetAccessRuleProtection($true, $false)" in security and "foreach ($sid in $trustedSids)" in security
+    assert "'ContainerInherit, ObjectInherit', 'None', 'Allow'" in security, "files created inside inherit the private ACL"
+    init = body(functions, "Initialize-StateFolder")
+    assert "$null = [IO.Directory]::CreateDirectory($dataDir, (New-PrivateSecurity))" in init
+    assert init.index("Get-PrivacyProblem -Item $top -Top") < init.index("foreach ($item in @(Get-StateItem -Path $dataDir))")
+    # An item someone else owns, or a link, is deleted; an item of ours open to others made private.
+    assert re.search(r"if \(\$itemWhy -match '\^\(owned by\|a link\)'\) \{\s*Invoke-Converge [^{]*\{ Remove-StateItem -Item \$item \}", init)
+    assert "Set-Acl -LiteralPath $item.FullName -AclObject (New-PrivateSecurity -File:(-not $item.PSIsContainer))" in init
+    assert "$run.folderPrivate = -not $reportOnlyMode -or ($report.drift.Count -eq $run.drift)" in init
+    problem = body(functions, "Get-PrivacyProblem")
+    assert problem.index("ReparsePoint") < problem.index("Get-Acl"), "a link is judged before anything is read through it"
+    assert "if ($trustedSids -notcontains $owner)" in problem and "AreAccessRulesProtected" in problem
+    assert "$trustedSids -notcontains $rule.IdentityReference.Value" in problem
+
+
+def test_links_in_the_state_folder_are_never_followed(functions) -> None:
+    walk = body(functions, "Get-StateItem")
+    assert "-not ($item.Attributes -band [IO.FileAttributes]::ReparsePoint)" in walk
+    remove = body(functions, "Remove-StateItem")
+    # Directory.Delete(path, recursive=$false) on a link removes the link, not its target's files.
+    assert "[IO.Directory]::Delete($Item.FullName, -not ($Item.Attributes -band [IO.FileAttributes]::ReparsePoint))" in remove
+    assert "Remove-Item" not in remove, "Remove-Item -Recurse on a junction deletes what it points to in Windows PowerShell 5.1"
+
+
+def test_nothing_is_logged_or_recorded_into_a_folder_that_is_not_private(functions) -> None:
+    assert "if (-not $run.folderPrivate) { return }" in body(functions, "Write-Log")
+    assert "if (-not $run.folderPrivate) { throw" in body(functions, "Write-RebootMarker")
+    assert "if (-not $run.folderPrivate) { throw" in body(functions, "Save-AccountRecord")
+
+
+@pytest.mark.parametrize(
+    "mutation",
+    [
+        ("if ($item.PSIsContainer -and -not ($item.Attributes -band [IO.FileAttributes]::ReparsePoint)) { Get-StateItem", "if ($item.PSIsContainer) { Get-StateItem"),
+        ("    if (-not $run.folderPrivate) { return }\n", ""),
+    ],
+)
+def test_the_folder_checks_fail_when_weakened(mutation) -> None:
+    text = CONVERGE.read_text(encoding="utf-8")
+    assert mutation[0] in text
+    mutated = ps_lint.function_nodes(ps_lint.parse(text.replace(mutation[0], mutation[1], 1)))
+    with pytest.raises(AssertionError):
+        test_links_in_the_state_folder_are_never_followed(mutated)
+        test_nothing_is_logged_or_recorded_into_a_folder_that_is_not_private(mutated)
+
+
+# --- the installer's bytes (issue 18) ----------------------------------------------------------------
+
+def test_the_installer_is_held_open_without_write_sharing_from_its_hash_to_its_end(functions) -> None:
+    text = body(functions, "Sync-BeaconInstaller")
+    held = text.index("$held = [IO.File]::Open($file, [IO.FileMode]::Open, [IO.FileAccess]::Read, [IO.FileShare]::Read)")
+    order = [text.index(s) for s in ("[IO.File]::Delete($file) }", "Read-S3Object", "$hasher.ComputeHash($held)", "Start-Process", ".WaitForExit(", "} finally { $held.Dispose() }")]
+    assert order == sorted(order) and order[1] < held < order[2]
+    assert "Get-FileHash" not in text, "the hash is read through the handle that keeps writers out"

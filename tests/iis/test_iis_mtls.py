@@ -10,6 +10,7 @@ import re
 import pytest
 
 from components.iis import document as doc
+from components.iis.rate_control import association_max_errors
 from components.iis.state_bucket import bucket_prefix
 from conftest import ROOT, Planned, plan_stack
 from tests import ps_lint
@@ -88,7 +89,8 @@ def test_association(prod: Planned) -> None:
     assert assoc["applyOnlyAtCronInterval"] is False
     assert assoc["complianceSeverity"] == "HIGH"
     assert assoc["associationName"] == "flexnet-beacon-prod-mtls"
-    assert (assoc["maxConcurrency"], assoc["maxErrors"]) == ("1", "1")
+    # Two beacons: one at a time, and the run goes on past one failing beacon (rate_control.py).
+    assert (assoc["maxConcurrency"], assoc["maxErrors"]) == ("1", association_max_errors(2)) == ("1", "1")
     (target,) = assoc["targets"]
     assert target["key"] == "InstanceIds"
     assert sorted(target["values"]) == sorted(b["instanceId"] for b in prod.outputs["beacons"])
@@ -223,14 +225,46 @@ def test_bootstrap_parses_and_every_cmdlet_is_known() -> None:
 
 def test_bootstrap_checks_both_digests_before_it_runs_anything() -> None:
     lines = list(doc.BOOTSTRAP)
-    verify = next(i for i, line in enumerate(lines) if "Get-FileHash" in line)
+    read = next(i for i, line in enumerate(lines) if "$object.Bytes = [IO.File]::ReadAllBytes($object.File)" in line)
+    verify = next(i for i, line in enumerate(lines) if "$hasher.ComputeHash($object.Bytes)" in line)
     run = next(i for i, line in enumerate(lines) if "[scriptblock]::Create" in line)
     mismatch = next(i for i, line in enumerate(lines) if "$actual -ne $object.Digest" in line)
-    assert verify < mismatch < run
+    assert read < verify < mismatch < run
     # The mismatch branch deletes the file and exits 1 before the loop ends.
     branch = lines[mismatch: lines.index("    }", mismatch) + 1]
     assert any("Remove-Item" in line for line in branch) and any(line.strip() == "exit 1" for line in branch)
     assert lines[-1] == "exit $LASTEXITCODE"
+
+
+def test_the_bootstrap_runs_exactly_the_bytes_it_checked() -> None:
+    """Read once into memory, hashed in memory, run from memory: a file swapped on disk after the
+    check (a local user racing the download) changes nothing that runs."""
+    text = "\n".join(doc.BOOTSTRAP)
+    assert text.count("ReadAllBytes(") == 1 and "ReadAllText" not in text and "Get-FileHash" not in text
+    assert "$converge = [scriptblock]::Create([Text.Encoding]::UTF8.GetString($objects[0].Bytes)" in text
+    assert "& $converge -EncodedState ([Convert]::ToBase64String($objects[1].Bytes))" in text
+    assert "-StatePath" not in text, "the state is passed as the checked bytes, never re-read from the file"
+
+
+def test_the_bootstrap_creates_the_state_folder_private_before_downloading() -> None:
+    text = "\n".join(doc.BOOTSTRAP)
+    create = text.index("$null = [IO.Directory]::CreateDirectory($dir, $acl)")
+    assert text.index("$acl.SetAccessRuleProtection($true, $false)") < create
+    assert "foreach ($sid in @('S-1-5-18', 'S-1-5-32-544'))" in text
+    assert create < text.index("Read-S3Object") and create < text.index("New-Item -ItemType Directory -Path $work")
+    assert text.index("if (-not (Test-Path -LiteralPath $dir)) {") < create
+
+
+def test_user_data_creates_the_state_folder_private_before_writing_in_it() -> None:
+    from components.iis.document import read_user_data
+
+    text = read_user_data()
+    create = text.index("$null = [IO.Directory]::CreateDirectory($dir, $acl)")
+    assert text.index("$acl.SetAccessRuleProtection($true, $false)") < create
+    assert "foreach ($sid in @('S-1-5-18', 'S-1-5-32-544'))" in text
+    for write in ("Add-Content -LiteralPath $log", "Set-Content -LiteralPath $running"):
+        assert create < text.index(write), write
+    assert "New-Item -ItemType Directory -Path $dir" not in text, "a folder made by New-Item inherits ProgramData's ACL"
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)

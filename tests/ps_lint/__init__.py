@@ -29,7 +29,10 @@ def _parser() -> Parser:
     return Parser(Language(tree_sitter_powershell.language()))
 
 
+@lru_cache(maxsize=32)
 def parse(text: str) -> Tree:
+    """The syntax tree of a script; memoised by text (trees are only read), so the mutation tests'
+    checkers and the tests that read the real script share one parse."""
     return _parser().parse(text.encode("utf-8"))
 
 
@@ -454,9 +457,27 @@ def _command_name(node: Node) -> str | None:
     return None
 
 
+_GRAPHS: dict[int, tuple[Tree, dict[str, tuple[set[str], set[str]]]]] = {}
+
+
+def call_graph(tree: Tree) -> dict[str, tuple[set[str], set[str]]]:
+    """Function (lower-case) -> (commands it calls, '.method' names it invokes), built once per tree."""
+    cached = _GRAPHS.get(id(tree))
+    if cached is not None and cached[0] is tree:
+        return cached[1]
+    graph = {
+        name.lower(): ({c.lower() for c in command_names(node)}, {m.lower() for m, _ in invoked_methods(node) if m.startswith(".")})
+        for name, node in function_nodes(tree).items()
+    }
+    if len(_GRAPHS) > 32:
+        _GRAPHS.clear()
+    _GRAPHS[id(tree)] = (tree, graph)
+    return graph
+
+
 def reachable_commands(tree: Tree, start: str) -> set[str]:
     """Every command `start` calls, directly or through the script's own functions (lower-case)."""
-    functions = {name.lower(): node for name, node in function_nodes(tree).items()}
+    graph = call_graph(tree)
     seen: set[str] = set()
     todo = [start.lower()]
     while todo:
@@ -464,8 +485,8 @@ def reachable_commands(tree: Tree, start: str) -> set[str]:
         if name in seen:
             continue
         seen.add(name)
-        if name in functions:
-            todo += [called.lower() for called in command_names(functions[name])]
+        if name in graph:
+            todo += list(graph[name][0])
     return seen - {start.lower()}
 
 
@@ -482,3 +503,48 @@ def argument_after(command: Node, parameter: str) -> list[str]:
             value = items[index + 1]
             return [node_text(s).strip("'\"") for s in walk(value) if s.type in ("string_literal", "variable")]
     return []
+
+
+# --- .NET members ----------------------------------------------------------------------------------
+
+MEMBERS_PATH = Path(__file__).with_name("members.json")
+
+
+def invoked_methods(node: Node) -> list[tuple[str, Node]]:
+    """Method calls inside `node`: ('.Name' for instance calls, '[Type]::Name' as 'Type::Name')."""
+    found: list[tuple[str, Node]] = []
+    for call in walk(node):
+        if call.type != "invokation_expression":
+            continue
+        members = [c for c in call.children if c.type == "member_name"]
+        if not members:
+            continue
+        name = node_text(members[0])
+        if any(c.type == "::" for c in call.children):
+            types = [c for c in call.children if c.type == "type_literal"]
+            type_name = node_text(types[0]).strip("[]") if types else "?"
+            found.append((f"{type_name}::{name}", call))
+        else:
+            found.append((f".{name}", call))
+    return found
+
+
+def member_problems(text: str, path: Path = MEMBERS_PATH) -> list[str]:
+    """Every .NET method the script calls is in members.json (instance by name, static by type)."""
+    table = json.loads(path.read_text(encoding="utf-8"))
+    instance = {name.lower() for name in table["instance"]}
+    static = {name.lower() for name in table["static"]}
+    problems = []
+    for name, node in invoked_methods(parse(text).root_node):
+        known = static if "::" in name else instance
+        key = name.lower() if "::" in name else name[1:].lower()
+        if key not in known:
+            problems.append(f"line {node.start_point[0] + 1}: {name} is not in tests/ps_lint/members.json")
+    return problems
+
+
+def reachable_methods(tree: Tree, start: str) -> set[str]:
+    """Instance method names (lower-case, '.name') called by `start` or any function it reaches."""
+    graph = call_graph(tree)
+    names = {start.lower()} | reachable_commands(tree, start)
+    return {m for f in names if f in graph for m in graph[f][1]}

@@ -18,20 +18,36 @@ try { Remove-TypeData -TypeName 'System.Array' -ErrorAction SilentlyContinue } c
 $apphost = 'MACHINE/WEBROOT/APPHOST'
 $certMapFilter = 'system.webServer/security/authentication/iisClientCertificateMappingAuthentication'
 $anonymousFilter = 'system.webServer/security/authentication/anonymousAuthentication'
+$accessFilter = 'system.webServer/security/access'
+$runtimeFilter = 'system.webServer/serverRuntime'
+$staticFilter = 'system.webServer/staticContent'
 $schannelKey = 'HKLM:\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL'
 $dataDir = Join-Path $env:ProgramData 'flexnet-beacon'
 $logFile = Join-Path $dataDir 'converge.log'
-$pendingMarker = Join-Path $dataDir 'mappings-rewrite.pending'
 $rebootMarker = Join-Path $dataDir 'reboot-pending.json'
 $accountRecord = Join-Path $dataDir 'mapped-account.dpapi'
 $userDataMarker = Join-Path $dataDir 'user-data.running'
-$recordEntropy = [Text.Encoding]::UTF8.GetBytes('flexnet-beacon mapped account')
-$overrideNames = @('UseAuthenticatedUser', 'UseWorkerProcessUser')
+$rebootHistory = Join-Path $dataDir 'reboot-history.json'
+# Restart requests per beacon in any 24 hours; past that a value that keeps coming back after
+# each restart (a GPO or baseline rewriting it at start-up) fails the run instead.
+$rebootBudget = 3
+$trustedSids = @('S-1-5-18', 'S-1-5-32-544')  # SYSTEM, Administrators
+# Enum and flags values as IIS_schema.xml defines them (tests/iis/test_iis_schema.py checks each
+# against IIS 10's schema): MWA and WebAdministration may read an enum back as its number.
+$iisEnums = @{
+    permissionMode = @{ Allow = 1; Deny = 2 }
+    certificateField = @{ Subject = 1; Issuer = 2 }
+    authenticatedUserOverride = @{ UseAuthenticatedUser = 1; UseWorkerProcessUser = 2 }
+    sslFlags = @{ None = 0; Ssl = 8; SslNegotiateCert = 32; SslRequireCert = 64; Ssl128 = 256 }
+    logFormat = @{ IIS = 0; NCSA = 1; W3C = 2; Custom = 3 }
+    sourceType = @{ RequestHeader = 0; ResponseHeader = 1; ServerVariable = 2 }
+    logExtFileFlags = @{ Date = 1; Time = 2; ClientIP = 4; UserName = 8; SiteName = 16; ComputerName = 32; ServerIP = 64; Method = 128; UriStem = 256; UriQuery = 512; HttpStatus = 1024; Win32Status = 2048; BytesSent = 4096; BytesRecv = 8192; TimeTaken = 16384; ServerPort = 32768; UserAgent = 65536; Cookie = 131072; Referer = 262144; ProtocolVersion = 524288; Host = 1048576; HttpSubStatus = 2097152 }
+}
 $state = $null
 $reportOnlyMode = [bool]$ReportOnly
 $problems = [Collections.ArrayList]::new()
 # The step in progress and where the report's lists stood when it began; results by step name.
-$run = @{ step = $null; drift = 0; changes = 0; problems = 0; results = @{}; restarting = $false }
+$run = @{ step = $null; drift = 0; changes = 0; problems = 0; results = @{}; restarting = $false; folderPrivate = $false }
 $report = [ordered]@{
     schemaVersion = 1
     stack = $null
@@ -55,13 +71,15 @@ $report = [ordered]@{
         trustStores = [ordered]@{ certificates = @(); nonSelfSignedInRoot = @(); clientAuthTrustMode = $null; sendTrustedIssuerList = $null }
         crl = @()
         logging = [ordered]@{ logFormat = $null; fields = $null; customFields = @() }
-        reboot = [ordered]@{ pending = $false; recordedAt = $null; requestedAt = $null; reasons = @(); lastBootAt = $null }
+        reboot = [ordered]@{ pending = $false; recordedAt = $null; requestedAt = $null; reasons = @(); lastBootAt = $null; refused = $null }
     }
     error = $null
 }
 
 function Write-Log {
+    # Only into the private state folder (a planted converge.log is deleted before the first line).
     param([string]$Message)
+    if (-not $run.folderPrivate) { return }
     try {
         if ((Test-Path -LiteralPath $logFile) -and (Get-Item -LiteralPath $logFile).Length -gt 5242880) { Move-Item -LiteralPath $logFile -Destination "$logFile.1" -Force }
         Add-Content -LiteralPath $logFile -Value "$([DateTime]::UtcNow.ToString('o')) $Message" -Encoding UTF8
@@ -164,11 +182,6 @@ function ConvertTo-NetshSwitch {
     return 'disable'
 }
 
-function Format-FlagSet {
-    param($Value)
-    return ((@("$Value" -split ',') | ForEach-Object { $_.Trim() } | Where-Object { $_ } | Sort-Object) -join ',')
-}
-
 function Read-DesiredState {
     if ($EncodedState) { $text = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($EncodedState)) }
     elseif ($StatePath) { $text = [IO.File]::ReadAllText($StatePath, [Text.Encoding]::UTF8) }
@@ -179,6 +192,92 @@ function Read-DesiredState {
 function Get-SecretValue {
     param([string]$SecretId)
     return (Get-SECSecretValue -SecretId $SecretId -Region $state.region)
+}
+
+# --- the state folder: SYSTEM and Administrators only
+
+function New-PrivateSecurity {
+    # Protected (nothing inherited from ProgramData, where every local user may create files and
+    # would own what they create) and open to SYSTEM and Administrators only.
+    param([switch]$File)
+    if ($File) { $security = New-Object -TypeName System.Security.AccessControl.FileSecurity }
+    else { $security = New-Object -TypeName System.Security.AccessControl.DirectorySecurity }
+    $security.SetAccessRuleProtection($true, $false)
+    foreach ($sid in $trustedSids) {
+        $identity = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList $sid
+        if ($File) { $rule = New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList $identity, 'FullControl', 'Allow' }
+        else { $rule = New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList $identity, 'FullControl', 'ContainerInherit, ObjectInherit', 'None', 'Allow' }
+        $security.AddAccessRule($rule)
+    }
+    return $security
+}
+
+function Get-PrivacyProblem {
+    # Why an item is not private ($null when it is): a link, an owner other than SYSTEM or
+    # Administrators, a rule that lets anyone else in, or (the folder itself) inherited rules.
+    param($Item, [switch]$Top)
+    if ($Item.Attributes -band [IO.FileAttributes]::ReparsePoint) { return 'a link (reparse point)' }
+    $acl = Get-Acl -LiteralPath $Item.FullName
+    $owner = $acl.GetOwner([Security.Principal.SecurityIdentifier]).Value
+    if ($trustedSids -notcontains $owner) { return "owned by $owner" }
+    if ($Top -and -not $acl.AreAccessRulesProtected) { return 'inherits the ACL of ProgramData' }
+    foreach ($rule in @($acl.GetAccessRules($true, $true, [Security.Principal.SecurityIdentifier]))) {
+        if ("$($rule.AccessControlType)" -eq 'Allow' -and $trustedSids -notcontains $rule.IdentityReference.Value) { return "open to $($rule.IdentityReference.Value)" }
+    }
+    return $null
+}
+
+function Get-StateItem {
+    # Every item below the folder; links are listed, never followed.
+    param([string]$Path)
+    foreach ($item in @(Get-ChildItem -LiteralPath $Path -Force)) {
+        $item
+        if ($item.PSIsContainer -and -not ($item.Attributes -band [IO.FileAttributes]::ReparsePoint)) { Get-StateItem -Path $item.FullName }
+    }
+}
+
+function Remove-StateItem {
+    # A link is removed itself, never what it points to.
+    param($Item)
+    if ($Item.PSIsContainer) { [IO.Directory]::Delete($Item.FullName, -not ($Item.Attributes -band [IO.FileAttributes]::ReparsePoint)) }
+    else { [IO.File]::Delete($Item.FullName) }
+}
+
+function Initialize-StateFolder {
+    # Whoever creates the folder first (user data, the SSM bootstrap, this script) creates it
+    # private. Every run checks the folder and everything in it: an item someone else owns (or a
+    # link) is deleted, since the folder holds only what this deployment recreates (markers, logs,
+    # downloads, the account record); an item of ours that is open to others gets the private ACL.
+    # Report-only and an unrepairable folder: the run uses no file of it (steps that need it skip).
+    if (-not (Test-Path -LiteralPath $dataDir)) {
+        if ($reportOnlyMode) { $run.folderPrivate = $false; return }
+        $null = [IO.Directory]::CreateDirectory($dataDir, (New-PrivateSecurity))
+    }
+    $top = Get-Item -LiteralPath $dataDir -Force
+    $why = Get-PrivacyProblem -Item $top -Top
+    if ($why) {
+        Invoke-Converge "state folder $dataDir is not private: $why" {
+            if ($top.Attributes -band [IO.FileAttributes]::ReparsePoint) {
+                Remove-StateItem -Item $top
+                $null = [IO.Directory]::CreateDirectory($dataDir, (New-PrivateSecurity))
+            } else {
+                $security = New-PrivateSecurity
+                $security.SetOwner((New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList 'S-1-5-32-544'))
+                Set-Acl -LiteralPath $dataDir -AclObject $security
+            }
+        }
+    }
+    foreach ($item in @(Get-StateItem -Path $dataDir)) {
+        if (-not (Test-Path -LiteralPath $item.FullName)) { continue }  # inside a folder removed before
+        $itemWhy = Get-PrivacyProblem -Item $item
+        if (-not $itemWhy) { continue }
+        if ($itemWhy -match '^(owned by|a link)') {
+            Invoke-Converge "$($item.FullName) is $($itemWhy): deleted (made by someone else)" { Remove-StateItem -Item $item }
+        } else {
+            Invoke-Converge "$($item.FullName) is $($itemWhy): made private" { Set-Acl -LiteralPath $item.FullName -AclObject (New-PrivateSecurity -File:(-not $item.PSIsContainer)) }
+        }
+    }
+    $run.folderPrivate = -not $reportOnlyMode -or ($report.drift.Count -eq $run.drift)
 }
 
 # --- restarts: recorded on disk, pending until the instance has started after the change
@@ -194,6 +293,7 @@ function Read-RebootMarker {
 
 function Write-RebootMarker {
     param([string]$RecordedAt, [string]$RequestedAt, [string[]]$Reasons)
+    if (-not $run.folderPrivate) { throw "the state folder $dataDir is not private: no restart is recorded there" }
     $marker = [ordered]@{ recordedAt = $RecordedAt; requestedAt = $RequestedAt; reasons = @($Reasons) }
     if (-not $RequestedAt) { $marker.requestedAt = $null }
     Set-Content -LiteralPath $rebootMarker -Value (ConvertTo-Json -InputObject $marker -Compress) -Encoding UTF8
@@ -238,14 +338,46 @@ function Read-RebootState {
     $report.checks.reboot.reasons = @($marker.reasons)
 }
 
+function Read-RebootHistory {
+    # The restart requests of the last 24 hours: @{ at; reasons }.
+    if (-not (Test-Path -LiteralPath $rebootHistory)) { return @() }
+    $since = [DateTime]::UtcNow.AddHours(-24)
+    return @(@(ConvertFrom-Json -InputObject (Get-Content -LiteralPath $rebootHistory -Raw)) | Where-Object {
+        $null -ne $_ -and [DateTime]::Parse([string]$_.at, [Globalization.CultureInfo]::InvariantCulture, [Globalization.DateTimeStyles]::RoundtripKind).ToUniversalTime() -gt $since
+    })
+}
+
+function Get-ComputerGpoName {
+    # The Group Policy Objects applied to this computer, by name (who may rewrite a value at start-up).
+    $key = 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Group Policy\State\Machine\GPO-List'
+    if (-not (Test-Path -LiteralPath $key)) { return @() }
+    return @(Get-ChildItem -LiteralPath $key | ForEach-Object { (Get-ItemProperty -LiteralPath $_.PSPath -Name 'DisplayName' -ErrorAction SilentlyContinue).DisplayName } | Where-Object { $_ })
+}
+
 function Request-Reboot {
-    # $true once per recorded change: the run then exits 3010 and SSM Agent restarts the instance.
+    # 'requested' once per recorded change (the run exits 3010 and SSM Agent restarts the
+    # instance), 'waiting' when it was asked for already, 'refused' past the budget: then the run
+    # fails naming what keeps changing back, and asks again only when older requests age out.
     $marker = Read-RebootMarker
-    if ($null -eq $marker -or $marker.requestedAt) { return $false }
+    if ($null -eq $marker -or $marker.requestedAt) { return 'waiting' }
+    $recent = @(Read-RebootHistory)
+    $reasons = @($marker.reasons | ForEach-Object { [string]$_ })
+    if ($recent.Count -ge $rebootBudget) {
+        $earlier = @($recent | ForEach-Object { @($_.reasons) } | ForEach-Object { [string]$_ })
+        $repeated = @($reasons | Where-Object { $earlier -contains $_ })
+        if ($repeated.Count -eq 0) { $repeated = $reasons }
+        $gpos = @(Get-ComputerGpoName)
+        $who = 'no Group Policy Object is applied to this computer: look for a security baseline, DSC or another configuration agent'
+        if ($gpos.Count -gt 0) { $who = "Group Policy Objects applied to this computer: $($gpos -join ', ') (gpresult /scope computer /h)" }
+        $report.checks.reboot.refused = "$($recent.Count) restarts asked for in 24 hours (at $(@($recent | ForEach-Object { $_.at }) -join ', ')); no more are asked for: $($repeated -join '; ') keeps changing back after each restart. Who may set it at start-up: $who"
+        return 'refused'
+    }
     $now = [DateTime]::UtcNow.ToString('o')
-    Write-RebootMarker -RecordedAt ([string]$marker.recordedAt) -RequestedAt $now -Reasons @($marker.reasons)
+    $history = @($recent) + @([ordered]@{ at = $now; reasons = $reasons })
+    Set-Content -LiteralPath $rebootHistory -Value (ConvertTo-Json -InputObject $history -Depth 4 -Compress) -Encoding UTF8
+    Write-RebootMarker -RecordedAt ([string]$marker.recordedAt) -RequestedAt $now -Reasons $reasons
     $report.checks.reboot.requestedAt = $now
-    return $true
+    return 'requested'
 }
 
 # --- features
@@ -302,6 +434,10 @@ function Sync-Features {
 function Import-IisModule {
     if (-not (Get-Module -ListAvailable -Name 'WebAdministration')) { throw 'the WebAdministration module is missing (role service Web-Scripting-Tools): IIS cannot be read or configured' }
     Import-Module -Name 'WebAdministration'
+    # The lock-down writes through Microsoft.Web.Administration (in inetsrv with IIS itself).
+    $assembly = Join-Path $env:windir 'System32\inetsrv\Microsoft.Web.Administration.dll'
+    if (-not (Test-Path -LiteralPath $assembly)) { throw "$assembly is missing: IIS is not installed" }
+    $null = [Reflection.Assembly]::LoadFrom($assembly)
 }
 
 # --- lock-down: mapped account, mappings and the locked sections, in one IIS commit
@@ -327,12 +463,14 @@ function Use-DataProtection {
 }
 
 function Read-AccountRecord {
-    # The local account's password as this script last set it (DPAPI, machine scope), or $null.
-    if (-not (Test-Path -LiteralPath $accountRecord)) { return $null }
+    # The local account's password as this script last set it, or $null. DPAPI user scope under
+    # LocalSystem (the SSM Agent's account): only SYSTEM can decrypt it; nothing rests on a value
+    # written in this script. Not read from a state folder that is not private.
+    if (-not $run.folderPrivate -or -not (Test-Path -LiteralPath $accountRecord)) { return $null }
     Use-DataProtection
-    try { $plain = [Security.Cryptography.ProtectedData]::Unprotect([IO.File]::ReadAllBytes($accountRecord), $recordEntropy, [Security.Cryptography.DataProtectionScope]::LocalMachine) }
+    try { $plain = [Security.Cryptography.ProtectedData]::Unprotect([IO.File]::ReadAllBytes($accountRecord), $null, [Security.Cryptography.DataProtectionScope]::CurrentUser) }
     catch {
-        # Unreadable (another machine's image, damaged): treated as no record; it is written again.
+        # Unreadable (another machine's image, another account's record, damaged): treated as no record.
         [void]$report.warnings.Add("the record of the mapped account's password could not be read ($($_.Exception.Message)): treated as missing")
         return $null
     }
@@ -340,35 +478,91 @@ function Read-AccountRecord {
 }
 
 function Save-AccountRecord {
-    # Machine-scope DPAPI lets any local process decrypt, so the file itself is for SYSTEM and
-    # Administrators only: the ACL is set on the empty file before the protected bytes go in.
+    # Written only into the private state folder, as a new file created with its ACL (SYSTEM and
+    # Administrators) by this run: a file someone else made first is deleted, never reused.
     param([string]$Value)
+    if (-not $run.folderPrivate) { throw "the state folder $dataDir is not private: the account's password is not recorded there" }
     Use-DataProtection
-    $blob = [Security.Cryptography.ProtectedData]::Protect([Text.Encoding]::UTF8.GetBytes($Value), $recordEntropy, [Security.Cryptography.DataProtectionScope]::LocalMachine)
+    $blob = [Security.Cryptography.ProtectedData]::Protect([Text.Encoding]::UTF8.GetBytes($Value), $null, [Security.Cryptography.DataProtectionScope]::CurrentUser)
     $temporary = "$accountRecord.new"
-    [IO.File]::WriteAllBytes($temporary, [byte[]]@())
-    $acl = New-Object -TypeName System.Security.AccessControl.FileSecurity
-    $acl.SetAccessRuleProtection($true, $false)
-    foreach ($sid in @('S-1-5-18', 'S-1-5-32-544')) {
-        $identity = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList $sid
-        $acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList $identity, 'FullControl', 'Allow'))
-    }
-    Set-Acl -LiteralPath $temporary -AclObject $acl
-    [IO.File]::WriteAllBytes($temporary, $blob)
+    if (Test-Path -LiteralPath $temporary) { [IO.File]::Delete($temporary) }
+    $stream = New-Object -TypeName System.IO.FileStream -ArgumentList $temporary, ([IO.FileMode]::CreateNew), ([Security.AccessControl.FileSystemRights]::FullControl), ([IO.FileShare]::None), 4096, ([IO.FileOptions]::WriteThrough), (New-PrivateSecurity -File)
+    try { $stream.Write($blob, 0, $blob.Length) } finally { $stream.Dispose() }
     Move-Item -LiteralPath $temporary -Destination $accountRecord -Force
 }
 
+function Open-ServerManager {
+    # Microsoft.Web.Administration, as Microsoft's many-to-one sample (KB 2026113) uses it: every
+    # change is made in memory and reaches applicationHost.config with one CommitChanges().
+    return (New-Object -TypeName Microsoft.Web.Administration.ServerManager)
+}
+
+function Split-Location {
+    # 'Default Web Site/ManageSoftRL' -> site 'Default Web Site', virtual path '/ManageSoftRL'.
+    param([string]$Location)
+    $parts = $Location.Split([char]'/', 2)
+    $path = '/'
+    if ($parts.Count -gt 1) { $path = "/$($parts[1])" }
+    return @{ site = $parts[0]; path = $path }
+}
+
+function ConvertTo-IisNumber {
+    # An enum or flags value as its number, from a name list ('Ssl,SslNegotiateCert'), a number, or
+    # an enum object: MWA and WebAdministration read enums back either way (IIS_schema.xml values).
+    param([string]$Attribute, $Value)
+    $names = $iisEnums[$Attribute]
+    if ($null -eq $names) { throw "no enum table for $Attribute" }
+    $text = "$Value".Trim()
+    if ($text -match '^[0-9]+$') { return [int]$text }
+    $total = 0
+    foreach ($part in @($text -split ',' | ForEach-Object { $_.Trim() } | Where-Object { $_ })) {
+        if ($null -eq $names[$part]) { throw "$Attribute value '$part' is not one of $(@($names.Keys | Sort-Object) -join ', ')" }
+        $total = $total -bor [int]$names[$part]
+    }
+    return $total
+}
+
+function ConvertFrom-IisNumber {
+    # The name(s) of an enum or flags number, for the report (flags: comma-separated, sorted).
+    param([string]$Attribute, $Value)
+    $number = ConvertTo-IisNumber -Attribute $Attribute -Value $Value
+    $names = $iisEnums[$Attribute]
+    $exact = @($names.Keys | Where-Object { [int]$names[$_] -eq $number })
+    if ($exact.Count -gt 0) { return [string]$exact[0] }
+    return (@($names.Keys | Where-Object { [int]$names[$_] -ne 0 -and ($number -band [int]$names[$_]) -eq [int]$names[$_] } | Sort-Object) -join ',')
+}
+
 function Get-HeldPassword {
-    # The distinct passwords the mappings of this user hold now (IIS decrypts them for SYSTEM).
-    param([string]$Location, [string]$UserName)
+    # The distinct passwords the mappings of this user hold now (MWA decrypts them for SYSTEM).
+    param($Section, [string]$UserName)
     $held = [Collections.ArrayList]::new()
     foreach ($collection in @('manyToOneMappings', 'oneToOneMappings')) {
-        foreach ($item in @(Get-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter "$certMapFilter/$collection" -Name 'Collection' | Where-Object { $null -ne $_ })) {
-            $value = [string]$item.password
-            if ($value -and [string]$item.userName -eq $UserName -and -not $held.Contains($value)) { [void]$held.Add($value) }
+        foreach ($item in @($Section.GetCollection($collection))) {
+            $value = [string]$item.GetAttributeValue('password')
+            if ($value -and [string]$item.GetAttributeValue('userName') -eq $UserName -and -not $held.Contains($value)) { [void]$held.Add($value) }
         }
     }
     return $held
+}
+
+function Test-LocalLockout {
+    # A lockout policy (a security baseline sets one) can lock the local account: IIS then answers 401.1.
+    param([string]$Name)
+    $found = @(Get-CimInstance -ClassName 'Win32_UserAccount' -Filter 'LocalAccount=True' | Where-Object { $_.Name -eq $Name })
+    if ($found.Count -gt 0 -and $found[0].Lockout) { Add-Problem "local user $Name is locked out (account lockout policy): devices get 401.1 until it unlocks or an administrator unlocks it" }
+}
+
+function Get-LockedOutLogon {
+    # Logons of the mapped account that Windows refused in the last hour because it is locked out:
+    # Security event 4625 with Status or SubStatus 0xC0000234. IIS answers those devices 401.1.
+    param([string]$Name)
+    try { $events = @(Get-WinEvent -FilterHashtable @{ LogName = 'Security'; Id = 4625; StartTime = (Get-Date).AddHours(-1) } -MaxEvents 500 -ErrorAction Stop) }
+    catch { return @() }  # no such event (Get-WinEvent throws when none match), or no Security log access
+    return @(foreach ($logon in $events) {
+        $data = @{}
+        foreach ($eventField in @(([xml]$logon.ToXml()).Event.EventData.Data)) { $data[[string]$eventField.Name] = [string]$eventField.'#text' }
+        if ($data['TargetUserName'] -eq $Name -and @($data['Status'], $data['SubStatus']) -contains '0xc0000234') { $logon.TimeCreated.ToUniversalTime().ToString('o') }
+    })
 }
 
 function Get-MappedAccount {
@@ -376,13 +570,15 @@ function Get-MappedAccount {
     # The password is the one the mappings already hold. A local account gets a password only when
     # it is created, or when no mapping holds one and none is recorded (then no mapping can be
     # using it); a rewrite of the mappings never changes it (docs/iis-mtls.md).
-    param([string]$Location)
+    param($Section)
     $account = $state.mappedAccount
     if ($account.type -eq 'domain') {
         Assert-Match $account.domain '^[A-Za-z0-9][A-Za-z0-9.-]{0,254}$' 'mappedAccount.domain'
         $userName = "$($account.domain)\$($account.name)"
+        $locked = @(Get-LockedOutLogon -Name $account.name)
+        if ($locked.Count -gt 0) { Add-Problem "domain account $userName is locked out: $($locked.Count) logons refused (0xC0000234) in the last hour, the last at $($locked[0]); devices get 401.1 until it is unlocked in Active Directory" }
         $secret = Get-SecretValue -SecretId $account.passwordSecretArn
-        $held = @(Get-HeldPassword -Location $Location -UserName $userName)
+        $held = @(Get-HeldPassword -Section $Section -UserName $userName)
         $result = @{ type = 'domain'; name = $account.name; userName = $userName; password = $secret.SecretString; rewrite = $false; why = '' }
         if ($held.Count -ne 1 -or $held[0] -cne $secret.SecretString) {
             $result.rewrite = $true
@@ -391,7 +587,7 @@ function Get-MappedAccount {
         return $result
     }
     if ($account.type -ne 'local') { throw "desired state: mappedAccount.type '$($account.type)' is not local or domain" }
-    $held = @(Get-HeldPassword -Location $Location -UserName $account.name)
+    $held = @(Get-HeldPassword -Section $Section -UserName $account.name)
     $recorded = Read-AccountRecord
     $result = @{ type = 'local'; name = $account.name; userName = $account.name; password = $null; rewrite = $false; why = '' }
     if ($held.Count -gt 0) { $result.password = $held[0] } elseif ($recorded) { $result.password = $recorded }
@@ -412,6 +608,7 @@ function Get-MappedAccount {
     if (@(Get-LocalGroupMember -SID 'S-1-5-32-544' | Where-Object { $_.SID -eq $user.SID }).Count -gt 0) {
         Invoke-Converge "local user $($account.name) is in Administrators" { Remove-LocalGroupMember -SID 'S-1-5-32-544' -Member $account.name }
     }
+    Test-LocalLockout -Name $account.name
     if ($held.Count -gt 0 -and $recorded -cne $held[0]) {
         # The account may not have what the mappings hold (no record yet, or changed by hand): make
         # the account match IIS, never the other way round. Same value: nothing changes for devices.
@@ -423,8 +620,8 @@ function Get-MappedAccount {
         if (-not $recorded) {
             Invoke-Converge "local user $($account.name): its password is not known (no mapping holds it, none recorded): a new one is set" {
                 $result.password = New-RandomPassword
+                Save-AccountRecord -Value $result.password  # first: the account never has a password no record names
                 Set-LocalUser -Name $account.name -Password (ConvertTo-SecureString -String $result.password -AsPlainText -Force)
-                Save-AccountRecord -Value $result.password  # after: a record always names the account's password
             }
         }
         $result.rewrite = $true
@@ -434,60 +631,123 @@ function Get-MappedAccount {
 }
 
 function Assert-MappingName {
-    # The name addresses the mapping's rules in an IIS configuration filter: keep it a plain literal.
-    param([string]$Name)
-    if (-not $Name -or $Name -match "['\[\]\x00-\x1f]") { throw "desired state: mapping name '$Name' must be non-empty without ' [ ] or control characters" }
-}
-
-function ConvertFrom-IisEnum {
-    # Enum attributes may read back as numbers: 1/2 -> the names given (permissionMode, certificateField).
-    param($Value, [string[]]$Names)
-    if ("$Value" -eq '1') { return $Names[0] }
-    if ("$Value" -eq '2') { return $Names[1] }
-    return "$Value"
+    # Names are the collection's unique key (IIS compares them without case): plain, and distinct.
+    param([string[]]$Names)
+    $seen = @{}
+    foreach ($name in $Names) {
+        if (-not $name -or $name -match "['\[\]\x00-\x1f]") { throw "desired state: mapping name '$name' must be non-empty without ' [ ] or control characters" }
+        if ($seen.ContainsKey($name.ToLowerInvariant())) { throw "desired state: two mappings are named '$name' (names are unique, without case): IIS was not touched" }
+        $seen[$name.ToLowerInvariant()] = $true
+    }
 }
 
 function Read-ManyToOne {
-    param([string]$Location)
-    foreach ($item in @(Get-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter "$certMapFilter/manyToOneMappings" -Name 'Collection' | Where-Object { $null -ne $_ })) {
-        $rules = @()
-        if ("$($item.name)" -notmatch "['\[\]]") {
-            $rules = @(Get-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter "$certMapFilter/manyToOneMappings/add[@name='$($item.name)']/rules" -Name 'Collection' |
-                Where-Object { $null -ne $_ } | ForEach-Object {
-                    [ordered]@{ certificateField = (ConvertFrom-IisEnum -Value $_.certificateField -Names 'Subject', 'Issuer'); certificateSubField = [string]$_.certificateSubField
-                        matchCriteria = [string]$_.matchCriteria; compareCaseSensitive = (ConvertTo-Bool $_.compareCaseSensitive) }
-                })
+    param($Section)
+    foreach ($item in @($Section.GetCollection('manyToOneMappings'))) {
+        [ordered]@{ name = [string]$item.GetAttributeValue('name'); description = [string]$item.GetAttributeValue('description'); enabled = (ConvertTo-Bool $item.GetAttributeValue('enabled'))
+            permissionMode = (ConvertFrom-IisNumber -Attribute 'permissionMode' -Value $item.GetAttributeValue('permissionMode')); userName = [string]$item.GetAttributeValue('userName')
+            rules = @(foreach ($rule in @($item.GetCollection('rules'))) {
+                [ordered]@{ certificateField = (ConvertFrom-IisNumber -Attribute 'certificateField' -Value $rule.GetAttributeValue('certificateField')); certificateSubField = [string]$rule.GetAttributeValue('certificateSubField')
+                    matchCriteria = [string]$rule.GetAttributeValue('matchCriteria'); compareCaseSensitive = (ConvertTo-Bool $rule.GetAttributeValue('compareCaseSensitive')) }
+            }) }
+    }
+}
+
+function Get-WantedManyToOne {
+    param([string]$UserName)
+    $wanted = @(foreach ($desiredMapping in $state.authentication.clientCertificateMapping.manyToOneMappings) {
+        [ordered]@{ name = [string]$desiredMapping.name; description = [string]$desiredMapping.description; enabled = [bool]$desiredMapping.enabled
+            permissionMode = [string]$desiredMapping.permissionMode; userName = $UserName
+            rules = @(foreach ($desiredRule in $desiredMapping.rules) {
+                [ordered]@{ certificateField = [string]$desiredRule.certificateField; certificateSubField = [string]$desiredRule.certificateSubField
+                    matchCriteria = [string]$desiredRule.matchCriteria; compareCaseSensitive = [bool]$desiredRule.compareCaseSensitive }
+            }) }
+    })
+    Assert-MappingName -Names @($wanted | ForEach-Object { $_.name })
+    return $wanted
+}
+
+function Set-ManyToOne {
+    # The whole collection again, in the desired order (IIS takes the first mapping that matches).
+    param($Section, [object[]]$Wanted, [string]$Password)
+    $collection = $Section.GetCollection('manyToOneMappings')
+    $collection.Clear()
+    foreach ($new in $Wanted) {
+        $element = $collection.CreateElement('add')
+        foreach ($name in @('name', 'description', 'enabled', 'permissionMode', 'userName')) { $element.SetAttributeValue($name, $new[$name]) }
+        $element.SetAttributeValue('password', $Password)
+        $rules = $element.GetCollection('rules')
+        foreach ($newRule in $new.rules) {
+            $rule = $rules.CreateElement('add')
+            foreach ($name in @('certificateField', 'certificateSubField', 'matchCriteria', 'compareCaseSensitive')) { $rule.SetAttributeValue($name, $newRule[$name]) }
+            $null = $rules.Add($rule)
         }
-        [ordered]@{ name = [string]$item.name; description = [string]$item.description; enabled = (ConvertTo-Bool $item.enabled)
-            permissionMode = (ConvertFrom-IisEnum -Value $item.permissionMode -Names 'Allow', 'Deny'); userName = [string]$item.userName; rules = $rules }
+        $null = $collection.Add($element)
     }
 }
 
-function Read-OneToOne {
-    param([string]$Location)
-    foreach ($item in @(Get-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter "$certMapFilter/oneToOneMappings" -Name 'Collection' | Where-Object { $null -ne $_ })) {
-        [ordered]@{ certificate = [string]$item.certificate; enabled = (ConvertTo-Bool $item.enabled); userName = [string]$item.userName }
+function Sync-OneToOne {
+    # Compared by certificate: only the difference is written (5,000 devices: one dictionary pass
+    # and one element operation per changed device, in memory; one commit). Returns what differs.
+    # -Plan (report-only): only counts.
+    param($Section, [string]$UserName, [string]$Password, [bool]$Rewrite, [switch]$Plan)
+    $collection = $Section.GetCollection('oneToOneMappings')
+    # Base64 is case-sensitive; a PowerShell @{} is not: ordinal tables.
+    $wanted = New-Object -TypeName System.Collections.Hashtable -ArgumentList ([StringComparer]::Ordinal)
+    foreach ($device in $state.authentication.clientCertificateMapping.oneToOneMappings) { $wanted[[string]$device.certificate] = [bool]$device.enabled }
+    $present = New-Object -TypeName System.Collections.Hashtable -ArgumentList ([StringComparer]::Ordinal)
+    $stale = [Collections.ArrayList]::new()
+    foreach ($item in @($collection)) {
+        $certificate = [string]$item.GetAttributeValue('certificate')
+        if (-not $wanted.ContainsKey($certificate) -or $present.ContainsKey($certificate)) { [void]$stale.Add($item); continue }
+        $present[$certificate] = $item
     }
+    $added = @($wanted.Keys | Where-Object { -not $present.ContainsKey($_) })
+    $updated = @($present.Keys | Where-Object {
+        $item = $present[$_]
+        $Rewrite -or (ConvertTo-Bool $item.GetAttributeValue('enabled')) -ne $wanted[$_] -or [string]$item.GetAttributeValue('userName') -ne $UserName
+    })
+    $why = @()
+    if ($stale.Count -gt 0) { $why += "$($stale.Count) removed" }
+    if ($added.Count -gt 0) { $why += "$($added.Count) added" }
+    if ($updated.Count -gt 0) { $why += "$($updated.Count) updated" }
+    if ($Plan) { return ($why -join ', ') }
+    foreach ($item in $stale) { $collection.Remove($item) }
+    foreach ($certificate in $updated) {
+        $item = $present[$certificate]
+        $item.SetAttributeValue('enabled', $wanted[$certificate])
+        $item.SetAttributeValue('userName', $UserName)
+        $item.SetAttributeValue('password', $Password)
+    }
+    foreach ($certificate in $added) {
+        $element = $collection.CreateElement('add')
+        $element.SetAttributeValue('certificate', $certificate)
+        $element.SetAttributeValue('enabled', $wanted[$certificate])
+        $element.SetAttributeValue('userName', $UserName)
+        $element.SetAttributeValue('password', $Password)
+        $null = $collection.Add($element)
+    }
+    return ($why -join ', ')
 }
 
-function Read-ConfigValue {
-    param([string]$Location, [string]$Filter, [string]$Name)
-    $current = Get-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter $Filter -Name $Name
-    if ($null -ne $current -and $null -ne $current.PSObject.Properties['Value']) { $current = $current.Value }
-    if ($Name -eq 'authenticatedUserOverride' -and "$current" -match '^[01]$') { $current = $overrideNames[[int]"$current"] }
-    return $current
+function Read-SettingValue {
+    # One attribute as comparable data: booleans as booleans, enums and flags as their numbers.
+    param($Section, [string]$Name)
+    $value = $Section.GetAttributeValue($Name)
+    if ($iisEnums.ContainsKey($Name)) { return (ConvertTo-IisNumber -Attribute $Name -Value $value) }
+    return (ConvertTo-Bool $value)
 }
 
-function Test-SameValue {
-    param($Current, $Wanted)
-    if ($Wanted -is [bool]) { return ((ConvertTo-Bool $Current) -eq $Wanted) }
-    return ((Format-FlagSet $Current) -eq (Format-FlagSet $Wanted))
+function Get-WantedValue {
+    param($Setting)
+    if ($iisEnums.ContainsKey($Setting.name)) { return (ConvertTo-IisNumber -Attribute $Setting.name -Value $Setting.value) }
+    return [bool]$Setting.value
 }
 
 function Get-LockdownSetting {
-    # The section attributes the lock-down owns, in the order they are written inside the one
-    # commit, after the mappings: mapping authentication on, anonymous off, SSL and a client
-    # certificate required; then file access as the worker process at the two applications.
+    # The section attributes the lock-down owns: mapping authentication on, anonymous off, SSL and a
+    # client certificate required at the site and both applications; then file access as the worker
+    # process at the two applications.
     $mapping = $state.authentication.clientCertificateMapping
     $settings = [Collections.ArrayList]::new()
     foreach ($location in $state.site.locations) {
@@ -495,126 +755,147 @@ function Get-LockdownSetting {
         [void]$settings.Add(@{ location = $location; filter = $certMapFilter; name = 'manyToOneCertificateMappingsEnabled'; value = [bool]$mapping.manyToOneCertificateMappingsEnabled })
         [void]$settings.Add(@{ location = $location; filter = $certMapFilter; name = 'oneToOneCertificateMappingsEnabled'; value = [bool]$mapping.oneToOneCertificateMappingsEnabled })
         [void]$settings.Add(@{ location = $location; filter = $anonymousFilter; name = 'enabled'; value = [bool]$state.authentication.anonymousEnabled })
-        [void]$settings.Add(@{ location = $location; filter = 'system.webServer/security/access'; name = 'sslFlags'; value = [string]$state.access.sslFlags })
+        [void]$settings.Add(@{ location = $location; filter = $accessFilter; name = 'sslFlags'; value = [string]$state.access.sslFlags })
     }
     foreach ($application in $state.serverRuntime.locations) {
-        [void]$settings.Add(@{ location = $application; filter = 'system.webServer/serverRuntime'; name = 'authenticatedUserOverride'; value = [string]$state.serverRuntime.authenticatedUserOverride })
+        [void]$settings.Add(@{ location = $application; filter = $runtimeFilter; name = 'authenticatedUserOverride'; value = [string]$state.serverRuntime.authenticatedUserOverride })
     }
     return $settings
 }
 
-function Write-Lockdown {
-    # ONE IIS commit: the mappings (all removed and the desired ones added, when they differ), then
-    # the section attributes. applicationHost.config has all of it afterwards or none of it, so no
-    # moment has a client certificate required with anonymous on, or mapping on without mappings.
-    param([string]$Location, [object[]]$CurrentManyToOne, [object[]]$CurrentOneToOne, [object[]]$ManyToOne, [object[]]$OneToOne, [string]$Password, [bool]$Rewrite, [object[]]$Settings)
-    $many = "$certMapFilter/manyToOneMappings"
-    $one = "$certMapFilter/oneToOneMappings"
-    Start-WebCommitDelay
-    $committed = $false
-    try {
-        if ($Rewrite) {
-            foreach ($old in $CurrentManyToOne) { Remove-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter $many -Name '.' -AtElement @{ name = $old.name } }
-            foreach ($old in $CurrentOneToOne) { Remove-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter $one -Name '.' -AtElement @{ certificate = $old.certificate } }
-            foreach ($new in $ManyToOne) {
-                Add-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter $many -Name '.' -Value @{
-                    name = $new.name; description = $new.description; enabled = $new.enabled; permissionMode = $new.permissionMode; userName = $new.userName; password = $Password }
-                foreach ($newRule in $new.rules) {
-                    Add-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter "$many/add[@name='$($new.name)']/rules" -Name '.' -Value @{
-                        certificateField = $newRule.certificateField; certificateSubField = $newRule.certificateSubField; matchCriteria = $newRule.matchCriteria; compareCaseSensitive = $newRule.compareCaseSensitive }
-                }
-            }
-            foreach ($new in $OneToOne) {
-                Add-WebConfigurationProperty -PSPath $apphost -Location $Location -Filter $one -Name '.' -Value @{ certificate = $new.certificate; enabled = $new.enabled; userName = $new.userName; password = $Password }
-            }
+function Set-LockdownSetting {
+    # The section attributes and the section locks, in memory on $Config; returns what differs.
+    param($Config, [object[]]$Settings)
+    $items = [Collections.ArrayList]::new()
+    foreach ($setting in $Settings) {
+        $section = $Config.GetSection($setting.filter, $setting.location)
+        $current = Read-SettingValue -Section $section -Name $setting.name
+        if ($current -ne (Get-WantedValue -Setting $setting)) {
+            $shown = $section.GetAttributeValue($setting.name)
+            if ($iisEnums.ContainsKey($setting.name)) { $shown = ConvertFrom-IisNumber -Attribute $setting.name -Value $shown }
+            [void]$items.Add("$($setting.filter)/@$($setting.name) at '$($setting.location)' is '$shown', desired '$($setting.value)'")
+            $section.SetAttributeValue($setting.name, $setting.value)
         }
-        foreach ($setting in $Settings) {
-            Set-WebConfigurationProperty -PSPath $apphost -Location $setting.location -Filter $setting.filter -Name $setting.name -Value $setting.value
-        }
-        Stop-WebCommitDelay -Commit $true
-        $committed = $true
-    } finally {
-        if (-not $committed) { try { Stop-WebCommitDelay -Commit $false } catch { Write-Log "Stop-WebCommitDelay: $($_.Exception.Message)" } }
     }
+    # Locked where IIS applies them: a web.config at the site or an application cannot override a
+    # section whose effective overrideMode at that location is Deny (such a web.config gets 500.19).
+    foreach ($lock in @($Settings | ForEach-Object { "$($_.filter)|$($_.location)" } | Select-Object -Unique)) {
+        $filter, $location = $lock.Split([char]'|', 2)
+        $section = $Config.GetSection($filter, $location)
+        if ("$($section.OverrideModeEffective)" -ne 'Deny') {
+            [void]$items.Add("$filter at '$location' may be overridden by a web.config (overrideMode '$($section.OverrideModeEffective)')")
+            $section.OverrideMode = 'Deny'
+        }
+    }
+    return $items
+}
+
+function Read-Effective {
+    # What IIS applies at each location, web.config files included (GetWebConfiguration merges
+    # them): any value that differs from the desired one is an override, reported as a problem.
+    param($Manager, [object[]]$Settings)
+    $effective = @{}
+    foreach ($setting in $Settings) {
+        $where = Split-Location -Location $setting.location
+        $iisSite = $Manager.Sites[$where.site]
+        if ($null -eq $iisSite) { continue }
+        if ($where.path -ne '/' -and $null -eq $iisSite.Applications[$where.path]) { continue }  # not installed yet: applicationHost.config applies when it is
+        $section = $Manager.GetWebConfiguration($where.site, $where.path).GetSection($setting.filter)
+        $key = "$($setting.location)|$($setting.filter)|$($setting.name)"
+        $effective[$key] = $section.GetAttributeValue($setting.name)
+        if ($iisEnums.ContainsKey($setting.name)) { $effective[$key] = ConvertFrom-IisNumber -Attribute $setting.name -Value $effective[$key] }
+        if ((Read-SettingValue -Section $section -Name $setting.name) -ne (Get-WantedValue -Setting $setting)) {
+            $source = 'a web.config above it'
+            if ($section.IsLocallyStored) { $source = "the web.config of '$($setting.location)'" }
+            Add-Problem "$($setting.filter)/@$($setting.name) is '$($effective[$key])' where IIS applies it ('$($setting.location)'), desired '$($setting.value)': overridden by $source"
+        }
+    }
+    return $effective
+}
+
+function Write-LockdownFallback {
+    # The mapping rewrite failed: commit the section settings alone (certificate required,
+    # anonymous off in require mode): a device whose mapping is missing gets 401.2, nobody gets in.
+    param([object[]]$Settings)
+    $fallback = Open-ServerManager
+    try {
+        $items = @(Set-LockdownSetting -Config $fallback.GetApplicationHostConfiguration() -Settings $Settings)
+        if ($items.Count -gt 0) { $fallback.CommitChanges() }
+        return $items.Count
+    } finally { $fallback.Dispose() }
 }
 
 function Sync-Lockdown {
-    $mapping = $state.authentication.clientCertificateMapping
     $locations = @($state.site.locations)
     $siteLocation = $locations[0]
-    # The account first. Without it (Secrets Manager down, account error) the mappings stay as they
-    # are and everything else below is still converged: anonymous off fails closed (401.2).
-    $mapped = $null
-    try { $mapped = Get-MappedAccount -Location $siteLocation }
-    catch { Add-Problem "mapped account $($state.mappedAccount.name): $($_.Exception.Message) (the mappings were left as they are; the sections were still converged)" }
-    $currentMany = @(Read-ManyToOne -Location $siteLocation)
-    $currentOne = @(Read-OneToOne -Location $siteLocation)
-    $wantedMany = @()
-    $wantedOne = @()
-    $items = [Collections.ArrayList]::new()
-    $rewrite = $false
-    if ($null -ne $mapped) {
-        $wantedMany = @(foreach ($desiredMapping in $mapping.manyToOneMappings) {
-            Assert-MappingName $desiredMapping.name
-            [ordered]@{ name = [string]$desiredMapping.name; description = [string]$desiredMapping.description; enabled = [bool]$desiredMapping.enabled
-                permissionMode = [string]$desiredMapping.permissionMode; userName = $mapped.userName
-                rules = @(foreach ($desiredRule in $desiredMapping.rules) {
-                    [ordered]@{ certificateField = [string]$desiredRule.certificateField; certificateSubField = [string]$desiredRule.certificateSubField
-                        matchCriteria = [string]$desiredRule.matchCriteria; compareCaseSensitive = [bool]$desiredRule.compareCaseSensitive }
-                }) }
-        })
-        $wantedOne = @(foreach ($device in $mapping.oneToOneMappings) { [ordered]@{ certificate = [string]$device.certificate; enabled = [bool]$device.enabled; userName = $mapped.userName } })
-        # Same names, descriptions, flags, user names and rules in the same order (passwords: Get-MappedAccount).
-        $sameMany = (ConvertTo-Json -InputObject $currentMany -Depth 6 -Compress) -eq (ConvertTo-Json -InputObject $wantedMany -Depth 6 -Compress)
-        $sameOne = (ConvertTo-Json -InputObject $currentOne -Depth 4 -Compress) -eq (ConvertTo-Json -InputObject $wantedOne -Depth 4 -Compress)
-        $why = @()
-        if (-not $sameMany) { $why += "many-to-one [$(@($currentMany | ForEach-Object { $_.name }) -join ', ')] differ from [$(@($wantedMany | ForEach-Object { $_.name }) -join ', ')]" }
-        if (-not $sameOne) { $why += "one-to-one: $($currentOne.Count) present, $($wantedOne.Count) desired" }
-        if ($mapped.rewrite -and ($wantedMany.Count + $wantedOne.Count) -gt 0) { $why += $mapped.why }
-        if (Test-Path -LiteralPath $pendingMarker) { $why += 'a previous rewrite did not finish' }
-        if ($why.Count -gt 0) {
-            if ($reportOnlyMode -or $mapped.password) {
-                $rewrite = $true
-                [void]$items.Add("client certificate mappings at '$siteLocation': $($why -join '; ')")
-            } else { Add-Problem "client certificate mappings at '$siteLocation' differ ($($why -join '; ')) but no password is known for $($mapped.userName): not rewritten" }
-        }
-    }
-    # The section attributes at every location.
     $settings = @(Get-LockdownSetting)
-    $changed = [Collections.ArrayList]::new()
-    $effective = @{}
-    foreach ($setting in $settings) {
-        $key = "$($setting.location)|$($setting.filter)|$($setting.name)"
-        $current = Read-ConfigValue -Location $setting.location -Filter $setting.filter -Name $setting.name
-        $effective[$key] = $current
-        if ($setting.value -is [bool]) { $effective[$key] = ConvertTo-Bool $current }
-        if (-not (Test-SameValue -Current $current -Wanted $setting.value)) {
-            [void]$changed.Add($setting)
-            [void]$items.Add("$($setting.filter)/@$($setting.name) at '$($setting.location)' is '$current', desired '$($setting.value)'")
-            if (-not $reportOnlyMode) { $effective[$key] = $setting.value }
+    $manager = Open-ServerManager
+    try {
+        $config = $manager.GetApplicationHostConfiguration()
+        $section = $config.GetSection($certMapFilter, $siteLocation)
+        # The account first. Without it (Secrets Manager down, account error) the mappings stay as
+        # they are and the sections are still converged: anonymous off fails closed (401.2).
+        $mapped = $null
+        try { $mapped = Get-MappedAccount -Section $section }
+        catch { Add-Problem "mapped account $($state.mappedAccount.name): $($_.Exception.Message) (the mappings were left as they are; the sections were still converged)" }
+        $currentMany = @(Read-ManyToOne -Section $section)
+        $items = [Collections.ArrayList]::new()
+        $rewrite = $false
+        if ($null -ne $mapped) {
+            $wantedMany = @(Get-WantedManyToOne -UserName $mapped.userName)  # refuses duplicate names before anything changes
+            $why = @()
+            # Same names, descriptions, flags, user names and rules in the same order (passwords: Get-MappedAccount).
+            if ((ConvertTo-Json -InputObject $currentMany -Depth 6 -Compress) -ne (ConvertTo-Json -InputObject $wantedMany -Depth 6 -Compress)) {
+                $why += "many-to-one [$(@($currentMany | ForEach-Object { $_.name }) -join ', ')] differ from [$(@($wantedMany | ForEach-Object { $_.name }) -join ', ')]"
+            }
+            if ($mapped.rewrite -and $wantedMany.Count -gt 0) { $why += $mapped.why }
+            if ($why.Count -gt 0 -or $mapped.rewrite) {
+                if (-not $mapped.password -and -not $reportOnlyMode) { Add-Problem "client certificate mappings at '$siteLocation' differ ($($why -join '; ')) but no password is known for $($mapped.userName): not rewritten" }
+                else {
+                    $rewrite = $true
+                    if ($why.Count -gt 0) {
+                        [void]$items.Add("many-to-one mappings at '$siteLocation': $($why -join '; ')")
+                        if (-not $reportOnlyMode) { Set-ManyToOne -Section $section -Wanted $wantedMany -Password $mapped.password }
+                    }
+                }
+            }
+            if ($mapped.password -or $reportOnlyMode) {
+                $oneToOne = Sync-OneToOne -Section $section -UserName $mapped.userName -Password $mapped.password -Rewrite ($rewrite -and $mapped.rewrite) -Plan:$reportOnlyMode
+                if ($oneToOne) { [void]$items.Add("one-to-one mappings at '$siteLocation': $oneToOne") }
+            }
         }
-    }
-    Invoke-ConvergeAll -What @($items) -Fix {
-        if ($rewrite) { $null = New-Item -ItemType File -Path $pendingMarker -Force }
-        Write-Lockdown -Location $siteLocation -CurrentManyToOne $currentMany -CurrentOneToOne $currentOne -ManyToOne $wantedMany -OneToOne $wantedOne -Password $mapped.password -Rewrite $rewrite -Settings @($changed)
-        if ($rewrite) { Remove-Item -LiteralPath $pendingMarker -Force }
-    }
-    $shown = $currentMany
-    if ($rewrite -and -not $reportOnlyMode) { $shown = $wantedMany }
-    $report.checks.mappings = @($shown | ForEach-Object { [ordered]@{ location = $siteLocation; name = $_.name; enabled = $_.enabled; permissionMode = $_.permissionMode; userName = $_.userName; rules = $_.rules } })
-    $report.checks.binding.sslFlags = "$($effective["$siteLocation|system.webServer/security/access|sslFlags"])"
+        foreach ($item in @(Set-LockdownSetting -Config $config -Settings $settings)) { [void]$items.Add($item) }
+        $mappingItems = @($items | Where-Object { $_ -match '^(many|one)-to-one mappings' })
+        try {
+            Invoke-ConvergeAll -What @($items) -Fix { $manager.CommitChanges() }
+        } catch {
+            $failure = $_.Exception.Message
+            if ($mappingItems.Count -eq 0) { throw }
+            $kept = Write-LockdownFallback -Settings $settings
+            throw "the mappings and section settings were not committed ($failure); the section settings alone were ($kept written): devices without a mapping get 401.2"
+        }
+        $shown = $currentMany
+        if ($rewrite -and -not $reportOnlyMode -and $mappingItems.Count -gt 0) { $shown = @(Read-ManyToOne -Section $section) }
+        $report.checks.mappings = @($shown | ForEach-Object { [ordered]@{ location = $siteLocation; name = $_.name; enabled = $_.enabled; permissionMode = $_.permissionMode; userName = $_.userName; rules = $_.rules } })
+    } finally { $manager.Dispose() }
+    # What IIS applies, read afresh (after the commit, in converge mode).
+    $applied = Open-ServerManager
+    try {
+        $effective = Read-Effective -Manager $applied -Settings $settings
+        # The applications inherit the site's mappings; mappings of their own would shadow the site's.
+        $siteJson = ConvertTo-Json -InputObject @(Read-ManyToOne -Section ($applied.GetApplicationHostConfiguration().GetSection($certMapFilter, $siteLocation))) -Depth 6 -Compress
+        foreach ($child in @($locations | Select-Object -Skip 1)) {
+            if ((ConvertTo-Json -InputObject @(Read-ManyToOne -Section ($applied.GetApplicationHostConfiguration().GetSection($certMapFilter, $child))) -Depth 6 -Compress) -ne $siteJson) {
+                Add-Problem "location '$child' has many-to-one mappings of its own: remove them from its <location> so it inherits the site's"
+            }
+        }
+    } finally { $applied.Dispose() }
+    $report.checks.binding.sslFlags = $effective["$siteLocation|$accessFilter|sslFlags"]
     $report.checks.anonymousEnabled = $effective["$siteLocation|$anonymousFilter|enabled"]
     $report.checks.locations = @(foreach ($where in @(@($locations) + @($state.serverRuntime.locations) | Select-Object -Unique)) {
-        [ordered]@{ location = $where; sslFlags = $effective["$where|system.webServer/security/access|sslFlags"]; anonymousEnabled = $effective["$where|$anonymousFilter|enabled"]
-            certificateMappingEnabled = $effective["$where|$certMapFilter|enabled"]; authenticatedUserOverride = $effective["$where|system.webServer/serverRuntime|authenticatedUserOverride"] }
+        [ordered]@{ location = $where; sslFlags = $effective["$where|$accessFilter|sslFlags"]; anonymousEnabled = $effective["$where|$anonymousFilter|enabled"]
+            certificateMappingEnabled = $effective["$where|$certMapFilter|enabled"]; authenticatedUserOverride = $effective["$where|$runtimeFilter|authenticatedUserOverride"] }
     })
-    # The applications inherit the site's mappings; entries of their own would shadow the site's.
-    $siteJson = ConvertTo-Json -InputObject @(Read-ManyToOne -Location $siteLocation) -Depth 6 -Compress
-    foreach ($child in @($locations | Select-Object -Skip 1)) {
-        if ((ConvertTo-Json -InputObject @(Read-ManyToOne -Location $child) -Depth 6 -Compress) -ne $siteJson) {
-            Add-Problem "location '$child' has many-to-one mappings of its own: remove them from its <location> so it inherits the site's"
-        }
-    }
 }
 
 # --- request filtering
@@ -633,39 +914,113 @@ function Sync-RequestFiltering {
     }
 }
 
-# --- W3C logging with the client certificate's facts (server-wide: sites/siteDefaults/logFile)
+# --- W3C logging with the client certificate's facts (sites/siteDefaults/logFile, and a site's own)
 
-function Sync-Logging {
-    $filter = 'system.applicationHost/sites/siteDefaults/logFile'
-    $format = "$(Get-WebConfigurationProperty -PSPath $apphost -Filter $filter -Name 'logFormat')"
-    if ($format -ne 'W3C') {
-        Invoke-Converge "IIS logs are '$format', not W3C (custom fields need W3C)" { Set-WebConfigurationProperty -PSPath $apphost -Filter $filter -Name 'logFormat' -Value 'W3C' }
+function Sync-LogFile {
+    # One logFile element, in memory: W3C, the desired fields added to those there (an
+    # administrator's extra fields stay), the certificate custom fields. -OwnOnly (a site): only
+    # what the site sets itself, which would override siteDefaults. Returns what differs.
+    param($LogFile, [string]$Where, [switch]$OwnOnly)
+    $items = [Collections.ArrayList]::new()
+    $format = $LogFile.GetAttribute('logFormat')
+    if (-not $OwnOnly -or -not $format.IsInheritedFromDefaultValue) {
+        $name = ConvertFrom-IisNumber -Attribute 'logFormat' -Value $format.Value
+        if ($name -ne 'W3C') { [void]$items.Add("IIS logs of $Where are '$name', not W3C (custom fields need W3C)"); $LogFile.SetAttributeValue('logFormat', 'W3C') }
     }
-    # Added to the fields that are there, never removed: an administrator's extra fields stay.
-    $have = @("$(Get-WebConfigurationProperty -PSPath $apphost -Filter $filter -Name 'logExtFileFlags')" -split ',' | ForEach-Object { $_.Trim() } | Where-Object { $_ })
-    $missing = @($state.logging.fields | Where-Object { $have -notcontains $_ })
-    foreach ($name in $missing) { Assert-Match -Value $name -Pattern '^[A-Za-z0-9]{1,32}$' -What 'log field' }
-    if ($missing.Count -gt 0) {
-        Invoke-Converge "IIS log fields lack $($missing -join ', ')" { Set-WebConfigurationProperty -PSPath $apphost -Filter $filter -Name 'logExtFileFlags' -Value (@($have + $missing) -join ',') }
+    $flags = $LogFile.GetAttribute('logExtFileFlags')
+    if (-not $OwnOnly -or -not $flags.IsInheritedFromDefaultValue) {
+        $have = ConvertTo-IisNumber -Attribute 'logExtFileFlags' -Value $flags.Value
+        $want = ConvertTo-IisNumber -Attribute 'logExtFileFlags' -Value (@($state.logging.fields) -join ',')
+        if (($have -band $want) -ne $want) {
+            $missing = ConvertFrom-IisNumber -Attribute 'logExtFileFlags' -Value ($want -band -bnot $have)
+            [void]$items.Add("IIS log fields of $Where lack $missing")
+            $LogFile.SetAttributeValue('logExtFileFlags', ((ConvertFrom-IisNumber -Attribute 'logExtFileFlags' -Value ($have -bor $want)) -replace ',', ', '))
+        }
     }
-    $collection = "$filter/customFields"
-    $present = @(Get-WebConfigurationProperty -PSPath $apphost -Filter $collection -Name 'Collection' | Where-Object { $null -ne $_ })
+    $fields = $LogFile.GetCollection('customFields')
+    if ($OwnOnly -and @($fields).Count -eq 0) { return $items }
     foreach ($field in $state.logging.customFields) {
         Assert-Match -Value $field.logFieldName -Pattern '^[a-z][a-z0-9-]{0,31}$' -What 'log field name'
         Assert-Match -Value $field.sourceName -Pattern '^[A-Z][A-Z0-9_]{0,63}$' -What 'log field source'
-        Assert-Match -Value $field.sourceType -Pattern '^ServerVariable$' -What 'log field source type'
-        $entry = $present | Where-Object { $_.logFieldName -eq $field.logFieldName } | Select-Object -First 1
-        if ($null -ne $entry -and "$($entry.sourceName)" -eq $field.sourceName -and "$($entry.sourceType)" -eq $field.sourceType) { continue }
-        Invoke-Converge "IIS log field $($field.logFieldName) is not server variable $($field.sourceName)" {
-            if ($null -ne $entry) { Remove-WebConfigurationProperty -PSPath $apphost -Filter $collection -Name '.' -AtElement @{ logFieldName = $field.logFieldName } }
-            Add-WebConfigurationProperty -PSPath $apphost -Filter $collection -Name '.' -Value @{ logFieldName = $field.logFieldName; sourceName = $field.sourceName; sourceType = $field.sourceType }
+        $entry = @($fields | Where-Object { [string]$_.GetAttributeValue('logFieldName') -eq $field.logFieldName }) | Select-Object -First 1
+        if ($null -ne $entry -and [string]$entry.GetAttributeValue('sourceName') -eq $field.sourceName -and
+            (ConvertTo-IisNumber -Attribute 'sourceType' -Value $entry.GetAttributeValue('sourceType')) -eq (ConvertTo-IisNumber -Attribute 'sourceType' -Value $field.sourceType)) { continue }
+        [void]$items.Add("IIS log field $($field.logFieldName) of $Where is not $($field.sourceType) $($field.sourceName)")
+        if ($null -ne $entry) { $fields.Remove($entry) }
+        $new = $fields.CreateElement('add')
+        $new.SetAttributeValue('logFieldName', $field.logFieldName)
+        $new.SetAttributeValue('sourceName', $field.sourceName)
+        $new.SetAttributeValue('sourceType', $field.sourceType)
+        $null = $fields.Add($new)
+    }
+    return $items
+}
+
+function Sync-Logging {
+    $manager = Open-ServerManager
+    try {
+        $sites = $manager.GetApplicationHostConfiguration().GetSection('system.applicationHost/sites')
+        $defaults = $sites.GetChildElement('siteDefaults').GetChildElement('logFile')
+        $items = @(Sync-LogFile -LogFile $defaults -Where 'siteDefaults')
+        foreach ($siteElement in @($sites.GetCollection() | Where-Object { [string]$_.GetAttributeValue('name') -eq $state.site.name })) {
+            $items += @(Sync-LogFile -LogFile $siteElement.GetChildElement('logFile') -Where "site '$($state.site.name)' (its own logFile overrides siteDefaults)" -OwnOnly)
         }
-    }
-    $report.checks.logging = [ordered]@{
-        logFormat = "$(Get-WebConfigurationProperty -PSPath $apphost -Filter $filter -Name 'logFormat')"
-        fields = "$(Get-WebConfigurationProperty -PSPath $apphost -Filter $filter -Name 'logExtFileFlags')"
-        customFields = @(Get-WebConfigurationProperty -PSPath $apphost -Filter $collection -Name 'Collection' | Where-Object { $null -ne $_ } | ForEach-Object { "$($_.logFieldName)=$($_.sourceName)" })
-    }
+        $report.checks.logging = [ordered]@{
+            logFormat = ConvertFrom-IisNumber -Attribute 'logFormat' -Value $defaults.GetAttributeValue('logFormat')
+            fields = ConvertFrom-IisNumber -Attribute 'logExtFileFlags' -Value $defaults.GetAttributeValue('logExtFileFlags')
+            customFields = @($defaults.GetCollection('customFields') | ForEach-Object { "$($_.GetAttributeValue('logFieldName'))=$($_.GetAttributeValue('sourceName'))" })
+        }
+        Invoke-ConvergeAll -What $items -Fix { $manager.CommitChanges() }
+    } finally { $manager.Dispose() }
+}
+
+# --- MIME maps of the agent files (static content at the site)
+
+function Sync-MimeMaps {
+    # Agents download the Flexera files from ManageSoftDL as static files, and IIS serves no
+    # extension without a MIME map (404.3). Flexera documents none of its own for them, so each is
+    # added at the site in applicationHost.config where IIS does not already apply one at the site
+    # or an application. A web.config that adds the same extension later without <remove> makes
+    # its path fail (500.19, duplicate entry): ours is then taken out and the web.config's applies.
+    $siteLocation = @($state.site.locations)[0]
+    $manager = Open-ServerManager
+    try {
+        $ours = $manager.GetApplicationHostConfiguration().GetSection($staticFilter, $siteLocation).GetCollection()
+        $missing = [Collections.ArrayList]::new()
+        $duplicated = [Collections.ArrayList]::new()
+        foreach ($location in $state.site.locations) {
+            $where = Split-Location -Location $location
+            $iisSite = $manager.Sites[$where.site]
+            if ($null -eq $iisSite -or ($where.path -ne '/' -and $null -eq $iisSite.Applications[$where.path])) { continue }
+            try { $applied = @($manager.GetWebConfiguration($where.site, $where.path).GetSection($staticFilter).GetCollection() | ForEach-Object { [string]$_.GetAttributeValue('fileExtension') }) }
+            catch {
+                $message = $_.Exception.Message
+                $named = @($state.staticContent.mimeMaps | Where-Object { $message -match "duplicate[^']*'$([regex]::Escape($_.fileExtension))'" })
+                if ($named.Count -eq 0) { throw }
+                foreach ($namedMap in $named) { if (-not $duplicated.Contains($namedMap.fileExtension)) { [void]$duplicated.Add($namedMap.fileExtension) } }
+                continue
+            }
+            foreach ($map in $state.staticContent.mimeMaps) { if ($applied -notcontains $map.fileExtension -and -not $missing.Contains($map.fileExtension)) { [void]$missing.Add($map.fileExtension) } }
+        }
+        $items = [Collections.ArrayList]::new()
+        foreach ($duplicate in $duplicated) {
+            $entry = @($ours | Where-Object { $_.IsLocallyStored -and [string]$_.GetAttributeValue('fileExtension') -eq $duplicate }) | Select-Object -First 1
+            if ($null -eq $entry) { Add-Problem "a web.config under '$siteLocation' adds the MIME map $duplicate twice (500.19): remove one"; continue }
+            [void]$items.Add("MIME map $duplicate at '$siteLocation' is also added by a web.config (500.19 there): ours is removed")
+            $ours.Remove($entry)
+        }
+        foreach ($missingMap in $state.staticContent.mimeMaps) {
+            if (-not $missing.Contains($missingMap.fileExtension) -or $duplicated.Contains($missingMap.fileExtension)) { continue }
+            Assert-Match -Value $missingMap.fileExtension -Pattern '^\.[a-z0-9]{1,16}$' -What 'MIME map extension'
+            Assert-Match -Value $missingMap.mimeType -Pattern '^[a-z]+/[a-z0-9.+-]+$' -What 'MIME type'
+            [void]$items.Add("IIS serves no $($missingMap.fileExtension) files at '$siteLocation' (no MIME map: 404.3)")
+            $element = $ours.CreateElement('mimeMap')
+            $element.SetAttributeValue('fileExtension', $missingMap.fileExtension)
+            $element.SetAttributeValue('mimeType', $missingMap.mimeType)
+            $null = $ours.Add($element)
+        }
+        Invoke-ConvergeAll -What $items -Fix { $manager.CommitChanges() }
+    } finally { $manager.Dispose() }
 }
 
 # --- certificates
@@ -768,8 +1123,9 @@ function Sync-Schannel {
         $now[$name] = $current
         if ("$current" -ne "$($wanted[$name])") {
             Invoke-Converge "SCHANNEL $name is '$current', desired $($wanted[$name])" {
+                # Recorded first: a value written without its restart on record would never take effect.
+                Register-Reboot -Reason "SCHANNEL $name set to $($wanted[$name]) (was '$current')"
                 $null = New-ItemProperty -Path $schannelKey -Name $name -PropertyType DWord -Value $wanted[$name] -Force
-                Register-Reboot -Reason "SCHANNEL $name set to $($wanted[$name])"
             }
             if (-not $reportOnlyMode) { $now[$name] = $wanted[$name] }
         }
@@ -981,26 +1337,34 @@ function Sync-BeaconInstaller {
         $work = Join-Path $dataDir 'installer'
         $null = New-Item -ItemType Directory -Path $work -Force
         $file = Join-Path $work "beacon-$sha.$kind"
+        if (Test-Path -LiteralPath $file) { [IO.File]::Delete($file) }
         $null = Read-S3Object -BucketName $bucket -Key $key -File $file -Region $state.region
-        $actual = (Get-FileHash -LiteralPath $file -Algorithm SHA256).Hash
-        if ($actual -ne $sha) {
-            Remove-Item -LiteralPath $file -Force
-            throw "beacon installer SHA-256 is $actual, desired $($sha): deleted, not run"
-        }
-        if ($kind -eq 'msi') {
-            # Always silent and never restarting by itself; the operator's UI or restart switches go.
-            $extra = @($given | Where-Object { $_ -notmatch '^/(q[nbrf]?[+-]?!?|quiet|passive|norestart|forcerestart|promptrestart)$' } | ForEach-Object { Format-ProcessArgument -Value $_ })
-            $arguments = @('/i', (Format-ProcessArgument -Value $file), '/qn', '/norestart', '/l*v', (Format-ProcessArgument -Value (Join-Path $work "beacon-$sha.log"))) + $extra
-            $program = 'msiexec.exe'
-        } else {
-            $arguments = @($given | ForEach-Object { Format-ProcessArgument -Value $_ })
-            $program = $file
-        }
-        # Wait on the process itself (Start-Process -Wait also waits for every child it leaves).
-        $process = Start-Process -FilePath $program -ArgumentList $arguments -PassThru
-        $null = $process.Handle  # Windows PowerShell 5.1: without the handle ExitCode may read as empty
-        if (-not $process.WaitForExit(1200000)) { throw "the beacon installer (process $($process.Id)) is still running after 20 minutes; it was left running" }
-        $code = $process.ExitCode
+        # Held open, readable by others but never writable or deletable, from the hash check until
+        # the installer has ended: the bytes checked are the bytes msiexec (SYSTEM) installs.
+        $held = [IO.File]::Open($file, [IO.FileMode]::Open, [IO.FileAccess]::Read, [IO.FileShare]::Read)
+        try {
+            $hasher = [Security.Cryptography.SHA256]::Create()
+            try { $actual = -join @($hasher.ComputeHash($held) | ForEach-Object { $_.ToString('X2') }) } finally { $hasher.Dispose() }
+            if ($actual -ne $sha) {
+                $held.Dispose()
+                [IO.File]::Delete($file)
+                throw "beacon installer SHA-256 is $actual, desired $($sha): deleted, not run"
+            }
+            if ($kind -eq 'msi') {
+                # Always silent and never restarting by itself; the operator's UI or restart switches go.
+                $extra = @($given | Where-Object { $_ -notmatch '^/(q[nbrf]?[+-]?!?|quiet|passive|norestart|forcerestart|promptrestart)$' } | ForEach-Object { Format-ProcessArgument -Value $_ })
+                $arguments = @('/i', (Format-ProcessArgument -Value $file), '/qn', '/norestart', '/l*v', (Format-ProcessArgument -Value (Join-Path $work "beacon-$sha.log"))) + $extra
+                $program = 'msiexec.exe'
+            } else {
+                $arguments = @($given | ForEach-Object { Format-ProcessArgument -Value $_ })
+                $program = $file
+            }
+            # Wait on the process itself (Start-Process -Wait also waits for every child it leaves).
+            $process = Start-Process -FilePath $program -ArgumentList $arguments -PassThru
+            $null = $process.Handle  # Windows PowerShell 5.1: without the handle ExitCode may read as empty
+            if (-not $process.WaitForExit(1200000)) { throw "the beacon installer (process $($process.Id)) is still running after 20 minutes; it was left running" }
+            $code = $process.ExitCode
+        } finally { $held.Dispose() }
         if ($code -eq 1641) {
             # Windows Installer has started a restart itself: record it and stop this run here.
             Register-Reboot -Reason "beacon installer $sha exited 1641 (it started a restart)" -AlreadyRequested
@@ -1025,8 +1389,6 @@ function Send-Report {
 }
 
 try {
-    $null = New-Item -ItemType Directory -Path $dataDir -Force
-    Write-Log "start (-ReportOnly: $reportOnlyMode)"
     $state = Read-DesiredState
     if ($state.schemaVersion -ne 1) { throw "desired state schemaVersion '$($state.schemaVersion)' is not supported (this script reads 1)" }
     $report.stack = $state.stack
@@ -1039,17 +1401,23 @@ try {
     Write-Log "failed: $($report.error)"
 }
 
-# The steps, in this order (tests/iis/test_converge_order.py holds it). Lock-down (mappings, mapping
-# authentication on, anonymous off, SSL flags) is the first step that writes IIS configuration, so
+# The steps, in this order (tests/iis/test_converge_order.py holds it). The state folder is made
+# private before any file of it is read or written. Lock-down (mappings, mapping authentication
+# on, anonymous off, SSL flags, section locks) is the first step that writes IIS configuration, so
 # nothing that can fail later (Secrets Manager, the PFX, trust stores, netsh, the installer) keeps
-# it from being checked. Each step has its own try/catch; a step that needs another runs only when
-# that one ended ok, changed or drift, otherwise it is recorded as skipped with the reason.
+# it from being checked; and 443 opens only on it: the https binding and the HTTP.sys record need
+# a lock-down that succeeded in this run, so a beacon whose lock-down never succeeded serves
+# nothing on 443. Each step has its own try/catch; a step that needs another runs only when that
+# one ended ok, changed or drift, otherwise it is recorded as skipped with the reason.
 $thumbprint = $null
 if (-not $report.error) {
-    if (Start-Step -Name 'reboot') {
+    if (Start-Step -Name 'stateFolder') {
+        try { Initialize-StateFolder; Complete-Step -Name 'stateFolder' } catch { Complete-Step -Name 'stateFolder' -Failure $_ }
+    }
+    if (Start-Step -Name 'reboot' -Requires 'stateFolder') {
         try { Read-RebootState; Complete-Step -Name 'reboot' } catch { Complete-Step -Name 'reboot' -Failure $_ }
     }
-    if (Start-Step -Name 'features') {
+    if (Start-Step -Name 'features' -Requires 'stateFolder') {
         try { Sync-Features; Complete-Step -Name 'features' } catch { Complete-Step -Name 'features' -Failure $_ }
     }
     if (Start-Step -Name 'webAdministration') {
@@ -1061,6 +1429,9 @@ if (-not $report.error) {
     if (Start-Step -Name 'requestFiltering' -Requires 'webAdministration') {
         try { Sync-RequestFiltering; Complete-Step -Name 'requestFiltering' } catch { Complete-Step -Name 'requestFiltering' -Failure $_ }
     }
+    if (Start-Step -Name 'mimeMaps' -Requires 'webAdministration') {
+        try { Sync-MimeMaps; Complete-Step -Name 'mimeMaps' } catch { Complete-Step -Name 'mimeMaps' -Failure $_ }
+    }
     if (Start-Step -Name 'logging' -Requires 'webAdministration') {
         try { Sync-Logging; Complete-Step -Name 'logging' } catch { Complete-Step -Name 'logging' -Failure $_ }
     }
@@ -1070,50 +1441,50 @@ if (-not $report.error) {
     if (Start-Step -Name 'trustStores') {
         try { Sync-TrustStores; Complete-Step -Name 'trustStores' } catch { Complete-Step -Name 'trustStores' -Failure $_ }
     }
-    if (Start-Step -Name 'schannel') {
+    if (Start-Step -Name 'schannel' -Requires 'stateFolder') {
         try { Sync-Schannel; Complete-Step -Name 'schannel' } catch { Complete-Step -Name 'schannel' -Failure $_ }
     }
     if (Start-Step -Name 'rootStore') {
         try { Test-RootStore; Complete-Step -Name 'rootStore' } catch { Complete-Step -Name 'rootStore' -Failure $_ }
     }
-    if (Start-Step -Name 'siteBinding' -Requires 'webAdministration', 'serverCertificate') {
+    if (Start-Step -Name 'siteBinding' -Requires 'lockdown', 'serverCertificate', 'stateFolder') {
         try { Sync-SiteBinding -Thumbprint $thumbprint; Complete-Step -Name 'siteBinding' } catch { Complete-Step -Name 'siteBinding' -Failure $_ }
     }
-    if (Start-Step -Name 'httpSys' -Requires 'serverCertificate') {
+    if (Start-Step -Name 'httpSys' -Requires 'lockdown', 'serverCertificate') {
         try { Sync-HttpSys -Thumbprint $thumbprint; Complete-Step -Name 'httpSys' } catch { Complete-Step -Name 'httpSys' -Failure $_ }
     }
     if (Start-Step -Name 'crl') {
         try { Test-CrlReachability; Complete-Step -Name 'crl' } catch { Complete-Step -Name 'crl' -Failure $_ }
     }
-    if (Start-Step -Name 'beaconInstaller' -Requires 'lockdown') {
+    if (Start-Step -Name 'beaconInstaller' -Requires 'lockdown', 'stateFolder') {
         try { Sync-BeaconInstaller; Complete-Step -Name 'beaconInstaller' } catch { Complete-Step -Name 'beaconInstaller' -Failure $_ }
     }
     # Whatever the installer wrote into the locked sections is undone in the same run.
     if ($run.results['beaconInstaller'] -eq 'changed' -and -not $run.restarting -and (Start-Step -Name 'lockdownAfterInstaller' -Requires 'beaconInstaller')) {
         try { Sync-Lockdown; Complete-Step -Name 'lockdownAfterInstaller' } catch { Complete-Step -Name 'lockdownAfterInstaller' -Failure $_ }
     }
+    Write-Log "start was $($report.startedAt) (-ReportOnly: $reportOnlyMode)"
 }
 
+# Report-only reports and never restarts. A converge run with a restart pending exits 3010 once
+# per change (SSM Agent restarts the instance and runs the step again, which then finds it done),
+# 4 while it is still pending after that, and fails past the restart budget.
+$restart = $null
+if ($report.checks.reboot.pending -and -not $reportOnlyMode -and -not $report.error) {
+    try { $restart = Request-Reboot }
+    catch { [void]$report.warnings.Add("the restart request was not recorded: $($_.Exception.Message)") }
+}
 $failed = @($report.steps | Where-Object { $_.status -eq 'failed' })
 if (-not $report.error -and $failed.Count -gt 0) { $report.error = @($failed | ForEach-Object { "$($_.name): $($_.error)" }) -join ' | ' }
+if ($restart -eq 'refused') { $report.error = (@($report.error, "restart: $($report.checks.reboot.refused)") | Where-Object { $_ }) -join ' | ' }
 $exitCode = 0
 if ($report.error) { $report.status = 'failed'; $exitCode = 1 }
 elseif ($report.checks.reboot.pending) { $report.status = 'reboot-pending' }
 elseif ($reportOnlyMode -and $report.drift.Count -gt 0) { $report.status = 'drift' }
 elseif (-not $reportOnlyMode -and $report.changes.Count -gt 0) { $report.status = 'converged' }
 else { $report.status = 'compliant' }
-# Report-only reports and never restarts: drift and a pending restart exit 0 there. A converge run
-# with a restart pending exits 3010 once per change (SSM Agent restarts the instance and runs the
-# step again, which then finds it done), and 4 while it is still pending after that.
-if ($report.checks.reboot.pending -and -not $reportOnlyMode) {
-    try {
-        if (Request-Reboot) { $exitCode = 3010 }
-        elseif ($exitCode -eq 0) { $exitCode = 4 }
-    } catch {
-        [void]$report.warnings.Add("the restart request was not recorded: $($_.Exception.Message)")
-        if ($exitCode -eq 0) { $exitCode = 4 }
-    }
-}
+if ($restart -eq 'requested') { $exitCode = 3010 }
+elseif ($report.checks.reboot.pending -and -not $reportOnlyMode -and $exitCode -eq 0) { $exitCode = 4 }
 $report.finishedAt = [DateTime]::UtcNow.ToString('o')
 $json = ConvertTo-Json -InputObject $report -Depth 8 -Compress
 if ($LogGroupName) {

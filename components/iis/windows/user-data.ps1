@@ -6,7 +6,17 @@
 # 5 times); Restart-Computer would leave EC2Launch's state inconsistent (its documentation).
 $ErrorActionPreference = 'Stop'
 $dir = Join-Path $env:ProgramData 'flexnet-beacon'
-$null = New-Item -ItemType Directory -Path $dir -Force
+# Created private: SYSTEM and Administrators only, nothing inherited from ProgramData (where any
+# local user may create files). The converge run checks and repairs it on every run.
+if (-not (Test-Path -LiteralPath $dir)) {
+    $acl = New-Object -TypeName System.Security.AccessControl.DirectorySecurity
+    $acl.SetAccessRuleProtection($true, $false)
+    foreach ($sid in @('S-1-5-18', 'S-1-5-32-544')) {
+        $identity = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList $sid
+        $acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList $identity, 'FullControl', 'ContainerInherit, ObjectInherit', 'None', 'Allow'))
+    }
+    $null = [IO.Directory]::CreateDirectory($dir, $acl)
+}
 $log = Join-Path $dir 'user-data.log'
 # While this exists the converge script waits (bounded) before installing features itself.
 $running = Join-Path $dir 'user-data.running'
