@@ -70,8 +70,8 @@ def render(state: Mapping[str, Any]) -> str:
     out += [
         "",
         f"REM {lockdown}. Lock-down: the mapped account, the mappings, the locked sections, then the section locks",
-        "REM    The script commits the mappings and every section setting below in ONE IIS commit, then locks",
-        "REM    the sections; appcmd cannot make that one atomic commit (each line commits on its own). Whoever",
+        "REM    The script writes the mappings, every section setting and the section locks below in",
+        "REM    ONE IIS commit; appcmd cannot make that one atomic commit (each line commits on its own). Whoever",
         f"REM    types these must not open 443 (the binding steps come last) before every line of step {lockdown} succeeded.",
         "",
         f"REM {numbers.sub()}. Mapped account",

@@ -21,6 +21,7 @@ a dependency is dropped or a step is called outside its block.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import pytest
 
@@ -70,6 +71,12 @@ def _name_of(command) -> str:
 
 def steps_of(text: str) -> tuple[list[tuple[str, str, tuple[str, ...]]], list[str]]:
     """The top-level step blocks as (name, function, requires), and every deviation from the shape."""
+    steps, problems = _steps_of(text)
+    return list(steps), list(problems)
+
+
+@lru_cache(maxsize=16)
+def _steps_of(text: str) -> tuple[tuple[tuple[str, str, tuple[str, ...]], ...], tuple[str, ...]]:
     tree = ps_lint.parse(text)
     problems = [str(d) for d in ps_lint.defects(tree)]
     defined = {name.lower() for name in ps_lint.function_nodes(tree)}
@@ -114,7 +121,7 @@ def steps_of(text: str) -> tuple[list[tuple[str, str, tuple[str, ...]]], list[st
         if (command.name and command.name.lower() in defined - MACHINERY and command.node.start_byte not in inside_blocks
                 and ps_lint.enclosing(command.node, ("function_statement",)) is None):
             problems.append(f"line {command.line}: {command.name} runs at the top level outside a step block")
-    return steps, problems
+    return tuple(steps), tuple(problems)
 
 
 def step_problems(text: str) -> list[str]:

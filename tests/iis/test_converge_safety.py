@@ -302,7 +302,9 @@ def test_the_state_folder_is_created_private_and_checked_on_every_run(functions)
     assert "$run.folderPrivate = -not $reportOnlyMode -or ($report.drift.Count -eq $run.drift)" in init
     problem = body(functions, "Get-PrivacyProblem")
     assert problem.index("ReparsePoint") < problem.index("Get-Acl"), "a link is judged before anything is read through it"
-    assert "if ($trustedSids -notcontains $owner)" in problem and "AreAccessRulesProtected" in problem
+    assert "if ($trustedSids -notcontains $owner -and $run.adminSids -notcontains $owner)" in problem and "AreAccessRulesProtected" in problem
+    # Owners may be members of Administrators (a manual run); access rules never name anyone else.
+    assert "Get-LocalGroupMember -SID 'S-1-5-32-544'" in init
     assert "$trustedSids -notcontains $rule.IdentityReference.Value" in problem
 
 
@@ -345,3 +347,15 @@ def test_the_installer_is_held_open_without_write_sharing_from_its_hash_to_its_e
     order = [text.index(s) for s in ("[IO.File]::Delete($file) }", "Read-S3Object", "$hasher.ComputeHash($held)", "Start-Process", ".WaitForExit(", "} finally { $held.Dispose() }")]
     assert order == sorted(order) and order[1] < held < order[2]
     assert "Get-FileHash" not in text, "the hash is read through the handle that keeps writers out"
+
+
+def test_an_override_is_what_iis_applies_against_what_apphost_holds_not_plain_drift(functions) -> None:
+    """Report-only finds drift in applicationHost.config itself: that is drift, not a web.config
+    override; after a commit the two are equal, so any difference left is an override."""
+    effective = body(functions, "Read-Effective")
+    assert "$written = Read-SettingValue -Section $apphostConfig.GetSection($setting.filter, $setting.location) -Name $setting.name" in effective
+    assert "if ($written -eq $wanted -and (Read-SettingValue -Section $section -Name $setting.name) -ne $wanted) {" in effective
+    assert effective.index("if ($written -eq $wanted") < effective.index("Add-Problem")
+    lockdown = body(functions, "Sync-Lockdown")
+    # Read afresh, after the commit, through a new ServerManager.
+    assert lockdown.index("$manager.CommitChanges()") < lockdown.index("$applied = Open-ServerManager") < lockdown.index("Read-Effective -Manager $applied")

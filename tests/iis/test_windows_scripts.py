@@ -604,3 +604,27 @@ def test_exit_codes_follow_the_status(converge: str, converge_tree) -> None:
     assert "elseif ($report.checks.reboot.pending -and -not $reportOnlyMode -and $exitCode -eq 0) { $exitCode = 4 }" in tail
     assert converge.rstrip().endswith("exit $exitCode")
     assert converge.count("Write-Output $json") == 1
+
+# --- h. .NET members ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=[p.name for p in SCRIPTS])
+def test_every_dotnet_method_called_is_documented(path: Path) -> None:
+    assert ps_lint.member_problems(powershell_of(path)) == []
+
+
+def test_the_bootstrap_calls_only_documented_dotnet_methods() -> None:
+    assert ps_lint.member_problems("\n".join(BOOTSTRAP)) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("Invoke-ConvergeAll -What @($items) -Fix { $manager.CommitChanges() }", "Invoke-ConvergeAll -What @($items) -Fix { $manager.CommitChange() }", ".CommitChange"),
+        ("$null = [IO.Directory]::CreateDirectory($dataDir, (New-PrivateSecurity))", "$null = [IO.Directory]::Create($dataDir, (New-PrivateSecurity))", "IO.Directory::Create"),
+        ("$element = $collection.CreateElement('add')", "$element = $collection.NewElement('add')", ".NewElement"),
+    ],
+)
+def test_a_misspelt_dotnet_method_is_caught(converge: str, old: str, new: str, expected: str) -> None:
+    assert old in converge, old
+    problems = ps_lint.member_problems(converge.replace(old, new, 1))
+    assert any(expected in p for p in problems), problems

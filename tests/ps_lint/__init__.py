@@ -86,7 +86,27 @@ class Command:
     node: Node | None = None
 
 
+_PER_TREE: dict[tuple[str, int], tuple[Tree, Any]] = {}
+
+
+def _per_tree(kind: str, tree: Tree, build: Any) -> Any:
+    """`build(tree)` once per tree (trees are only read; parse() memoises them by text)."""
+    cached = _PER_TREE.get((kind, id(tree)))
+    if cached is not None and cached[0] is tree:
+        return cached[1]
+    if len(_PER_TREE) > 128:
+        _PER_TREE.clear()
+    value = build(tree)
+    _PER_TREE[(kind, id(tree))] = (tree, value)
+    return value
+
+
 def commands(tree: Tree) -> list[Command]:
+    """Every command of the tree (a shared list: do not change it)."""
+    return _per_tree("commands", tree, _commands)
+
+
+def _commands(tree: Tree) -> list[Command]:
     found: list[Command] = []
     for node in walk(tree.root_node):
         if node.type != "command":
@@ -424,7 +444,11 @@ def strip_user_data_wrapper(text: str) -> str:
 # --- functions and what they call ------------------------------------------------------------------
 
 def function_nodes(tree: Tree) -> dict[str, Node]:
-    """Function name (as written) -> its function_statement node."""
+    """Function name (as written) -> its function_statement node (a shared dict: do not change it)."""
+    return _per_tree("functions", tree, _function_nodes)
+
+
+def _function_nodes(tree: Tree) -> dict[str, Node]:
     found: dict[str, Node] = {}
     for node in walk(tree.root_node):
         if node.type == "function_statement":

@@ -47,7 +47,7 @@ $state = $null
 $reportOnlyMode = [bool]$ReportOnly
 $problems = [Collections.ArrayList]::new()
 # The step in progress and where the report's lists stood when it began; results by step name.
-$run = @{ step = $null; drift = 0; changes = 0; problems = 0; results = @{}; restarting = $false; folderPrivate = $false }
+$run = @{ step = $null; drift = 0; changes = 0; problems = 0; results = @{}; restarting = $false; folderPrivate = $false; adminSids = @() }
 $report = [ordered]@{
     schemaVersion = 1
     stack = $null
@@ -219,7 +219,7 @@ function Get-PrivacyProblem {
     if ($Item.Attributes -band [IO.FileAttributes]::ReparsePoint) { return 'a link (reparse point)' }
     $acl = Get-Acl -LiteralPath $Item.FullName
     $owner = $acl.GetOwner([Security.Principal.SecurityIdentifier]).Value
-    if ($trustedSids -notcontains $owner) { return "owned by $owner" }
+    if ($trustedSids -notcontains $owner -and $run.adminSids -notcontains $owner) { return "owned by $owner" }
     if ($Top -and -not $acl.AreAccessRulesProtected) { return 'inherits the ACL of ProgramData' }
     foreach ($rule in @($acl.GetAccessRules($true, $true, [Security.Principal.SecurityIdentifier]))) {
         if ("$($rule.AccessControlType)" -eq 'Allow' -and $trustedSids -notcontains $rule.IdentityReference.Value) { return "open to $($rule.IdentityReference.Value)" }
@@ -248,7 +248,13 @@ function Initialize-StateFolder {
     # private. Every run checks the folder and everything in it: an item someone else owns (or a
     # link) is deleted, since the folder holds only what this deployment recreates (markers, logs,
     # downloads, the account record); an item of ours that is open to others gets the private ACL.
-    # Report-only and an unrepairable folder: the run uses no file of it (steps that need it skip).
+    # Report-only repairs nothing: then nothing is logged and the account record is not read (the
+    # steps that need the folder still run, reading only); a folder that cannot be repaired fails
+    # this step and those steps are skipped.
+    # Owners may also be members of Administrators (an administrator's manual run); access rules
+    # stay SYSTEM and Administrators only.
+    try { $run.adminSids = @(Get-LocalGroupMember -SID 'S-1-5-32-544' | ForEach-Object { "$($_.SID)" }) }
+    catch { [void]$report.warnings.Add("the members of Administrators could not be listed ($($_.Exception.Message)): only SYSTEM and Administrators own state files") }
     if (-not (Test-Path -LiteralPath $dataDir)) {
         if ($reportOnlyMode) { $run.folderPrivate = $false; return }
         $null = [IO.Directory]::CreateDirectory($dataDir, (New-PrivateSecurity))
@@ -492,15 +498,16 @@ function Save-AccountRecord {
 }
 
 function Open-ServerManager {
-    # Microsoft.Web.Administration, as Microsoft's many-to-one sample (KB 2026113) uses it: every
-    # change is made in memory and reaches applicationHost.config with one CommitChanges().
+    # Microsoft.Web.Administration, as Microsoft's many-to-one sample uses it (IIS configuration
+    # reference, iisClientCertificateMappingAuthentication/manyToOneMappings): every change is made
+    # in memory and reaches applicationHost.config with one CommitChanges().
     return (New-Object -TypeName Microsoft.Web.Administration.ServerManager)
 }
 
 function Split-Location {
     # 'Default Web Site/ManageSoftRL' -> site 'Default Web Site', virtual path '/ManageSoftRL'.
     param([string]$Location)
-    $parts = $Location.Split([char]'/', 2)
+    $parts = @($Location -split '/', 2)
     $path = '/'
     if ($parts.Count -gt 1) { $path = "/$($parts[1])" }
     return @{ site = $parts[0]; path = $path }
@@ -780,7 +787,7 @@ function Set-LockdownSetting {
     # Locked where IIS applies them: a web.config at the site or an application cannot override a
     # section whose effective overrideMode at that location is Deny (such a web.config gets 500.19).
     foreach ($lock in @($Settings | ForEach-Object { "$($_.filter)|$($_.location)" } | Select-Object -Unique)) {
-        $filter, $location = $lock.Split([char]'|', 2)
+        $filter, $location = $lock -split '\|', 2
         $section = $Config.GetSection($filter, $location)
         if ("$($section.OverrideModeEffective)" -ne 'Deny') {
             [void]$items.Add("$filter at '$location' may be overridden by a web.config (overrideMode '$($section.OverrideModeEffective)')")
@@ -795,6 +802,7 @@ function Read-Effective {
     # them): any value that differs from the desired one is an override, reported as a problem.
     param($Manager, [object[]]$Settings)
     $effective = @{}
+    $apphostConfig = $Manager.GetApplicationHostConfiguration()
     foreach ($setting in $Settings) {
         $where = Split-Location -Location $setting.location
         $iisSite = $Manager.Sites[$where.site]
@@ -804,7 +812,11 @@ function Read-Effective {
         $key = "$($setting.location)|$($setting.filter)|$($setting.name)"
         $effective[$key] = $section.GetAttributeValue($setting.name)
         if ($iisEnums.ContainsKey($setting.name)) { $effective[$key] = ConvertFrom-IisNumber -Attribute $setting.name -Value $effective[$key] }
-        if ((Read-SettingValue -Section $section -Name $setting.name) -ne (Get-WantedValue -Setting $setting)) {
+        $wanted = Get-WantedValue -Setting $setting
+        # Plain drift (report-only) is already in the report: an override is a value IIS applies
+        # that differs while applicationHost.config holds the desired one.
+        $written = Read-SettingValue -Section $apphostConfig.GetSection($setting.filter, $setting.location) -Name $setting.name
+        if ($written -eq $wanted -and (Read-SettingValue -Section $section -Name $setting.name) -ne $wanted) {
             $source = 'a web.config above it'
             if ($section.IsLocallyStored) { $source = "the web.config of '$($setting.location)'" }
             Add-Problem "$($setting.filter)/@$($setting.name) is '$($effective[$key])' where IIS applies it ('$($setting.location)'), desired '$($setting.value)': overridden by $source"
