@@ -32,6 +32,7 @@ ATTRIBUTE_HOMES: dict[str, list[tuple[str, str]]] = {
     "Sync-LogFile": [(SITES, "siteDefaults/logFile"), (SITES, "site/logFile"), (SITES, "siteDefaults/logFile/customFields/add")],
     "Sync-Logging": [(SITES, "site"), (SITES, "siteDefaults/logFile"), (SITES, "siteDefaults/logFile/customFields/add")],
     "Sync-MimeMaps": [(STATIC, "mimeMap")],
+    "Sync-RequestFiltering": [(FILTERING, "fileExtensions/add")],
 }
 # Set-ManyToOne writes two attribute lists: the mapping's, then each rule's.
 MANY_TO_ONE_LISTS = [(CERT_MAP, "manyToOneMappings/add"), (CERT_MAP, "manyToOneMappings/add/rules/add")]
@@ -41,6 +42,7 @@ COLLECTIONS = {
     "oneToOneMappings": (CERT_MAP, "oneToOneMappings", "add"),
     "rules": (CERT_MAP, "manyToOneMappings/add/rules", "add"),
     "customFields": (SITES, "siteDefaults/logFile/customFields", "add"),
+    "fileExtensions": (FILTERING, "fileExtensions", "add"),
 }
 # Where each enum table of the script ($iisEnums) lives in the schema.
 ENUM_HOMES = {
@@ -110,10 +112,6 @@ def script_problems(text: str) -> list[str]:
         section = filters.get(variable)
         if section is None or not _exists(section, "", name):
             problems.append(f"Get-LockdownSetting writes {variable} ({section}) @{name}, which the schema does not have")
-    filtering = _function(text, "Sync-RequestFiltering")
-    for key in re.findall(r"-Value @\{ (\w+) = [^;]+; (\w+) = ", filtering)[0] if re.search(r"-Value @\{", filtering) else ():
-        if not _exists(FILTERING, "fileExtensions/add", key):
-            problems.append(f"Sync-RequestFiltering writes '{key}', which fileExtensions/add does not have")
     for name, values in script_enums(text).items():
         home = ENUM_HOMES.get(name)
         if home is None:
@@ -196,6 +194,7 @@ def test_an_observe_state_uses_only_values_iis_knows() -> None:
         ("$item.SetAttributeValue('userName', $UserName)", "$item.SetAttributeValue('user', $UserName)", "'user'"),
         ("name = 'manyToOneCertificateMappingsEnabled'", "name = 'manyToOneMappingsEnabled'", "manyToOneMappingsEnabled"),
         ("$new.SetAttributeValue('sourceType', $field.sourceType)", "$new.SetAttributeValue('source', $field.sourceType)", "'source'"),
+        ("$added.SetAttributeValue('allowed', $true)", "$added.SetAttributeValue('allow', $true)", "'allow'"),
     ],
 )
 def test_a_name_iis_does_not_know_is_caught(converge: str, old: str, new: str, expected: str) -> None:

@@ -513,13 +513,12 @@ def test_locked_sections_are_written_at_apphost_with_a_location(converge: str, c
                 continue
             arguments = text[text.rindex(".GetSection(") + len(".GetSection("):-1]
             assert "," in arguments, f"GetSection without a location: {text}"
-    # No WebAdministration write touches a locked section any more; request filtering keeps its
-    # own (unlocked, overrideModeDefault Allow) writes at the site's location.
+    # No WebAdministration configuration write is left: every IIS configuration change is an MWA
+    # change set with its own commit.
     writers = [c for c in ps_lint.commands(converge_tree) if c.name and re.fullmatch(r"(Set|Add|Remove)-WebConfigurationProperty", c.name)]
-    for command in writers:
-        text = ps_lint.node_text(command.node)
-        assert "-PSPath $apphost -Location $site -Filter $filter" in text, text
-        assert "Sync-RequestFiltering" == next(n for n, f in functions.items() if f.start_byte <= command.node.start_byte < f.end_byte)
+    assert writers == []
+    filtering = ps_lint.node_text(functions["Sync-RequestFiltering"])
+    assert "GetSection($filteringFilter, $siteLocation)" in filtering and "GetWebConfiguration($where.site, $where.path).GetSection($filteringFilter)" in filtering
     effective = ps_lint.node_text(functions["Read-Effective"])
     assert "$Manager.GetWebConfiguration($where.site, $where.path).GetSection($setting.filter)" in effective
     assert "Add-Problem" in effective and "IsLocallyStored" in effective

@@ -15,12 +15,12 @@ $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
 # Windows PowerShell 5.1 serialises arrays as {"value":[...],"Count":n} while this type data exists.
 try { Remove-TypeData -TypeName 'System.Array' -ErrorAction SilentlyContinue } catch { Write-Verbose 'no System.Array type data' }
-$apphost = 'MACHINE/WEBROOT/APPHOST'
 $certMapFilter = 'system.webServer/security/authentication/iisClientCertificateMappingAuthentication'
 $anonymousFilter = 'system.webServer/security/authentication/anonymousAuthentication'
 $accessFilter = 'system.webServer/security/access'
 $runtimeFilter = 'system.webServer/serverRuntime'
 $staticFilter = 'system.webServer/staticContent'
+$filteringFilter = 'system.webServer/security/requestFiltering'
 $schannelKey = 'HKLM:\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL'
 $dataDir = Join-Path $env:ProgramData 'flexnet-beacon'
 $logFile = Join-Path $dataDir 'converge.log'
@@ -913,17 +913,40 @@ function Sync-Lockdown {
 # --- request filtering
 
 function Sync-RequestFiltering {
-    $site = $state.site.name
-    $filter = 'system.webServer/security/requestFiltering/fileExtensions'
-    $entries = @(Get-WebConfigurationProperty -PSPath $apphost -Location $site -Filter $filter -Name 'Collection' | Where-Object { $null -ne $_ })
-    foreach ($extension in $state.requestFiltering.allowExtensions) {
-        $entry = $entries | Where-Object { $_.fileExtension -eq $extension } | Select-Object -First 1
-        if ($null -ne $entry -and (ConvertTo-Bool $entry.allowed)) { continue }
-        Invoke-Converge "request filtering at '$site' does not allow $extension" {
-            if ($null -ne $entry) { Remove-WebConfigurationProperty -PSPath $apphost -Location $site -Filter $filter -Name '.' -AtElement @{ fileExtension = $extension } }
-            Add-WebConfigurationProperty -PSPath $apphost -Location $site -Filter $filter -Name '.' -Value @{ fileExtension = $extension; allowed = $true }
+    # Allowed at the site in applicationHost.config (an inherited deny entry is removed and added
+    # again as allowed), then checked where IIS applies it: request filtering may be overridden in
+    # a web.config (overrideModeDefault Allow), and one that denies a Flexera file type makes agents
+    # get 404.7 there while applicationHost.config looks right.
+    $siteLocation = @($state.site.locations)[0]
+    $manager = Open-ServerManager
+    try {
+        $entries = $manager.GetApplicationHostConfiguration().GetSection($filteringFilter, $siteLocation).GetCollection('fileExtensions')
+        $items = [Collections.ArrayList]::new()
+        foreach ($extension in $state.requestFiltering.allowExtensions) {
+            $entry = @($entries | Where-Object { [string]$_.GetAttributeValue('fileExtension') -eq $extension }) | Select-Object -First 1
+            if ($null -ne $entry -and (ConvertTo-Bool $entry.GetAttributeValue('allowed'))) { continue }
+            [void]$items.Add("request filtering at '$siteLocation' does not allow $extension")
+            if ($null -ne $entry) { $entries.Remove($entry) }
+            $added = $entries.CreateElement('add')
+            $added.SetAttributeValue('fileExtension', $extension)
+            $added.SetAttributeValue('allowed', $true)
+            $null = $entries.Add($added)
         }
-    }
+        Invoke-ConvergeAll -What $items -Fix { $manager.CommitChanges() }
+    } finally { $manager.Dispose() }
+    $applied = Open-ServerManager
+    try {
+        foreach ($location in $state.site.locations) {
+            $where = Split-Location -Location $location
+            $iisSite = $applied.Sites[$where.site]
+            if ($null -eq $iisSite -or ($where.path -ne '/' -and $null -eq $iisSite.Applications[$where.path])) { continue }
+            $effective = @($applied.GetWebConfiguration($where.site, $where.path).GetSection($filteringFilter).GetCollection('fileExtensions'))
+            foreach ($denied in @($effective | Where-Object { -not (ConvertTo-Bool $_.GetAttributeValue('allowed')) -and @($state.requestFiltering.allowExtensions) -contains [string]$_.GetAttributeValue('fileExtension') })) {
+                if ($reportOnlyMode -and $items.Count -gt 0) { continue }  # drift of applicationHost.config itself, already reported
+                Add-Problem "request filtering denies $($denied.GetAttributeValue('fileExtension')) where IIS applies it ('$location'): a web.config overrides the site (agents get 404.7)"
+            }
+        }
+    } finally { $applied.Dispose() }
 }
 
 # --- W3C logging with the client certificate's facts (sites/siteDefaults/logFile, and a site's own)
