@@ -504,13 +504,16 @@ function Open-ServerManager {
     return (New-Object -TypeName Microsoft.Web.Administration.ServerManager)
 }
 
-function Split-Location {
-    # 'Default Web Site/ManageSoftRL' -> site 'Default Web Site', virtual path '/ManageSoftRL'.
-    param([string]$Location)
+function Get-ServedPath {
+    # 'Default Web Site/ManageSoftRL' -> @{ site; path = '/ManageSoftRL' } when that site (and
+    # application) exists; $null before it does (applicationHost.config's location applies then).
+    param($Manager, [string]$Location)
     $parts = @($Location -split '/', 2)
-    $path = '/'
-    if ($parts.Count -gt 1) { $path = "/$($parts[1])" }
-    return @{ site = $parts[0]; path = $path }
+    $where = @{ site = $parts[0]; path = '/' }
+    if ($parts.Count -gt 1) { $where.path = "/$($parts[1])" }
+    $iisSite = $Manager.Sites[$where.site]
+    if ($null -eq $iisSite -or ($where.path -ne '/' -and $null -eq $iisSite.Applications[$where.path])) { return $null }
+    return $where
 }
 
 function ConvertTo-IisNumber {
@@ -804,10 +807,8 @@ function Read-Effective {
     $effective = @{}
     $apphostConfig = $Manager.GetApplicationHostConfiguration()
     foreach ($setting in $Settings) {
-        $where = Split-Location -Location $setting.location
-        $iisSite = $Manager.Sites[$where.site]
-        if ($null -eq $iisSite) { continue }
-        if ($where.path -ne '/' -and $null -eq $iisSite.Applications[$where.path]) { continue }  # not installed yet: applicationHost.config applies when it is
+        $where = Get-ServedPath -Manager $Manager -Location $setting.location
+        if ($null -eq $where) { continue }
         $section = $Manager.GetWebConfiguration($where.site, $where.path).GetSection($setting.filter)
         $key = "$($setting.location)|$($setting.filter)|$($setting.name)"
         $effective[$key] = $section.GetAttributeValue($setting.name)
@@ -937,9 +938,8 @@ function Sync-RequestFiltering {
     $applied = Open-ServerManager
     try {
         foreach ($location in $state.site.locations) {
-            $where = Split-Location -Location $location
-            $iisSite = $applied.Sites[$where.site]
-            if ($null -eq $iisSite -or ($where.path -ne '/' -and $null -eq $iisSite.Applications[$where.path])) { continue }
+            $where = Get-ServedPath -Manager $applied -Location $location
+            if ($null -eq $where) { continue }
             $effective = @($applied.GetWebConfiguration($where.site, $where.path).GetSection($filteringFilter).GetCollection('fileExtensions'))
             foreach ($denied in @($effective | Where-Object { -not (ConvertTo-Bool $_.GetAttributeValue('allowed')) -and @($state.requestFiltering.allowExtensions) -contains [string]$_.GetAttributeValue('fileExtension') })) {
                 if ($reportOnlyMode -and $items.Count -gt 0) { continue }  # drift of applicationHost.config itself, already reported
@@ -1024,9 +1024,8 @@ function Sync-MimeMaps {
         $missing = [Collections.ArrayList]::new()
         $duplicated = [Collections.ArrayList]::new()
         foreach ($location in $state.site.locations) {
-            $where = Split-Location -Location $location
-            $iisSite = $manager.Sites[$where.site]
-            if ($null -eq $iisSite -or ($where.path -ne '/' -and $null -eq $iisSite.Applications[$where.path])) { continue }
+            $where = Get-ServedPath -Manager $manager -Location $location
+            if ($null -eq $where) { continue }
             try { $applied = @($manager.GetWebConfiguration($where.site, $where.path).GetSection($staticFilter).GetCollection() | ForEach-Object { [string]$_.GetAttributeValue('fileExtension') }) }
             catch {
                 $message = $_.Exception.Message
