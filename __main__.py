@@ -1,8 +1,10 @@
 """flexnet-beacon: config -> validate -> components -> exports."""
 
 import pulumi
+import pulumi_aws as aws
 
 from components import config
+from components.readiness import deploy_gate
 from components.stack import build, export, prepare
 
 try:
@@ -11,7 +13,18 @@ except config.ConfigInvalid as invalid:
     # RunError: Pulumi prints the message without a traceback; nothing has been created yet.
     raise pulumi.RunError(invalid.render()) from None
 
-for warning in prepared.warnings:
+# A protected stack does not deploy what cannot work (placeholder CRL hosts, no server
+# certificate, secrets of another account): `pulumi up` stops here, before any resource;
+# `pulumi preview` and the offline plan say what would stop it.
+caller_account = aws.get_caller_identity().account_id
+gate_warnings, blockers = deploy_gate(prepared.cfg, prepared.crl, caller_account, updating=not pulumi.runtime.is_dry_run())
+if blockers:
+    raise pulumi.RunError(
+        f"stack {prepared.cfg.stack} is protected and this update would deploy a beacon that cannot work ({len(blockers)} problems):\n"
+        + "\n".join(f"  - {line}" for line in blockers)
+    )
+
+for warning in list(prepared.warnings) + gate_warnings:
     pulumi.log.warn(warning)
 
 try:

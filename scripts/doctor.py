@@ -301,9 +301,12 @@ def check_policy_pack(root: Path = ROOT) -> Check:
                  "pack with it)", "python3 -m venv policy/venv && policy/venv/bin/pip install -r policy/requirements.txt")
 
 
-def check_stack_config(name: str, root: Path = ROOT) -> Check:
-    """The stack file through the program's own validation and readiness warnings (offline)."""
+def check_stack_config(name: str, root: Path = ROOT, account: str | None = None) -> Check:
+    """The stack file through the program's own validation and readiness warnings (offline), and
+    what would stop `pulumi up` of a protected stack (secrets of another account only when the
+    account is known: --check-aws)."""
     from components.config import ConfigInvalid, stack_file_to_raw
+    from components.readiness import deploy_blockers, foreign_secrets
     from components.stack import prepare
 
     path = root / "stacks" / f"Pulumi.{name}.yaml"
@@ -315,6 +318,15 @@ def check_stack_config(name: str, root: Path = ROOT) -> Check:
     except (OSError, yaml.YAMLError, ValueError) as exc:
         return Check(f"config:{name}", MISSING, f"{path.relative_to(root)}: {exc}", "fix the stack file")
     warnings = list(prepared.warnings)
+    blockers = deploy_blockers(prepared.cfg, prepared.crl, account or "")
+    if account is None:  # unknown account: no secret is judged foreign
+        foreign = set(foreign_secrets(prepared.cfg, ""))
+        blockers = [line for line in blockers if line not in foreign]
+    elif not prepared.cfg.protection:
+        warnings += foreign_secrets(prepared.cfg, account)
+    if blockers:
+        return Check(f"config:{name}", WARNING, f"pulumi up stops this protected stack ({len(blockers)}): " + " | ".join(blockers),
+                     "fix each before pulumi up; preview and make plan still run", {"warnings": warnings, "blockers": blockers})
     if warnings:
         return Check(f"config:{name}", WARNING, f"{len(warnings)} warning(s): " + " | ".join(warnings),
                      "each says what a real beacon would do; fix the config before pulumi up", {"warnings": warnings})
@@ -331,7 +343,8 @@ def diagnose(env: Mapping[str, str] | None = None, root: Path = ROOT, check_aws:
     checks = [check_pulumi_cli(env, root), check_aws_plugin(env, root), check_aws_credentials(env, check_aws),
               check_region(env, stacks, wanted), check_backend(env, stacks), check_stack_files(stacks),
               check_policy_pack(root)]
-    checks += [check_stack_config(name, root) for name in wanted if name in stacks and not stacks[name].get("error")]
+    account = next((c.data.get("account") for c in checks if c.name == "aws-credentials" and c.data), None)
+    checks += [check_stack_config(name, root, account) for name in wanted if name in stacks and not stacks[name].get("error")]
     if stack and stack not in stacks:
         checks.append(Check("stack", MISSING, f"no stacks/Pulumi.{stack}.yaml",
                             f"one of: {', '.join(sorted(stacks)) or '(none)'}"))

@@ -239,19 +239,29 @@ class _LogCapture:
         self.records.append(("error", msg))
 
 
-def run_program(stack: str, config: Mapping[str, str], region: str, secret_keys: list[str] | None = None, base: Path | None = None) -> ProgramRun:
+def run_program(
+    stack: str,
+    config: Mapping[str, str],
+    region: str,
+    secret_keys: list[str] | None = None,
+    base: Path | None = None,
+    preview: bool = True,
+    account: str = MOCK_ACCOUNT,
+) -> ProgramRun:
     """Execute __main__.py under mocks with `config` (project keys, Pulumi string values).
 
     base: the project directory the config's certificate files are read from (default the
-    repository), passed to the program as FLEXNET_BEACON_PROJECT_DIR (components.stack)."""
-    mocks = PlanMocks(region)
+    repository), passed to the program as FLEXNET_BEACON_PROJECT_DIR (components.stack).
+    preview: run as `pulumi preview` (the offline plan) or, False, as `pulumi up`.
+    account: the account aws.get_caller_identity answers with."""
+    mocks = PlanMocks(region, account)
     monitor = RecordingMonitor(mocks)
     logger = _LogCapture()
     all_config = {f"{PROJECT}:{k}": v for k, v in config.items()}
     all_config["aws:region"] = region
     pulumi_settings.reset_options()
     set_all_config(all_config, secret_keys or [])
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, logger=logger, monitor=monitor)  # type: ignore[arg-type]
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, logger=logger, monitor=monitor)  # type: ignore[arg-type]
     root = pulumi_settings.get_root_resource()
     # Don't let the developer's environment leak into the run.
     saved_env = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("PULUMI_CONFIG")}

@@ -151,7 +151,16 @@ def extension(cert: x509.Certificate | x509.CertificateRevocationList, ext_type:
 
 def cdp_urls(cert: x509.Certificate) -> list[str]:
     """URLs of the CRLDistributionPoints extension (full names only), in order, de-duplicated."""
-    points = extension(cert, x509.CRLDistributionPoints)
+    return _distribution_point_urls(extension(cert, x509.CRLDistributionPoints))
+
+
+def delta_crl_urls(cert: x509.Certificate) -> list[str]:
+    """URLs of the FreshestCRL extension (RFC 5280 4.2.1.15: where the delta CRLs are): Windows
+    fetches the delta CRL too when a certificate names one, so the beacon must reach it."""
+    return _distribution_point_urls(extension(cert, x509.FreshestCRL))
+
+
+def _distribution_point_urls(points: Any) -> list[str]:
     urls: list[str] = []
     for point in points or ():
         for general in point.full_name or ():

@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ..beacon.policy import dns_suffix, partition_for
-from .facts import aia_urls, cdp_urls, common_name, issuing_cas, load_certificates
+from .facts import aia_urls, cdp_urls, common_name, delta_crl_urls, issuing_cas, load_certificates
 from ..config import ConfigIssue, hostname_problem
 from ..safe_files import CERTIFICATE_FILE_LIMIT, FileRefused, inside, read_regular
 
@@ -171,9 +171,13 @@ def crl_egress(
     for ca in (*trust.intermediates, *trust.issuing):
         for url in cdp_urls(ca.certificate):
             add(url, f"CDP of {ca.subject}")
+        for url in delta_crl_urls(ca.certificate):
+            add(url, f"Delta CRL of {ca.subject}")
     if sample_device is not None:
         for url in cdp_urls(sample_device.certificate):
             add(url, f"CDP of sample device {sample_device.subject}")
+        for url in delta_crl_urls(sample_device.certificate):
+            add(url, f"Delta CRL of sample device {sample_device.subject}")
         for url in aia_urls(sample_device.certificate, "caIssuers"):
             add(url, f"AIA of sample device {sample_device.subject}")
 
