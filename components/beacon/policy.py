@@ -72,6 +72,11 @@ def s3_object_arn(partition: str, s3_uri: str) -> str:
     return f"arn:{partition}:s3:::{bucket_and_key}"
 
 
+# Every action that reads a parameter's value or history (Service Authorization Reference,
+# AWS Systems Manager: actions on the "parameter" resource type).
+PARAMETER_READ_ACTIONS = ["ssm:GetParameter", "ssm:GetParameterHistory", "ssm:GetParameters", "ssm:GetParametersByPath"]
+
+
 def stack_read_policy(
     partition: str,
     region: str,
@@ -154,6 +159,19 @@ def stack_read_policy(
                     "Effect": "Allow",
                     "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
                     "Resource": f"arn:{partition}:ssm:{region}:{account_id}:parameter/{prefix}/*",
+                },
+                {
+                    # AmazonSSMManagedInstanceCore (attached next to this policy) allows
+                    # ssm:GetParameter/GetParameters on "*": every parameter of the account,
+                    # SecureStrings under the aws/ssm key included. An explicit Deny wins over any
+                    # Allow, also over a later version of the managed policy.
+                    "Sid": "NoParametersOutsideTheStack",
+                    "Effect": "Deny",
+                    "Action": PARAMETER_READ_ACTIONS,
+                    "NotResource": [
+                        f"arn:{partition}:ssm:{region}:{account_id}:parameter/{prefix}",
+                        f"arn:{partition}:ssm:{region}:{account_id}:parameter/{prefix}/*",
+                    ],
                 },
                 *extra,
             ],
