@@ -69,7 +69,8 @@ KEYS: tuple[Key, ...] = (
     Key("egressPorts", "array", [80, 443], "TCP ports the beacons may use outbound (CRL over http, APIs over https); the firewall filters by domain.", items="integer"),
     Key("crlUrls", "array", [], "CRL distribution point URLs (http or https) the beacon must reach to check revocation; their hosts join the crl egress group.", items="string"),
     Key("crlDomains", "array", [], "Extra domains for the crl egress group ('.example.com' = domain and subdomains).", items="string"),
-    Key("flexeraParentDomains", "array", [], "Domains of the beacon's parent (Flexera One or the upstream beacon/inventory server).", items="string"),
+    Key("flexeraRegion", "string", "na", "Flexera One region of the beacon's tenant: na, eu or apac (their documented application, batch, inventory and sign-in hosts and the revocation servers of their certificates join the flexera-parent egress group), or on-premises (FlexNet Manager Suite: flexeraParentDomains names the parent)."),
+    Key("flexeraParentDomains", "array", [], "More domains for the flexera-parent egress group: with flexeraRegion on-premises the application server or upstream beacon (required); otherwise anything Flexera's region list lacks.", items="string"),
     Key("awsEndpointsExtraDomains", "array", [], "Extra domains for the aws-endpoints egress group (SSM, Secrets Manager, CloudWatch Logs and metrics of the region are built in; S3 goes through the VPC's gateway endpoint, not the firewall).", items="string"),
     Key("windowsUpdateExtraDomains", "array", [], "Extra domains for the windows-update egress group (Microsoft update domains are built in).", items="string"),
     Key("egressDisabledGroups", "array", [], "Egress groups to switch off: crl, flexera-parent, aws-endpoints, windows-update.", items="string"),
@@ -181,6 +182,7 @@ class BeaconConfig:
     owner: str
     cost_centre: str
     iis_site_name: str = "Default Web Site"
+    flexera_region: str = "na"
     enforcement: str = "require"
     require_min_ready_percent: int = 100
     iis_log_retention_days: int = 90
@@ -375,6 +377,7 @@ def _assemble(values: Mapping[str, Any], stack: str, region: str) -> BeaconConfi
         cost_centre=values["costCentre"],
         iis_site_name=values["iisSiteName"],
         enforcement=values["enforcement"],
+        flexera_region=values["flexeraRegion"],
         require_min_ready_percent=values["requireMinReadyPercent"],
         iis_log_retention_days=values["iisLogRetentionDays"],
         server_certificate_secret_arn=values["serverCertificateSecretArn"],

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from .network.flexera import FLEXERA_REGIONS
+
 # Egress groups the firewall's domain allowlist is built from (components/network/egress.py).
 EGRESS_GROUPS = ("crl", "flexera-parent", "aws-endpoints", "windows-update")
 # The key holding each group's extra domains, in the order they are checked.
@@ -308,6 +310,12 @@ def check_egress(c: Checks) -> None:
         for item in v["egressDisabledGroups"]:
             if item not in EGRESS_GROUPS:
                 c.bad("egressDisabledGroups", item, f"one of {', '.join(EGRESS_GROUPS)}")
+    if c.ok("flexeraRegion"):
+        if v["flexeraRegion"] not in FLEXERA_REGIONS:
+            c.bad("flexeraRegion", v["flexeraRegion"], f"one of {', '.join(FLEXERA_REGIONS)}")
+        elif v["flexeraRegion"] == "on-premises" and c.ok("flexeraParentDomains") and not v["flexeraParentDomains"]:
+            c.bad("flexeraParentDomains", v["flexeraParentDomains"],
+                  "the parent's domains (the FlexNet Manager Suite application server or the upstream beacon) with flexeraRegion on-premises")
 
 
 def check_operations(c: Checks) -> None:

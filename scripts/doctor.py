@@ -306,6 +306,7 @@ def check_stack_config(name: str, root: Path = ROOT, account: str | None = None)
     what would stop `pulumi up` of a protected stack (secrets of another account only when the
     account is known: --check-aws)."""
     from components.config import ConfigInvalid, stack_file_to_raw
+    from components.network.flexera import describe as describe_flexera
     from components.readiness import deploy_blockers, foreign_secrets
     from components.stack import prepare
 
@@ -318,6 +319,7 @@ def check_stack_config(name: str, root: Path = ROOT, account: str | None = None)
     except (OSError, yaml.YAMLError, ValueError) as exc:
         return Check(f"config:{name}", MISSING, f"{path.relative_to(root)}: {exc}", "fix the stack file")
     warnings = list(prepared.warnings)
+    flexera = describe_flexera(prepared.cfg.flexera_region, prepared.allowlist)
     blockers = deploy_blockers(prepared.cfg, prepared.crl, account or "")
     if account is None:  # unknown account: no secret is judged foreign
         foreign = set(foreign_secrets(prepared.cfg, ""))
@@ -325,12 +327,12 @@ def check_stack_config(name: str, root: Path = ROOT, account: str | None = None)
     elif not prepared.cfg.protection:
         warnings += foreign_secrets(prepared.cfg, account)
     if blockers:
-        return Check(f"config:{name}", WARNING, f"pulumi up stops this protected stack ({len(blockers)}): " + " | ".join(blockers),
-                     "fix each before pulumi up; preview and make plan still run", {"warnings": warnings, "blockers": blockers})
+        return Check(f"config:{name}", WARNING, f"{flexera}; pulumi up stops this protected stack ({len(blockers)}): " + " | ".join(blockers),
+                     "fix each before pulumi up; preview and make plan still run", {"warnings": warnings, "blockers": blockers, "flexera": flexera})
     if warnings:
-        return Check(f"config:{name}", WARNING, f"{len(warnings)} warning(s): " + " | ".join(warnings),
-                     "each says what a real beacon would do; fix the config before pulumi up", {"warnings": warnings})
-    return Check(f"config:{name}", OK, "valid, nothing a real beacon could not do", data={"warnings": []})
+        return Check(f"config:{name}", WARNING, f"{flexera}; {len(warnings)} warning(s): " + " | ".join(warnings),
+                     "each says what a real beacon would do; fix the config before pulumi up", {"warnings": warnings, "flexera": flexera})
+    return Check(f"config:{name}", OK, f"valid, nothing a real beacon could not do; {flexera}", data={"warnings": [], "flexera": flexera})
 
 
 # --- putting it together ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from components import config as beacon_config
+from components.network.flexera import describe as describe_flexera
 from components.stack_yaml import read_stack_document
 from scripts.cli_args import undecodable_argument
 
@@ -136,6 +137,7 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
         "components": Counter(r["type"] for r in resources if not r["custom"]),
         "warnings": warnings,
         "cost": cost,
+        "flexera": describe_flexera(prepared.cfg.flexera_region, prepared.allowlist),
     }
 
 
@@ -207,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for line in render_cost(summary["cost"]):
         print(line)
+    print(summary["flexera"])
     for warning in summary["warnings"]:
         print(f"warning: {warning}")
     print("wrote " + ", ".join(summary["files"]))

@@ -3,7 +3,8 @@
 Groups (each can be switched off with egressDisabledGroups, and extended in config):
 - crl: hosts of the CRL distribution points the beacon must reach to check revocation
   (crlUrls, crlDomains; derived from the certificates by components/certs/trust.py later).
-- flexera-parent: the beacon's parent (Flexera One or an upstream server).
+- flexera-parent: the beacon's parent: the hosts of the Flexera One region (flexeraRegion,
+  components/network/flexera.py) plus flexeraParentDomains (on-premises: only those).
 - aws-endpoints: the AWS APIs SSM, the converge script and the logs need in the stack's region
   (not S3: it goes through the VPC's gateway endpoint).
 - windows-update: Microsoft's update and certificate trust list hosts.
@@ -17,6 +18,7 @@ from typing import Mapping, Sequence
 
 from ..beacon.policy import dns_suffix, partition_for
 from ..config import EGRESS_GROUPS, BeaconConfig, domain_problem
+from .flexera import flexera_hosts
 
 # Microsoft's documented Windows Update endpoints, plus the CTL/CRL hosts Windows uses to keep
 # its trusted roots and check Microsoft-signed binaries.
@@ -44,7 +46,9 @@ def aws_endpoint_domains(region: str) -> tuple[str, ...]:
     return tuple(f"{svc}.{region}.{suffix}" for svc in AWS_API_SERVICES)
 
 
-def builtin_domains(group: str, region: str) -> tuple[str, ...]:
+def builtin_domains(group: str, region: str, flexera_region: str = "na") -> tuple[str, ...]:
+    if group == "flexera-parent":
+        return flexera_hosts(flexera_region)
     if group == "aws-endpoints":
         return aws_endpoint_domains(region)
     if group == "windows-update":
@@ -59,7 +63,7 @@ def egress_allowlist(cfg: BeaconConfig, crl_hosts: tuple[str, ...] = ()) -> dict
         setting = cfg.egress_groups[group]
         if not setting.enabled:
             continue
-        candidates = builtin_domains(group, cfg.region) + setting.extra_domains + (crl_hosts if group == "crl" else ())
+        candidates = builtin_domains(group, cfg.region, cfg.flexera_region) + setting.extra_domains + (crl_hosts if group == "crl" else ())
         # A fully qualified name's trailing dot is dropped (crl.example.com. -> crl.example.com).
         candidates = tuple(d.lower()[:-1] if d.endswith(".") and not d.endswith("..") else d.lower() for d in candidates)
         for domain in candidates:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from components import config
 from components.network import egress
+from components.network.flexera import flexera_hosts
 
 AWS_SERVICES = ("ssm", "ssmmessages", "ec2messages", "secretsmanager", "logs")
 
@@ -42,7 +43,8 @@ def test_china_regions_use_the_cn_suffix(region: str) -> None:
 
 def test_builtin_groups() -> None:
     assert egress.builtin_domains("crl", "us-east-1") == ()
-    assert egress.builtin_domains("flexera-parent", "us-east-1") == ()
+    assert egress.builtin_domains("flexera-parent", "us-east-1", "on-premises") == ()
+    assert "app.flexera.com" in egress.builtin_domains("flexera-parent", "us-east-1")  # region na by default
     assert egress.builtin_domains("windows-update", "us-east-1") == egress.WINDOWS_UPDATE_DOMAINS
     wu = egress.egress_allowlist(load())["windows-update"]
     assert ".windowsupdate.com" in wu and ".update.microsoft.com" in wu
@@ -56,7 +58,8 @@ def test_builtin_groups() -> None:
 def test_default_config_enables_every_group_in_order() -> None:
     allowlist = egress.egress_allowlist(load())
     assert list(allowlist) == list(config.EGRESS_GROUPS)
-    assert allowlist["crl"] == [] and allowlist["flexera-parent"] == []
+    assert allowlist["crl"] == []
+    assert allowlist["flexera-parent"] == sorted(flexera_hosts("na")), "the default Flexera region is na"
 
 
 @pytest.mark.parametrize("disabled", [["crl"], ["aws-endpoints", "windows-update"], list(config.EGRESS_GROUPS)])
@@ -125,7 +128,9 @@ def test_extra_domains_join_their_group() -> None:
         windowsUpdateExtraDomains=["ctldl.windowsupdate.example"],
     )
     allowlist = egress.egress_allowlist(cfg)
-    assert allowlist["flexera-parent"] == [".flexera.example", "beacon.flexnetmanager.example"]
+    assert allowlist["flexera-parent"] == sorted([".flexera.example", "beacon.flexnetmanager.example", *flexera_hosts("na")])
+    on_premises = egress.egress_allowlist(load(flexeraRegion="on-premises", flexeraParentDomains=["fnms.corp.example"]))
+    assert on_premises["flexera-parent"] == ["fnms.corp.example"]
     assert "sts.us-east-1.amazonaws.com" in allowlist["aws-endpoints"]
     assert "ctldl.windowsupdate.example" in allowlist["windows-update"]
 
