@@ -6,7 +6,7 @@ Command document holds 64 KB, so neither the script nor the state is embedded. T
 private converge bucket holds `converge/script-<sha256>.ps1` and `converge/state-<sha256>.json`;
 the document's parameters name the bucket, the region and both digests (their defaults are the
 deployed ones, so `ops verify` can send the document with ReportOnly alone). The bootstrap
-downloads both objects through the S3 gateway endpoint into the private state folder, reads each
+downloads both objects through the S3 gateway endpoint into a private directory of its own, reads each
 once into memory, checks the SHA-256 of those bytes against its parameter (a mismatch stops
 before anything runs) and runs exactly those bytes: the script as a script block, the state as
 -EncodedState. Every
@@ -67,27 +67,27 @@ _REGION = "^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]$"
 
 # The bootstrap: static code; {{ Name }} are SSM parameters, each held to a pattern without quotes.
 # The state folder is created private (SYSTEM and Administrators, nothing inherited from
-# ProgramData) when the bootstrap is first to make it; each object is read once into memory, its
-# SHA-256 checked on those bytes, and those same bytes run: a file swapped on disk after the check
-# changes nothing. The converge script then checks and repairs the folder's ACL.
+# ProgramData) when the bootstrap is first to make it; the bootstrap itself never writes into it
+# (the converge script checks and repairs it): the objects go to a new directory of a random name
+# under SYSTEM's temp folder, created private, removed once both are in memory. Each object is
+# read once into memory, its SHA-256 checked on those bytes, and those same bytes run: a file
+# swapped on disk after the check changes nothing.
 BOOTSTRAP = (
     "$ErrorActionPreference = 'Stop'",
     "$ProgressPreference = 'SilentlyContinue'",
     "$bucket = '{{ StateBucket }}'",
     "$region = '{{ StateRegion }}'",
     "$reportOnly = '{{ ReportOnly }}' -eq 'true'",
-    "$dir = Join-Path $env:ProgramData 'flexnet-beacon'",
-    "if (-not (Test-Path -LiteralPath $dir)) {",
-    "    $acl = New-Object -TypeName System.Security.AccessControl.DirectorySecurity",
-    "    $acl.SetAccessRuleProtection($true, $false)",
-    "    foreach ($sid in @('S-1-5-18', 'S-1-5-32-544')) {",
-    "        $identity = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList $sid",
-    "        $acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList $identity, 'FullControl', 'ContainerInherit, ObjectInherit', 'None', 'Allow'))",
-    "    }",
-    "    $null = [IO.Directory]::CreateDirectory($dir, $acl)",
+    "$acl = New-Object -TypeName System.Security.AccessControl.DirectorySecurity",
+    "$acl.SetAccessRuleProtection($true, $false)",
+    "foreach ($sid in @('S-1-5-18', 'S-1-5-32-544')) {",
+    "    $identity = New-Object -TypeName System.Security.Principal.SecurityIdentifier -ArgumentList $sid",
+    "    $acl.AddAccessRule((New-Object -TypeName System.Security.AccessControl.FileSystemAccessRule -ArgumentList $identity, 'FullControl', 'ContainerInherit, ObjectInherit', 'None', 'Allow'))",
     "}",
-    "$work = Join-Path $dir 'converge'",
-    "$null = New-Item -ItemType Directory -Path $work -Force",
+    "$dir = Join-Path $env:ProgramData 'flexnet-beacon'",
+    "if (-not (Test-Path -LiteralPath $dir)) { $null = [IO.Directory]::CreateDirectory($dir, $acl) }",
+    "$work = Join-Path ([IO.Path]::GetTempPath()) ('flexnet-beacon-' + [guid]::NewGuid().ToString('N'))",
+    "$null = [IO.Directory]::CreateDirectory($work, $acl)",
     "$objects = @(",
     "    @{ Key = 'converge/script-{{ ScriptDigest }}.ps1'; Digest = '{{ ScriptDigest }}'; File = (Join-Path $work 'Set-BeaconMtls.ps1'); Bytes = $null },",
     "    @{ Key = 'converge/state-{{ StateDigest }}.json'; Digest = '{{ StateDigest }}'; File = (Join-Path $work 'state.json'); Bytes = $null }",
@@ -98,17 +98,19 @@ BOOTSTRAP = (
     "        $object.Bytes = [IO.File]::ReadAllBytes($object.File)",
     "    } catch {",
     "        [Console]::Error.WriteLine(\"converge bootstrap: cannot read s3://$bucket/$($object.Key) in ${region}: $($_.Exception.Message)\")",
+    "        Remove-Item -LiteralPath $work -Recurse -Force -ErrorAction SilentlyContinue",
     "        exit 1",
     "    }",
     "    $hasher = [Security.Cryptography.SHA256]::Create()",
     "    $actual = -join @($hasher.ComputeHash($object.Bytes) | ForEach-Object { $_.ToString('x2') })",
     "    $hasher.Dispose()",
     "    if ($actual -ne $object.Digest) {",
-    "        Remove-Item -LiteralPath $object.File -Force",
+    "        Remove-Item -LiteralPath $work -Recurse -Force",
     "        [Console]::Error.WriteLine(\"converge bootstrap: s3://$bucket/$($object.Key) has SHA-256 $actual, expected $($object.Digest): nothing was run\")",
     "        exit 1",
     "    }",
     "}",
+    "Remove-Item -LiteralPath $work -Recurse -Force",
     "$converge = [scriptblock]::Create([Text.Encoding]::UTF8.GetString($objects[0].Bytes).TrimStart([char]0xFEFF))",
     "& $converge -EncodedState ([Convert]::ToBase64String($objects[1].Bytes)) -ReportOnly:$reportOnly",
     "exit $LASTEXITCODE",

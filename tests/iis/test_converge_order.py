@@ -44,11 +44,11 @@ EXPECTED = [
     ("trustStores", "Sync-TrustStores", ()),
     ("schannel", "Sync-Schannel", ("stateFolder",)),
     ("rootStore", "Test-RootStore", ()),
-    ("siteBinding", "Sync-SiteBinding", ("lockdown", "serverCertificate", "stateFolder")),
-    ("httpSys", "Sync-HttpSys", ("lockdown", "serverCertificate")),
-    ("crl", "Test-CrlReachability", ()),
     ("beaconInstaller", "Sync-BeaconInstaller", ("lockdown", "stateFolder")),
-    ("lockdownAfterInstaller", "Sync-Lockdown", ("beaconInstaller",)),
+    ("lockdownAfterInstaller", "Sync-Lockdown", ("lockdown",)),
+    ("siteBinding", "Sync-SiteBinding", ("lockdown", "lockdownAfterInstaller?", "serverCertificate", "stateFolder")),
+    ("httpSys", "Sync-HttpSys", ("lockdown", "lockdownAfterInstaller?", "serverCertificate")),
+    ("crl", "Test-CrlReachability", ()),
 ]
 # Commands that depend on something outside the instance or change HTTP.sys / certificates / IIS.
 OUTSIDE_OR_RISKY = {"get-secsecretvalue", "read-s3object", "import-pfxcertificate", "netsh.exe", "start-process", "invoke-webrequest"}
@@ -156,7 +156,9 @@ def test_lockdown_is_the_first_step_that_writes_iis_and_nothing_outside_comes_be
     # What lock-down must not wait for comes after it: the PFX, trust stores, netsh, the installer.
     later = set().union(*(ps_lint.reachable_commands(tree, f) for f in order[first + 1:]))
     assert {"get-secsecretvalue", "import-pfxcertificate", "netsh.exe", "read-s3object", "start-process"} <= later
-    assert order.index("Sync-BeaconInstaller") == len(order) - 2  # last (the re-check of lock-down follows it)
+    # The installer and the re-check of the lock-down after it come before anything touches 443.
+    names = [name for name, _, _ in EXPECTED]
+    assert names.index("beaconInstaller") + 1 == names.index("lockdownAfterInstaller") < names.index("siteBinding") < names.index("httpSys")
 
 
 def opens_443(tree, function: str) -> bool:
@@ -172,7 +174,11 @@ def dependency_problems(text: str) -> list[str]:
     for name, function, requires in steps:
         if opens_443(tree, function) and "lockdown" not in requires:
             problems.append(f"step {name} can open 443 ({function}) without requiring lockdown")
-        if ps_lint.reachable_commands(tree, function) & STATE_FILES and "stateFolder" not in requires and name != "lockdownAfterInstaller":
+        if opens_443(tree, function) and "lockdownAfterInstaller?" not in requires:
+            problems.append(f"step {name} can open 443 ({function}) without the lock-down's re-check after the installer")
+        if opens_443(tree, function) and [n for n, _, _ in steps].index(name) < [n for n, _, _ in steps].index("beaconInstaller"):
+            problems.append(f"step {name} can open 443 ({function}) before the installer has run and been undone")
+        if ps_lint.reachable_commands(tree, function) & STATE_FILES and "stateFolder" not in requires and function != "Sync-Lockdown":
             problems.append(f"step {name} uses state-folder files without requiring stateFolder")
         if function == "Sync-Lockdown" and name == "lockdown" and set(requires) != {"webAdministration"}:
             problems.append(f"lockdown waits for {requires}: it must run whatever else failed")
@@ -193,8 +199,8 @@ def test_nothing_opens_443_without_the_lockdown_and_files_need_a_private_folder(
 @pytest.mark.parametrize(
     ("step", "requires", "weakened"),
     [
-        ("siteBinding", "-Requires 'lockdown', 'serverCertificate', 'stateFolder'", "-Requires 'serverCertificate', 'stateFolder'"),
-        ("httpSys", "-Requires 'lockdown', 'serverCertificate'", "-Requires 'serverCertificate'"),
+        ("siteBinding", "-Requires 'lockdown', 'lockdownAfterInstaller?', 'serverCertificate', 'stateFolder'", "-Requires 'lockdownAfterInstaller?', 'serverCertificate', 'stateFolder'"),
+        ("httpSys", "-Requires 'lockdown', 'lockdownAfterInstaller?', 'serverCertificate'", "-Requires 'lockdown', 'serverCertificate'"),
         ("schannel", "-Requires 'stateFolder'", ""),
         ("lockdown", "-Requires 'webAdministration'", "-Requires 'webAdministration', 'serverCertificate'"),
     ],
@@ -241,9 +247,15 @@ def test_the_http_sys_flags_are_asserted_after_the_iis_binding(tree) -> None:
     assert "addsslcertificate" in ps_lint.node_text(ps_lint.function_nodes(tree)["Sync-SiteBinding"]).lower()
 
 
-def test_the_lockdown_recheck_runs_only_after_an_installer_change(converge: str) -> None:
+def test_the_lockdown_recheck_runs_after_an_installer_that_ran(converge: str) -> None:
     line = next(l for l in converge.splitlines() if "Start-Step -Name 'lockdownAfterInstaller'" in l)
-    assert "$run.results['beaconInstaller'] -eq 'changed'" in line and "-not $run.restarting" in line
+    assert "@('changed', 'failed') -contains $run.results['beaconInstaller']" in line and "-not $run.restarting" in line
+
+
+def test_optional_requirements_and_a_restart_in_progress(tree) -> None:
+    body = ps_lint.node_text(ps_lint.function_nodes(tree)["Start-Step"])
+    assert "if ($optional -and -not $seen) { continue }" in body, "'name?' is needed only when that step ran"
+    assert "if ($run.restarting) { $missing +=" in body, "nothing runs once the installer started a restart"
 
 
 def test_a_skipped_step_says_which_step_it_needed(tree) -> None:
@@ -315,7 +327,9 @@ def test_the_example_report_lists_the_steps_in_the_scripts_order() -> None:
 
     example = json.loads((ROOT / "docs" / "examples" / "converge-report.json").read_text())
     names = [s["name"] for s in example["steps"]]
-    assert names == [name for name, _, _ in EXPECTED][: len(names)]
+    # In the script's order; lockdownAfterInstaller runs only after an installer that ran.
+    assert names == [name for name, _, _ in EXPECTED if name in names]
+    assert set(names) == {name for name, _, _ in EXPECTED} - {"lockdownAfterInstaller"}
     assert {s["status"] for s in example["steps"]} <= {"ok", "changed", "drift", "failed", "skipped"}
 
 

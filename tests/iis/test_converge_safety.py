@@ -276,7 +276,8 @@ def test_report_only_changes_nothing_and_never_restarts(tree, functions) -> None
 def test_the_iis_binding_names_the_certificate_once_per_certificate(functions) -> None:
     text = body(functions, "Sync-SiteBinding")
     assert "$binding.AddSslCertificate($Thumbprint, 'My')" in text
-    assert text.index("Set-Content -LiteralPath $attempt") < text.index("AddSslCertificate(")
+    # The marker after the call: a call that failed is tried again; one that returned is not repeated.
+    assert text.index("AddSslCertificate(") < text.index("Set-Content -LiteralPath $attempt")
     assert "if (Test-Path -LiteralPath $attempt) {" in text
 
 
@@ -359,3 +360,72 @@ def test_an_override_is_what_iis_applies_against_what_apphost_holds_not_plain_dr
     lockdown = body(functions, "Sync-Lockdown")
     # Read afresh, after the commit, through a new ServerManager.
     assert lockdown.index("$manager.CommitChanges()") < lockdown.index("$applied = Open-ServerManager") < lockdown.index("Read-Effective -Manager $applied")
+
+
+# --- review fixes (issue 18, second look) --------------------------------------------------------------
+
+def test_the_restart_history_survives_windows_powershells_json_arrays(functions) -> None:
+    """Windows PowerShell 5.1 sends a JSON array down the pipeline as ONE object: piping
+    ConvertFrom-Json into Where-Object sees the whole array as $_. Assign first, then @()."""
+    history = body(functions, "Read-RebootHistory")
+    assert "$parsed = ConvertFrom-Json -InputObject (Get-Content -LiteralPath $rebootHistory -Raw)" in history
+    assert "foreach ($entry in @($parsed))" in history
+    assert not re.search(r"ConvertFrom-Json[^\n]*\)\s*\|", history), "never pipe ConvertFrom-Json's array"
+    assert "[DateTime]::TryParseExact([string]$entry.at, 'o'" in history
+    # Unreadable: moved aside and counted as a spent budget (never a restart loop, never stuck).
+    catch = history[history.index("} catch {"):]
+    assert "Move-Item -LiteralPath $rebootHistory" in catch and "$slot -lt $rebootBudget" in catch
+    request = body(functions, "Request-Reboot")
+    assert "[void]$history.Add(" in request and "ConvertTo-Json -InputObject @($history)" in request
+    assert "Move-Item -LiteralPath $rebootMarker" in body(functions, "Read-RebootMarker")
+
+
+def test_mappings_compare_with_case(functions) -> None:
+    lockdown = body(functions, "Sync-Lockdown")
+    assert "-Compress) -cne (ConvertTo-Json -InputObject $wantedMany" in lockdown and "-Compress) -cne $siteJson" in lockdown
+    assert not re.search(r"-Compress\) -ne ", lockdown)
+
+
+def test_a_failure_while_building_the_mappings_commits_the_section_settings_alone(functions) -> None:
+    lockdown = body(functions, "Sync-Lockdown")
+    build = lockdown[lockdown.index("$wantedMany = @(Get-WantedManyToOne"):lockdown.index("foreach ($item in @(Set-LockdownSetting")]
+    assert build.index("try {") < build.index("Set-ManyToOne") < build.index("Sync-OneToOne") < build.index("} catch {")
+    catch = build[build.index("} catch {"):]
+    assert catch.index("if ($reportOnlyMode) { throw }") < catch.index("Write-LockdownFallback -Settings $settings") < catch.index("throw \"the mappings could not be built")
+    # Duplicate names are refused before that try: IIS is not touched at all then.
+    assert build.index("Get-WantedManyToOne") < build.index("try {")
+    assert "if ($reportOnlyMode) { return 0 }" in body(functions, "Write-LockdownFallback")
+
+
+def test_virtual_directories_are_served_paths(functions) -> None:
+    served = body(functions, "Get-ServedPath")
+    assert "$iisSite.Applications[$where.path]" in served and "$rootApplication.VirtualDirectories[$where.path]" in served
+
+
+IIS_DUPLICATE = ("Filename: \\\\?\\C:\\Beacon\\Warehouse\\web.config Line number: 12 Error: Cannot add duplicate collection entry "
+                 "of type 'mimeMap' with unique key attribute 'fileExtension' set to '.osd'")
+
+
+def test_the_duplicate_mime_map_is_recognised_in_iis_own_message(functions) -> None:
+    text = body(functions, "Sync-MimeMaps")
+    template = re.search(r"\$message -match \"([^\"]+)\"", text).group(1)
+    assert template == "set to '$([regex]::Escape($_.fileExtension))'"
+    pattern = lambda ext: "set to '" + re.escape(ext) + "'"  # noqa: E731  (the same pattern, as .NET builds it)
+    assert re.search(pattern(".osd"), IIS_DUPLICATE) and not re.search(pattern(".nds"), IIS_DUPLICATE)
+    assert not re.search(r"duplicate[^']*'\.osd'", IIS_DUPLICATE), "the earlier pattern could never match"
+
+
+def test_mime_maps_wait_for_the_beacons_paths_and_never_collide(functions) -> None:
+    text = body(functions, "Sync-MimeMaps")
+    wait = text.index("if ($served.Count -lt $locations.Count) {")
+    assert wait < text.index("CreateElement('mimeMap')") and "return" in text[wait:text.index("}", wait)]
+    # Added only when no path applies the extension; a partial one is a problem, not a patch.
+    assert "if ($lacking.Count -eq 0) { continue }" in text
+    assert text.index("if ($where.Count -gt 0) { Add-Problem") < text.index("CreateElement('mimeMap')")
+
+
+def test_request_filtering_writes_only_what_would_be_refused(functions) -> None:
+    text = body(functions, "Sync-RequestFiltering")
+    assert text.index("if (Test-ExtensionAllowed -Section $section -Extension $extension) { continue }") < text.index("CreateElement('add')")
+    allowed = body(functions, "Test-ExtensionAllowed")
+    assert "GetAttributeValue('allowed')" in allowed and "GetAttributeValue('allowUnlisted')" in allowed

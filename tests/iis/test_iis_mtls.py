@@ -246,13 +246,19 @@ def test_the_bootstrap_runs_exactly_the_bytes_it_checked() -> None:
     assert "-StatePath" not in text, "the state is passed as the checked bytes, never re-read from the file"
 
 
-def test_the_bootstrap_creates_the_state_folder_private_before_downloading() -> None:
+def test_the_bootstrap_creates_the_state_folder_private_and_downloads_into_its_own_directory() -> None:
     text = "\n".join(doc.BOOTSTRAP)
-    create = text.index("$null = [IO.Directory]::CreateDirectory($dir, $acl)")
-    assert text.index("$acl.SetAccessRuleProtection($true, $false)") < create
+    acl = text.index("$acl.SetAccessRuleProtection($true, $false)")
     assert "foreach ($sid in @('S-1-5-18', 'S-1-5-32-544'))" in text
-    assert create < text.index("Read-S3Object") and create < text.index("New-Item -ItemType Directory -Path $work")
-    assert text.index("if (-not (Test-Path -LiteralPath $dir)) {") < create
+    assert acl < text.index("if (-not (Test-Path -LiteralPath $dir)) { $null = [IO.Directory]::CreateDirectory($dir, $acl) }")
+    # Downloads go to a new private directory of a random name (never into a folder not yet checked).
+    work = text.index("$null = [IO.Directory]::CreateDirectory($work, $acl)")
+    assert "[guid]::NewGuid()" in text and "[IO.Path]::GetTempPath()" in text
+    assert acl < work < text.index("Read-S3Object")
+    assert "Join-Path $dir 'converge'" not in text and "New-Item" not in text
+    # Removed once the bytes are in memory, before the script runs; and on every early exit.
+    assert text.index("Remove-Item -LiteralPath $work -Recurse -Force\n$converge") < text.index("& $converge")
+    assert text.count("Remove-Item -LiteralPath $work -Recurse -Force") == 3
 
 
 def test_user_data_creates_the_state_folder_private_before_writing_in_it() -> None:

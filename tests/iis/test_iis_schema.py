@@ -33,6 +33,7 @@ ATTRIBUTE_HOMES: dict[str, list[tuple[str, str]]] = {
     "Sync-Logging": [(SITES, "site"), (SITES, "siteDefaults/logFile"), (SITES, "siteDefaults/logFile/customFields/add")],
     "Sync-MimeMaps": [(STATIC, "mimeMap")],
     "Sync-RequestFiltering": [(FILTERING, "fileExtensions/add")],
+    "Test-ExtensionAllowed": [(FILTERING, "fileExtensions/add"), (FILTERING, "fileExtensions")],
 }
 # Set-ManyToOne writes two attribute lists: the mapping's, then each rule's.
 MANY_TO_ONE_LISTS = [(CERT_MAP, "manyToOneMappings/add"), (CERT_MAP, "manyToOneMappings/add/rules/add")]
@@ -105,9 +106,10 @@ def script_problems(text: str) -> list[str]:
         if created != iis_schema.collection(STATIC, "").get("addElement"):
             problems.append(f"Sync-MimeMaps creates <{created}>, staticContent adds <{iis_schema.collection(STATIC, '').get('addElement')}>")
     for child in re.findall(r"GetChildElement\('(\w+)'\)", text):
-        if child not in ("siteDefaults", "logFile"):
+        if child not in ("siteDefaults", "logFile", "fileExtensions"):
             problems.append(f"GetChildElement('{child}') is not an element this test knows")
     iis_schema.element(SITES, "siteDefaults/logFile")  # both exist (raises otherwise)
+    iis_schema.element(FILTERING, "fileExtensions")
     for variable, name in re.findall(r"filter = \$(\w+); name = '(\w+)'", _function(text, "Get-LockdownSetting")):
         section = filters.get(variable)
         if section is None or not _exists(section, "", name):

@@ -131,11 +131,17 @@ function Add-StepResult {
 function Start-Step {
     # $true when the step may run: every step it needs ended ok, changed or drift. Otherwise the
     # step is recorded as skipped, naming what it waited for.
+    # 'name?' needs that step only when it ran. After the installer started a restart (1641)
+    # nothing more runs: Windows is going down.
     param([string]$Name, [string[]]$Requires = @())
     $missing = @(foreach ($need in $Requires) {
+        $optional = $need.EndsWith('?')
+        $need = $need.TrimEnd('?')
         $seen = $run.results[$need]
+        if ($optional -and -not $seen) { continue }
         if (@('ok', 'changed', 'drift') -notcontains $seen) { if (-not $seen) { $seen = 'not run' }; "$need ($seen)" }
     })
+    if ($run.restarting) { $missing += 'Windows to stay up (the installer started a restart)' }
     if ($missing.Count -gt 0) {
         Add-StepResult -Name $Name -Status 'skipped' -Message "not run: it needs $($missing -join ', ')"
         return $false
@@ -294,7 +300,13 @@ function Get-LastBootTime {
 
 function Read-RebootMarker {
     if (-not (Test-Path -LiteralPath $rebootMarker)) { return $null }
-    return (ConvertFrom-Json -InputObject (Get-Content -LiteralPath $rebootMarker -Raw))
+    try { return (ConvertFrom-Json -InputObject (Get-Content -LiteralPath $rebootMarker -Raw)) }
+    catch {
+        # A marker that cannot be read is moved aside (a damaged file must not fail every run).
+        Move-Item -LiteralPath $rebootMarker -Destination "$rebootMarker.unreadable" -Force
+        [void]$report.warnings.Add("the restart marker could not be read ($($_.Exception.Message)); moved to $rebootMarker.unreadable")
+        return $null
+    }
 }
 
 function Write-RebootMarker {
@@ -345,12 +357,28 @@ function Read-RebootState {
 }
 
 function Read-RebootHistory {
-    # The restart requests of the last 24 hours: @{ at; reasons }.
+    # The restart requests of the last 24 hours: @{ at; reasons }. Assigned before @(): Windows
+    # PowerShell 5.1 sends a JSON array down the pipeline as ONE object. A history that cannot be
+    # read is moved aside and counts as a spent budget (no restart loop can hide behind it).
     if (-not (Test-Path -LiteralPath $rebootHistory)) { return @() }
     $since = [DateTime]::UtcNow.AddHours(-24)
-    return @(@(ConvertFrom-Json -InputObject (Get-Content -LiteralPath $rebootHistory -Raw)) | Where-Object {
-        $null -ne $_ -and [DateTime]::Parse([string]$_.at, [Globalization.CultureInfo]::InvariantCulture, [Globalization.DateTimeStyles]::RoundtripKind).ToUniversalTime() -gt $since
-    })
+    $recent = [Collections.ArrayList]::new()
+    try {
+        $parsed = ConvertFrom-Json -InputObject (Get-Content -LiteralPath $rebootHistory -Raw)
+        foreach ($entry in @($parsed)) {
+            $at = [DateTime]::MinValue
+            if (-not [DateTime]::TryParseExact([string]$entry.at, 'o', [Globalization.CultureInfo]::InvariantCulture, [Globalization.DateTimeStyles]::RoundtripKind, [ref]$at)) { throw "entry time '$($entry.at)' is not ISO 8601" }
+            if ($at.ToUniversalTime() -gt $since) { [void]$recent.Add([ordered]@{ at = [string]$entry.at; reasons = @($entry.reasons | ForEach-Object { [string]$_ }) }) }
+        }
+    } catch {
+        $aside = "$rebootHistory.unreadable"
+        Move-Item -LiteralPath $rebootHistory -Destination $aside -Force
+        [void]$report.warnings.Add("the restart history could not be read ($($_.Exception.Message)); moved to $aside and counted as a spent restart budget")
+        $spent = [Collections.ArrayList]::new()
+        for ($slot = 0; $slot -lt $rebootBudget; $slot++) { [void]$spent.Add([ordered]@{ at = [DateTime]::UtcNow.ToString('o'); reasons = @('unreadable restart history') }) }
+        return @($spent)
+    }
+    return @($recent)
 }
 
 function Get-ComputerGpoName {
@@ -379,8 +407,10 @@ function Request-Reboot {
         return 'refused'
     }
     $now = [DateTime]::UtcNow.ToString('o')
-    $history = @($recent) + @([ordered]@{ at = $now; reasons = $reasons })
-    Set-Content -LiteralPath $rebootHistory -Value (ConvertTo-Json -InputObject $history -Depth 4 -Compress) -Encoding UTF8
+    $history = [Collections.ArrayList]::new()
+    foreach ($entry in $recent) { [void]$history.Add($entry) }
+    [void]$history.Add([ordered]@{ at = $now; reasons = $reasons })
+    Set-Content -LiteralPath $rebootHistory -Value (ConvertTo-Json -InputObject @($history) -Depth 4 -Compress) -Encoding UTF8
     Write-RebootMarker -RecordedAt ([string]$marker.recordedAt) -RequestedAt $now -Reasons $reasons
     $report.checks.reboot.requestedAt = $now
     return 'requested'
@@ -506,14 +536,19 @@ function Open-ServerManager {
 
 function Get-ServedPath {
     # 'Default Web Site/ManageSoftRL' -> @{ site; path = '/ManageSoftRL' } when that site (and
-    # application) exists; $null before it does (applicationHost.config's location applies then).
+    # application or virtual directory) exists; $null before it does (applicationHost.config's
+    # location applies then).
     param($Manager, [string]$Location)
     $parts = @($Location -split '/', 2)
     $where = @{ site = $parts[0]; path = '/' }
     if ($parts.Count -gt 1) { $where.path = "/$($parts[1])" }
+    # ManageSoftDL and ManageSoftRL may be applications or virtual directories of the root one.
     $iisSite = $Manager.Sites[$where.site]
-    if ($null -eq $iisSite -or ($where.path -ne '/' -and $null -eq $iisSite.Applications[$where.path])) { return $null }
-    return $where
+    if ($null -eq $iisSite) { return $null }
+    if ($where.path -eq '/' -or $null -ne $iisSite.Applications[$where.path]) { return $where }
+    $rootApplication = $iisSite.Applications['/']
+    if ($null -ne $rootApplication -and $null -ne $rootApplication.VirtualDirectories[$where.path]) { return $where }
+    return $null
 }
 
 function ConvertTo-IisNumber {
@@ -790,10 +825,10 @@ function Set-LockdownSetting {
     # Locked where IIS applies them: a web.config at the site or an application cannot override a
     # section whose effective overrideMode at that location is Deny (such a web.config gets 500.19).
     foreach ($lock in @($Settings | ForEach-Object { "$($_.filter)|$($_.location)" } | Select-Object -Unique)) {
-        $filter, $location = $lock -split '\|', 2
-        $section = $Config.GetSection($filter, $location)
+        $lockFilter, $lockLocation = $lock -split '\|', 2
+        $section = $Config.GetSection($lockFilter, $lockLocation)
         if ("$($section.OverrideModeEffective)" -ne 'Deny') {
-            [void]$items.Add("$filter at '$location' may be overridden by a web.config (overrideMode '$($section.OverrideModeEffective)')")
+            [void]$items.Add("$lockFilter at '$lockLocation' may be overridden by a web.config (overrideMode '$($section.OverrideModeEffective)')")
             $section.OverrideMode = 'Deny'
         }
     }
@@ -830,6 +865,7 @@ function Write-LockdownFallback {
     # The mapping rewrite failed: commit the section settings alone (certificate required,
     # anonymous off in require mode): a device whose mapping is missing gets 401.2, nobody gets in.
     param([object[]]$Settings)
+    if ($reportOnlyMode) { return 0 }
     $fallback = Open-ServerManager
     try {
         $items = @(Set-LockdownSetting -Config $fallback.GetApplicationHostConfiguration() -Settings $Settings)
@@ -856,25 +892,35 @@ function Sync-Lockdown {
         $rewrite = $false
         if ($null -ne $mapped) {
             $wantedMany = @(Get-WantedManyToOne -UserName $mapped.userName)  # refuses duplicate names before anything changes
-            $why = @()
-            # Same names, descriptions, flags, user names and rules in the same order (passwords: Get-MappedAccount).
-            if ((ConvertTo-Json -InputObject $currentMany -Depth 6 -Compress) -ne (ConvertTo-Json -InputObject $wantedMany -Depth 6 -Compress)) {
-                $why += "many-to-one [$(@($currentMany | ForEach-Object { $_.name }) -join ', ')] differ from [$(@($wantedMany | ForEach-Object { $_.name }) -join ', ')]"
-            }
-            if ($mapped.rewrite -and $wantedMany.Count -gt 0) { $why += $mapped.why }
-            if ($why.Count -gt 0 -or $mapped.rewrite) {
-                if (-not $mapped.password -and -not $reportOnlyMode) { Add-Problem "client certificate mappings at '$siteLocation' differ ($($why -join '; ')) but no password is known for $($mapped.userName): not rewritten" }
-                else {
-                    $rewrite = $true
-                    if ($why.Count -gt 0) {
-                        [void]$items.Add("many-to-one mappings at '$siteLocation': $($why -join '; ')")
-                        if (-not $reportOnlyMode) { Set-ManyToOne -Section $section -Wanted $wantedMany -Password $mapped.password }
+            try {
+                $why = @()
+                # Same names, descriptions, flags, user names and rules in the same order (passwords: Get-MappedAccount).
+                # -cne: names, sub-fields and match criteria are case-sensitive (IIS_schema.xml).
+                if ((ConvertTo-Json -InputObject $currentMany -Depth 6 -Compress) -cne (ConvertTo-Json -InputObject $wantedMany -Depth 6 -Compress)) {
+                    $why += "many-to-one [$(@($currentMany | ForEach-Object { $_.name }) -join ', ')] differ from [$(@($wantedMany | ForEach-Object { $_.name }) -join ', ')]"
+                }
+                if ($mapped.rewrite -and $wantedMany.Count -gt 0) { $why += $mapped.why }
+                if ($why.Count -gt 0 -or $mapped.rewrite) {
+                    if (-not $mapped.password -and -not $reportOnlyMode) { Add-Problem "client certificate mappings at '$siteLocation' differ ($($why -join '; ')) but no password is known for $($mapped.userName): not rewritten" }
+                    else {
+                        $rewrite = $true
+                        if ($why.Count -gt 0) {
+                            [void]$items.Add("many-to-one mappings at '$siteLocation': $($why -join '; ')")
+                            if (-not $reportOnlyMode) { Set-ManyToOne -Section $section -Wanted $wantedMany -Password $mapped.password }
+                        }
                     }
                 }
-            }
-            if ($mapped.password -or $reportOnlyMode) {
-                $oneToOne = Sync-OneToOne -Section $section -UserName $mapped.userName -Password $mapped.password -Rewrite ($rewrite -and $mapped.rewrite) -Plan:$reportOnlyMode
-                if ($oneToOne) { [void]$items.Add("one-to-one mappings at '$siteLocation': $oneToOne") }
+                if ($mapped.password -or $reportOnlyMode) {
+                    $oneToOne = Sync-OneToOne -Section $section -UserName $mapped.userName -Password $mapped.password -Rewrite ($rewrite -and $mapped.rewrite) -Plan:$reportOnlyMode
+                    if ($oneToOne) { [void]$items.Add("one-to-one mappings at '$siteLocation': $oneToOne") }
+                }
+            } catch {
+                # Building the change set failed part way (MWA refused a value, an inherited entry that
+                # cannot be removed): none of it is committed; the section settings alone are.
+                $failure = $_.Exception.Message
+                if ($reportOnlyMode) { throw }
+                $kept = Write-LockdownFallback -Settings $settings
+                throw "the mappings could not be built ($failure); the section settings alone were committed ($kept written): devices without a mapping get 401.2"
             }
         }
         foreach ($item in @(Set-LockdownSetting -Config $config -Settings $settings)) { [void]$items.Add($item) }
@@ -898,7 +944,7 @@ function Sync-Lockdown {
         # The applications inherit the site's mappings; mappings of their own would shadow the site's.
         $siteJson = ConvertTo-Json -InputObject @(Read-ManyToOne -Section ($applied.GetApplicationHostConfiguration().GetSection($certMapFilter, $siteLocation))) -Depth 6 -Compress
         foreach ($child in @($locations | Select-Object -Skip 1)) {
-            if ((ConvertTo-Json -InputObject @(Read-ManyToOne -Section ($applied.GetApplicationHostConfiguration().GetSection($certMapFilter, $child))) -Depth 6 -Compress) -ne $siteJson) {
+            if ((ConvertTo-Json -InputObject @(Read-ManyToOne -Section ($applied.GetApplicationHostConfiguration().GetSection($certMapFilter, $child))) -Depth 6 -Compress) -cne $siteJson) {
                 Add-Problem "location '$child' has many-to-one mappings of its own: remove them from its <location> so it inherits the site's"
             }
         }
@@ -913,20 +959,32 @@ function Sync-Lockdown {
 
 # --- request filtering
 
+function Test-ExtensionAllowed {
+    # Would request filtering serve this extension (no 404.7)? An entry decides; without one,
+    # allowUnlisted does.
+    param($Section, [string]$Extension)
+    $entry = @($Section.GetCollection('fileExtensions') | Where-Object { [string]$_.GetAttributeValue('fileExtension') -eq $Extension }) | Select-Object -First 1
+    if ($null -ne $entry) { return (ConvertTo-Bool $entry.GetAttributeValue('allowed')) }
+    return (ConvertTo-Bool ($Section.GetChildElement('fileExtensions').GetAttributeValue('allowUnlisted')))
+}
+
 function Sync-RequestFiltering {
-    # Allowed at the site in applicationHost.config (an inherited deny entry is removed and added
-    # again as allowed), then checked where IIS applies it: request filtering may be overridden in
-    # a web.config (overrideModeDefault Allow), and one that denies a Flexera file type makes agents
-    # get 404.7 there while applicationHost.config looks right.
+    # At the site in applicationHost.config, only where the Flexera file types would be refused: an
+    # entry that denies one is removed and added again as allowed; with allowUnlisted off, a
+    # missing one is added. Nothing is added otherwise (an entry nobody needs could collide with a
+    # web.config that adds the same extension: 500.19). Then checked where IIS applies it: request
+    # filtering may be overridden in a web.config (overrideModeDefault Allow), and one that denies
+    # a Flexera file type makes agents get 404.7 there while applicationHost.config looks right.
     $siteLocation = @($state.site.locations)[0]
     $manager = Open-ServerManager
     try {
-        $entries = $manager.GetApplicationHostConfiguration().GetSection($filteringFilter, $siteLocation).GetCollection('fileExtensions')
+        $section = $manager.GetApplicationHostConfiguration().GetSection($filteringFilter, $siteLocation)
+        $entries = $section.GetCollection('fileExtensions')
         $items = [Collections.ArrayList]::new()
         foreach ($extension in $state.requestFiltering.allowExtensions) {
-            $entry = @($entries | Where-Object { [string]$_.GetAttributeValue('fileExtension') -eq $extension }) | Select-Object -First 1
-            if ($null -ne $entry -and (ConvertTo-Bool $entry.GetAttributeValue('allowed'))) { continue }
+            if (Test-ExtensionAllowed -Section $section -Extension $extension) { continue }
             [void]$items.Add("request filtering at '$siteLocation' does not allow $extension")
+            $entry = @($entries | Where-Object { [string]$_.GetAttributeValue('fileExtension') -eq $extension }) | Select-Object -First 1
             if ($null -ne $entry) { $entries.Remove($entry) }
             $added = $entries.CreateElement('add')
             $added.SetAttributeValue('fileExtension', $extension)
@@ -940,10 +998,11 @@ function Sync-RequestFiltering {
         foreach ($location in $state.site.locations) {
             $where = Get-ServedPath -Manager $applied -Location $location
             if ($null -eq $where) { continue }
-            $effective = @($applied.GetWebConfiguration($where.site, $where.path).GetSection($filteringFilter).GetCollection('fileExtensions'))
-            foreach ($denied in @($effective | Where-Object { -not (ConvertTo-Bool $_.GetAttributeValue('allowed')) -and @($state.requestFiltering.allowExtensions) -contains [string]$_.GetAttributeValue('fileExtension') })) {
+            $effective = $applied.GetWebConfiguration($where.site, $where.path).GetSection($filteringFilter)
+            foreach ($extension in $state.requestFiltering.allowExtensions) {
+                if (Test-ExtensionAllowed -Section $effective -Extension $extension) { continue }
                 if ($reportOnlyMode -and $items.Count -gt 0) { continue }  # drift of applicationHost.config itself, already reported
-                Add-Problem "request filtering denies $($denied.GetAttributeValue('fileExtension')) where IIS applies it ('$location'): a web.config overrides the site (agents get 404.7)"
+                Add-Problem "request filtering refuses $extension where IIS applies it ('$location'): a web.config overrides the site (agents get 404.7)"
             }
         }
     } finally { $applied.Dispose() }
@@ -1013,28 +1072,38 @@ function Sync-Logging {
 
 function Sync-MimeMaps {
     # Agents download the Flexera files from ManageSoftDL as static files, and IIS serves no
-    # extension without a MIME map (404.3). Flexera documents none of its own for them, so each is
-    # added at the site in applicationHost.config where IIS does not already apply one at the site
-    # or an application. A web.config that adds the same extension later without <remove> makes
-    # its path fail (500.19, duplicate entry): ours is then taken out and the web.config's applies.
-    $siteLocation = @($state.site.locations)[0]
+    # extension without a MIME map (404.3). Flexera documents none of its own for them. A map is
+    # added at the site in applicationHost.config only when the beacon's paths exist (a web.config
+    # they bring may add its own maps: one of ours added before it would collide, 500.19) and only
+    # for an extension IIS applies at none of them. An agent path that lacks a map another one has
+    # is reported, not patched (ours would collide there). If a web.config adds one of ours again
+    # without <remove> (500.19, duplicate entry), ours is taken out and the web.config's applies.
+    $locations = @($state.site.locations)
+    $siteLocation = $locations[0]
     $manager = Open-ServerManager
     try {
+        $served = @(foreach ($location in $state.site.locations) { $where = Get-ServedPath -Manager $manager -Location $location; if ($null -ne $where) { $where } })
+        if ($served.Count -lt $locations.Count) {
+            [void]$report.warnings.Add("MIME maps wait for the beacon's paths ($($locations -join ', ')) to exist: a map added before their web.config could collide with one it brings")
+            return
+        }
         $ours = $manager.GetApplicationHostConfiguration().GetSection($staticFilter, $siteLocation).GetCollection()
-        $missing = [Collections.ArrayList]::new()
+        $applying = @{}  # extension -> the locations where IIS applies a map for it
         $duplicated = [Collections.ArrayList]::new()
-        foreach ($location in $state.site.locations) {
-            $where = Get-ServedPath -Manager $manager -Location $location
-            if ($null -eq $where) { continue }
+        for ($index = 0; $index -lt $served.Count; $index++) {
+            $where = $served[$index]
             try { $applied = @($manager.GetWebConfiguration($where.site, $where.path).GetSection($staticFilter).GetCollection() | ForEach-Object { [string]$_.GetAttributeValue('fileExtension') }) }
             catch {
+                # IIS: "Cannot add duplicate collection entry of type 'mimeMap' with unique key attribute 'fileExtension' set to '.osd'"
                 $message = $_.Exception.Message
-                $named = @($state.staticContent.mimeMaps | Where-Object { $message -match "duplicate[^']*'$([regex]::Escape($_.fileExtension))'" })
+                $named = @($state.staticContent.mimeMaps | Where-Object { $message -match "set to '$([regex]::Escape($_.fileExtension))'" })
                 if ($named.Count -eq 0) { throw }
                 foreach ($namedMap in $named) { if (-not $duplicated.Contains($namedMap.fileExtension)) { [void]$duplicated.Add($namedMap.fileExtension) } }
                 continue
             }
-            foreach ($map in $state.staticContent.mimeMaps) { if ($applied -notcontains $map.fileExtension -and -not $missing.Contains($map.fileExtension)) { [void]$missing.Add($map.fileExtension) } }
+            foreach ($map in $state.staticContent.mimeMaps) {
+                if ($applied -contains $map.fileExtension) { $applying[$map.fileExtension] = @($applying[$map.fileExtension]) + @($locations[$index]) }
+            }
         }
         $items = [Collections.ArrayList]::new()
         foreach ($duplicate in $duplicated) {
@@ -1044,7 +1113,11 @@ function Sync-MimeMaps {
             $ours.Remove($entry)
         }
         foreach ($missingMap in $state.staticContent.mimeMaps) {
-            if (-not $missing.Contains($missingMap.fileExtension) -or $duplicated.Contains($missingMap.fileExtension)) { continue }
+            if ($duplicated.Contains($missingMap.fileExtension)) { continue }
+            $where = @($applying[$missingMap.fileExtension] | Where-Object { $_ })
+            $lacking = @($locations | Select-Object -Skip 1 | Where-Object { $where -notcontains $_ })
+            if ($lacking.Count -eq 0) { continue }  # every agent path serves it
+            if ($where.Count -gt 0) { Add-Problem "MIME map $($missingMap.fileExtension) applies at $($where -join ', ') but not at $($lacking -join ', ') (404.3 there): add it to that path's web.config"; continue }
             Assert-Match -Value $missingMap.fileExtension -Pattern '^\.[a-z0-9]{1,16}$' -What 'MIME map extension'
             Assert-Match -Value $missingMap.mimeType -Pattern '^[a-z]+/[a-z0-9.+-]+$' -What 'MIME type'
             [void]$items.Add("IIS serves no $($missingMap.fileExtension) files at '$siteLocation' (no MIME map: 404.3)")
@@ -1233,8 +1306,9 @@ function Sync-SiteBinding {
         return
     }
     Invoke-Converge "https binding $information of '$site' shows certificate '$shownHash' in store '$shownStore' in IIS Manager, desired $Thumbprint in My" -Optional {
-        Set-Content -LiteralPath $attempt -Value ([DateTime]::UtcNow.ToString('o')) -Encoding ASCII
         $binding.AddSslCertificate($Thumbprint, 'My')
+        # After the call: a call that failed is tried again next run; one that returned is not repeated.
+        Set-Content -LiteralPath $attempt -Value ([DateTime]::UtcNow.ToString('o')) -Encoding ASCII
         $report.checks.binding.iisCertificateHash = $Thumbprint
         $report.checks.binding.iisCertificateStoreName = 'My'
     }
@@ -1439,10 +1513,11 @@ try {
 # private before any file of it is read or written. Lock-down (mappings, mapping authentication
 # on, anonymous off, SSL flags, section locks) is the first step that writes IIS configuration, so
 # nothing that can fail later (Secrets Manager, the PFX, trust stores, netsh, the installer) keeps
-# it from being checked; and 443 opens only on it: the https binding and the HTTP.sys record need
-# a lock-down that succeeded in this run, so a beacon whose lock-down never succeeded serves
-# nothing on 443. Each step has its own try/catch; a step that needs another runs only when that
-# one ended ok, changed or drift, otherwise it is recorded as skipped with the reason.
+# it from being checked; and 443 opens only on it: the https binding and the HTTP.sys record come
+# last and need a lock-down that succeeded in this run, and its re-check after the installer when
+# the installer ran (`?`: when it ran). A beacon whose lock-down never succeeded serves nothing on
+# 443. Each step has its own try/catch; a step that needs another runs only when that one ended
+# ok, changed or drift, otherwise it is recorded as skipped with the reason.
 $thumbprint = $null
 if (-not $report.error) {
     if (Start-Step -Name 'stateFolder') {
@@ -1481,21 +1556,22 @@ if (-not $report.error) {
     if (Start-Step -Name 'rootStore') {
         try { Test-RootStore; Complete-Step -Name 'rootStore' } catch { Complete-Step -Name 'rootStore' -Failure $_ }
     }
-    if (Start-Step -Name 'siteBinding' -Requires 'lockdown', 'serverCertificate', 'stateFolder') {
+    if (Start-Step -Name 'beaconInstaller' -Requires 'lockdown', 'stateFolder') {
+        try { Sync-BeaconInstaller; Complete-Step -Name 'beaconInstaller' } catch { Complete-Step -Name 'beaconInstaller' -Failure $_ }
+    }
+    # Whatever the installer wrote into the locked sections is undone in the same run, before 443 is
+    # touched; also after an installer that failed part way.
+    if (@('changed', 'failed') -contains $run.results['beaconInstaller'] -and -not $run.restarting -and (Start-Step -Name 'lockdownAfterInstaller' -Requires 'lockdown')) {
+        try { Sync-Lockdown; Complete-Step -Name 'lockdownAfterInstaller' } catch { Complete-Step -Name 'lockdownAfterInstaller' -Failure $_ }
+    }
+    if (Start-Step -Name 'siteBinding' -Requires 'lockdown', 'lockdownAfterInstaller?', 'serverCertificate', 'stateFolder') {
         try { Sync-SiteBinding -Thumbprint $thumbprint; Complete-Step -Name 'siteBinding' } catch { Complete-Step -Name 'siteBinding' -Failure $_ }
     }
-    if (Start-Step -Name 'httpSys' -Requires 'lockdown', 'serverCertificate') {
+    if (Start-Step -Name 'httpSys' -Requires 'lockdown', 'lockdownAfterInstaller?', 'serverCertificate') {
         try { Sync-HttpSys -Thumbprint $thumbprint; Complete-Step -Name 'httpSys' } catch { Complete-Step -Name 'httpSys' -Failure $_ }
     }
     if (Start-Step -Name 'crl') {
         try { Test-CrlReachability; Complete-Step -Name 'crl' } catch { Complete-Step -Name 'crl' -Failure $_ }
-    }
-    if (Start-Step -Name 'beaconInstaller' -Requires 'lockdown', 'stateFolder') {
-        try { Sync-BeaconInstaller; Complete-Step -Name 'beaconInstaller' } catch { Complete-Step -Name 'beaconInstaller' -Failure $_ }
-    }
-    # Whatever the installer wrote into the locked sections is undone in the same run.
-    if ($run.results['beaconInstaller'] -eq 'changed' -and -not $run.restarting -and (Start-Step -Name 'lockdownAfterInstaller' -Requires 'beaconInstaller')) {
-        try { Sync-Lockdown; Complete-Step -Name 'lockdownAfterInstaller' } catch { Complete-Step -Name 'lockdownAfterInstaller' -Failure $_ }
     }
     Write-Log "start was $($report.startedAt) (-ReportOnly: $reportOnlyMode)"
 }
