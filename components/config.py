@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 # `X as X`: re-exported, callers import these from components.config.
+from .stack_names import stack_name_problem
 from .config_checks import (
     EGRESS_DOMAIN_KEYS,
     EGRESS_GROUPS as EGRESS_GROUPS,
@@ -289,6 +290,9 @@ def _build(raw: Mapping[str, Any], stack: str, region: str | None) -> tuple[Beac
     _check_unknown_keys(raw, bad)
     values = _parse_values(raw, bad)
     region = checked_region(region, bad)
+    stack_problem = stack_name_problem(stack)
+    if stack_problem:
+        bad("stack", stack, stack_problem)
     checks = Checks(values, stack, region, f"{PROJECT}/{stack}/", bad)
     for validator in VALIDATORS:
         validator(checks)
