@@ -26,6 +26,7 @@ from .stack_names import stack_name_problem
 from .config_checks import (
     EGRESS_DOMAIN_KEYS,
     EGRESS_GROUPS as EGRESS_GROUPS,
+    OPT_IN_GROUPS,
     LOG_RETENTION_DAYS as LOG_RETENTION_DAYS,
     RFC1918 as RFC1918,
     VALIDATORS,
@@ -74,7 +75,8 @@ KEYS: tuple[Key, ...] = (
     Key("flexeraParentDomains", "array", [], "More domains for the flexera-parent egress group: with flexeraRegion on-premises the application server or upstream beacon (required); otherwise anything Flexera's region list lacks.", items="string"),
     Key("awsEndpointsExtraDomains", "array", [], "Extra domains for the aws-endpoints egress group (SSM, Secrets Manager, CloudWatch Logs and metrics of the region are built in; S3 goes through the VPC's gateway endpoint, not the firewall).", items="string"),
     Key("windowsUpdateExtraDomains", "array", [], "Extra domains for the windows-update egress group (Microsoft update domains are built in).", items="string"),
-    Key("egressDisabledGroups", "array", [], "Egress groups to switch off: crl, flexera-parent, aws-endpoints, windows-update.", items="string"),
+    Key("egressDisabledGroups", "array", [], "Egress groups to switch off: crl, flexera-parent, aws-endpoints, windows-update, windows-extras.", items="string"),
+    Key("windowsExtrasEgress", "boolean", False, "Add the windows-extras egress group: Microsoft Defender cloud protection and definition updates, Microsoft and DigiCert OCSP and CRL hosts, Windows Delivery Optimization (off: the beacon gets updates through windows-update only)."),
     Key("privateAwsEndpoints", "boolean", False, "Interface VPC endpoints (private DNS) for ssm, ssmmessages, ec2messages, secretsmanager, logs and monitoring in every AZ, so AWS API traffic stays in the VPC (adds about $7.30 per endpoint per AZ each month)."),
     Key("flowLogRetentionDays", "integer", 90, "Retention of the VPC flow log group (a CloudWatch Logs retention value)."),
     Key("firewallLogRetentionDays", "integer", 90, "Retention of the Network Firewall ALERT and FLOW log groups (a CloudWatch Logs retention value)."),
@@ -334,7 +336,10 @@ def _egress_groups(values: Mapping[str, Any]) -> dict[str, EgressGroupConfig]:
     extra = {group: list(values[key]) for group, key in EGRESS_DOMAIN_KEYS.items()}
     extra["crl"] = [host for host, _ in map(url_host_problem, values["crlUrls"]) if host] + extra["crl"]
     return {
-        group: EgressGroupConfig(enabled=group not in disabled, extra_domains=tuple(extra[group]))
+        group: EgressGroupConfig(
+            enabled=group not in disabled and (group not in OPT_IN_GROUPS or bool(values[OPT_IN_GROUPS[group]])),
+            extra_domains=tuple(extra.get(group, [])),
+        )
         for group in EGRESS_GROUPS
     }
 

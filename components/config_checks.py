@@ -21,7 +21,9 @@ from typing import Any, Callable, Mapping
 from .network.flexera import FLEXERA_REGIONS
 
 # Egress groups the firewall's domain allowlist is built from (components/network/egress.py).
-EGRESS_GROUPS = ("crl", "flexera-parent", "aws-endpoints", "windows-update")
+EGRESS_GROUPS = ("crl", "flexera-parent", "aws-endpoints", "windows-update", "windows-extras")
+# Groups that are off unless their switch is on (the others are on unless egressDisabledGroups names them).
+OPT_IN_GROUPS = {"windows-extras": "windowsExtrasEgress"}
 # The key holding each group's extra domains, in the order they are checked.
 EGRESS_DOMAIN_KEYS = {
     "crl": "crlDomains",

@@ -292,7 +292,7 @@ def test_defaults_only_config_loads():
     assert cfg.availability_zones == () and cfg.beacon_hostnames == ()
     assert cfg.owner == "unassigned" and cfg.cost_centre == "unassigned"
     assert set(cfg.egress_groups) == set(EGRESS_GROUPS)
-    assert all(g.enabled and g.extra_domains == () for g in cfg.egress_groups.values())
+    assert all(g.enabled == (name != "windows-extras") and g.extra_domains == () for name, g in cfg.egress_groups.items())
     assert cfg.name_prefix == f"{PROJECT}/dev/"
 
 
@@ -375,7 +375,11 @@ def test_crl_url_hosts_join_the_crl_group():
 def test_egress_disabled_groups_switch_groups_off():
     cfg = load({"egressDisabledGroups": j(["windows-update", "crl"])}, "dev", REGION)
     enabled = {name: g.enabled for name, g in cfg.egress_groups.items()}
-    assert enabled == {"crl": False, "flexera-parent": True, "aws-endpoints": True, "windows-update": False}
+    assert enabled == {"crl": False, "flexera-parent": True, "aws-endpoints": True, "windows-update": False, "windows-extras": False}
+    opted = load({"windowsExtrasEgress": "true"}, "dev", REGION).egress_groups["windows-extras"]
+    assert opted.enabled
+    both = load({"windowsExtrasEgress": "true", "egressDisabledGroups": j(["windows-extras"])}, "dev", REGION)
+    assert not both.egress_groups["windows-extras"].enabled, "egressDisabledGroups wins"
     # crl off while revocation checking is on: every device would get 403.13
     assert any("crl egress group is off" in w and "403.13" in w for w in cfg.warnings)
     quiet = load({"egressDisabledGroups": j(["crl"]), "revocationChecking": "false"}, "dev", REGION)

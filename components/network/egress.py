@@ -8,6 +8,8 @@ Groups (each can be switched off with egressDisabledGroups, and extended in conf
 - aws-endpoints: the AWS APIs SSM, the converge script and the logs need in the stack's region
   (not S3: it goes through the VPC's gateway endpoint).
 - windows-update: Microsoft's update and certificate trust list hosts.
+- windows-extras (off unless windowsExtrasEgress): Defender cloud protection and definitions,
+  Microsoft and DigiCert OCSP/CRL, Delivery Optimization.
 
 '.example.com' means the domain and all its subdomains (Network Firewall domain list form).
 """
@@ -34,6 +36,30 @@ WINDOWS_UPDATE_DOMAINS = (
 )
 
 
+# windows-extras (off unless windowsExtrasEgress): what a Windows Server keeps itself healthy with
+# beyond Windows Update. Microsoft Defender Antivirus cloud protection and security intelligence
+# ("Configure and validate Microsoft Defender Antivirus network connections": *.wdcp.microsoft.com,
+# *.wdcpalt.microsoft.com, *.wd.microsoft.com, definitionupdates.microsoft.com); Microsoft and
+# DigiCert OCSP and CRL hosts on port 80 (Microsoft Entra private network connector requirements:
+# crl3/crl4/ocsp.digicert.com, crl.microsoft.com, oneocsp.microsoft.com, ocsp.msocsp.com);
+# Delivery Optimization ("Delivery Optimization workflow": *.prod.do.dsp.mp.microsoft.com and
+# geo*.do.dsp.mp.microsoft.com on 443, emdl.ws.microsoft.com and *.dl.delivery.mp.microsoft.com on 80).
+WINDOWS_EXTRAS_DOMAINS = (
+    ".wdcp.microsoft.com",
+    ".wdcpalt.microsoft.com",
+    ".wd.microsoft.com",
+    "definitionupdates.microsoft.com",
+    "oneocsp.microsoft.com",
+    "ocsp.msocsp.com",
+    "ocsp.digicert.com",
+    "crl3.digicert.com",
+    "crl4.digicert.com",
+    ".do.dsp.mp.microsoft.com",
+    ".dl.delivery.mp.microsoft.com",
+    "emdl.ws.microsoft.com",
+)
+
+
 # The AWS APIs the beacon calls: SSM (agent, Run Command, Session Manager), Secrets Manager (the
 # server PFX), CloudWatch Logs and metrics. Also the interface endpoints of privateAwsEndpoints.
 AWS_API_SERVICES = ("ssm", "ssmmessages", "ec2messages", "secretsmanager", "logs", "monitoring")
@@ -53,6 +79,8 @@ def builtin_domains(group: str, region: str, flexera_region: str = "na") -> tupl
         return aws_endpoint_domains(region)
     if group == "windows-update":
         return WINDOWS_UPDATE_DOMAINS
+    if group == "windows-extras":
+        return WINDOWS_EXTRAS_DOMAINS
     return ()
 
 

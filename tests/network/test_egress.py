@@ -57,7 +57,9 @@ def test_builtin_groups() -> None:
 
 def test_default_config_enables_every_group_in_order() -> None:
     allowlist = egress.egress_allowlist(load())
-    assert list(allowlist) == list(config.EGRESS_GROUPS)
+    assert list(allowlist) == [g for g in config.EGRESS_GROUPS if g != "windows-extras"], "windows-extras is opt-in"
+    extras = egress.egress_allowlist(load(windowsExtrasEgress="true"))
+    assert list(extras) == list(config.EGRESS_GROUPS) and "definitionupdates.microsoft.com" in extras["windows-extras"]
     assert allowlist["crl"] == []
     assert allowlist["flexera-parent"] == sorted(flexera_hosts("na")), "the default Flexera region is na"
 
@@ -70,7 +72,7 @@ def test_disabled_groups_are_absent(disabled: list[str]) -> None:
         flexeraParentDomains=["beacon.flexnetmanager.example"],
     )
     allowlist = egress.egress_allowlist(cfg, crl_hosts=("crl2.example.com",))
-    assert set(allowlist) == set(config.EGRESS_GROUPS) - set(disabled)
+    assert set(allowlist) == set(config.EGRESS_GROUPS) - set(disabled) - {"windows-extras"}
     flat = egress.flatten(allowlist)
     if "crl" in disabled:
         # Not even the certificate-derived hosts leak in when the group is off.
