@@ -113,7 +113,8 @@ KEYS: tuple[Key, ...] = (
     Key("complianceSeverity", "string", "HIGH", "Compliance severity of the association: CRITICAL, HIGH, MEDIUM, LOW or UNSPECIFIED."),
     Key("beaconInstallerS3Uri", "string", "", "Optional s3://bucket/key of the FlexNet beacon installer (.msi or .exe); installed unattended when set."),
     Key("beaconInstallerSha256", "string", "", "SHA-256 of the installer (required with beaconInstallerS3Uri)."),
-    Key("beaconInstallerArguments", "array", [], "Installer arguments, passed as data (PROPERTY=value). An .msi always gets /qn /norestart; an .exe needs its own unattended-install switches here.", items="string"),
+    Key("beaconInstallerArguments", "array", [], "Installer arguments, passed as data (PROPERTY=value). An .msi always gets /qn /norestart; an .exe needs its own unattended-install switches here (Flexera's BeaconInstaller .exe: /s and /v followed by its msiexec arguments, e.g. /v/qn FNMPWEBUIURL=https://fnms.example.com/Suite; see docs/operations.md).", items="string"),
+    Key("beaconRegistration", "boolean", False, "Stage each beacon's own Flexera beacon configuration file from Secrets Manager (secret flexnet-beacon/<stack>/beacon-registration/<instance id>) in its private state folder for the one manual import Flexera documents (docs/operations.md)."),
     Key("owner", "string", "unassigned", "Owner tag value on every resource."),
     Key("costCentre", "string", "unassigned", "Cost centre tag value on every resource."),
 )
@@ -214,6 +215,7 @@ class BeaconConfig:
     beacon_installer_s3_uri: str = ""
     beacon_installer_sha256: str = ""
     beacon_installer_arguments: tuple[str, ...] = ()
+    beacon_registration: bool = False
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -414,6 +416,7 @@ def _assemble(values: Mapping[str, Any], stack: str, region: str) -> BeaconConfi
         beacon_installer_s3_uri=values["beaconInstallerS3Uri"],
         beacon_installer_sha256=values["beaconInstallerSha256"].lower(),
         beacon_installer_arguments=tuple(values["beaconInstallerArguments"]),
+        beacon_registration=values["beaconRegistration"],
         warnings=_warnings(values),
     )
 

@@ -448,6 +448,9 @@ def check_converge(c: Checks) -> None:
         for arg in v["beaconInstallerArguments"]:
             if not re.fullmatch(r"[^\x00-\x1f\x7f]{1,512}", arg):
                 c.bad("beaconInstallerArguments", arg, "arguments of 1-512 printable characters")
+            elif '"' in arg:
+                # The converge script quotes values itself (NAME="a b", /v"<msiexec arguments>").
+                c.bad("beaconInstallerArguments", arg, "an argument without double quotes: the converge run adds the quoting each needs")
         # msiexec gets /qn /norestart from the script; an .exe has no documented silent switch,
         # so without its own arguments every converge run would fail at the installer step.
         uri = v["beaconInstallerS3Uri"] if c.ok("beaconInstallerS3Uri") else ""

@@ -362,4 +362,11 @@ def desired_state(
             if cfg.beacon_installer_s3_uri
             else None
         ),
+        # Flexera One registers a beacon with a configuration file made for it in IT Asset
+        # Management ("do not share these files between inventory beacons") and imported in
+        # FlexNet Beacon; no unattended import is documented. The converge run stages each
+        # beacon's own file, read from this secret name plus the instance id, for that one step.
+        "beaconRegistration": (
+            {"secretNamePrefix": f"{cfg.name_prefix}beacon-registration/"} if cfg.beacon_registration else None
+        ),
     }

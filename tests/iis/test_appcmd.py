@@ -75,7 +75,7 @@ def test_mappings_before_the_sections_that_require_them(texts: dict[str, str], s
 
 CONVERGE = ROOT / "components" / "iis" / "windows" / "Set-BeaconMtls.ps1"
 # Converge steps with no appcmd/netsh/certutil line in appcmd.txt.
-NO_MANUAL_EQUIVALENT = {"stateFolder", "reboot", "webAdministration", "rootStore", "crl", "beaconInstaller", "lockdownAfterInstaller"}
+NO_MANUAL_EQUIVALENT = {"stateFolder", "reboot", "webAdministration", "rootStore", "crl", "beaconInstaller", "lockdownAfterInstaller", "beaconRegistration"}
 # Words of a numbered REM heading -> the converge step its commands stand for.
 HEADING_STEP = {
     "Role services": "features",

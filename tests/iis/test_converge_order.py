@@ -49,6 +49,7 @@ EXPECTED = [
     ("siteBinding", "Sync-SiteBinding", ("lockdown", "lockdownAfterInstaller?", "serverCertificate", "stateFolder")),
     ("httpSys", "Sync-HttpSys", ("lockdown", "lockdownAfterInstaller?", "serverCertificate")),
     ("crl", "Test-CrlReachability", ()),
+    ("beaconRegistration", "Sync-BeaconRegistration", ("stateFolder",)),
 ]
 # Commands that depend on something outside the instance or change HTTP.sys / certificates / IIS.
 OUTSIDE_OR_RISKY = {"get-secsecretvalue", "read-s3object", "import-pfxcertificate", "netsh.exe", "start-process", "invoke-webrequest"}

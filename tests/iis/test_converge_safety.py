@@ -429,3 +429,30 @@ def test_request_filtering_writes_only_what_would_be_refused(functions) -> None:
     assert text.index("if (Test-ExtensionAllowed -Section $section -Extension $extension) { continue }") < text.index("CreateElement('add')")
     allowed = body(functions, "Test-ExtensionAllowed")
     assert "GetAttributeValue('allowed')" in allowed and "GetAttributeValue('allowUnlisted')" in allowed
+
+
+# --- the beacon software and its registration (issue 19) ----------------------------------------------
+
+def test_flexeras_installshield_setup_gets_its_v_argument_quoted(functions) -> None:
+    text = body(functions, "Format-SetupArgument")
+    assert "if ($Value -cmatch '^/v(.+)$') {" in text and 'return "/v`"$inner`""' in text
+    assert "if ($inner -match '\"') { throw" in text
+    assert "Format-SetupArgument -Value $_" in body(functions, "Sync-BeaconInstaller")
+    msi = re.search(r"\$extra = @\(\$given[^\n]*", body(functions, "Sync-BeaconInstaller")).group(0)
+    assert "Format-ProcessArgument" in msi and "Format-SetupArgument" not in msi, "/v is the .exe wrapper's, never msiexec's"
+
+
+def test_each_beacon_stages_only_its_own_registration_file_privately(functions) -> None:
+    text = body(functions, "Sync-BeaconRegistration")
+    assert "Get-EC2InstanceMetadata -Category 'InstanceId'" in text and "Assert-Match $instanceId '^i-[0-9a-f]{8,17}$'" in text
+    assert '$secretName = "$($registration.secretNamePrefix)$instanceId"' in text
+    assert "Assert-Match $registration.secretNamePrefix '^flexnet-beacon/[A-Za-z0-9_-]{1,38}/beacon-registration/$'" in text
+    # Written new with its private ACL (never into someone else's file), only when it changed.
+    assert text.index("[IO.File]::Delete($file)") < text.index("([IO.FileMode]::CreateNew)") and "(New-PrivateSecurity -File)" in text
+    assert text.index("Get-Sha256Hex -Bytes ([IO.File]::ReadAllBytes($file))") < text.index("Invoke-Converge")
+    # A missing secret is a warning saying what to do; any other error fails the step.
+    assert "ResourceNotFound" in text and text.index("-notmatch") < text.index("{ throw }")
+    # Nothing of the file's content (or a hash of it) reaches the report or the log.
+    for node in ps_lint.walk(functions["Sync-BeaconRegistration"]):
+        if node.type == "expandable_string_literal":
+            assert not re.search(r"\$(bytes|secret)\b|Sha256", ps_lint.node_text(node)), ps_lint.node_text(node)

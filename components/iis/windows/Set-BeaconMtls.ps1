@@ -72,6 +72,7 @@ $report = [ordered]@{
         crl = @()
         logging = [ordered]@{ logFormat = $null; fields = $null; customFields = @() }
         reboot = [ordered]@{ pending = $false; recordedAt = $null; requestedAt = $null; reasons = @(); lastBootAt = $null; refused = $null }
+        registration = [ordered]@{ source = $null; staged = $null }
     }
     error = $null
 }
@@ -1426,6 +1427,18 @@ function Format-ProcessArgument {
     return "`"$Value`""
 }
 
+function Format-SetupArgument {
+    # An .exe argument. Flexera's BeaconInstaller is an InstallShield setup: /v passes the rest to
+    # msiexec and must be written /v"<msiexec arguments>" (the operator gives /v<arguments>, no quotes).
+    param([string]$Value)
+    if ($Value -cmatch '^/v(.+)$') {
+        $inner = $Matches[1]
+        if ($inner -match '"') { throw "installer argument <$Value> has a double quote: give /v's msiexec arguments without quotes" }
+        return "/v`"$inner`""
+    }
+    return (Format-ProcessArgument -Value $Value)
+}
+
 function Sync-BeaconInstaller {
     $installer = $state.beaconInstaller
     if ($null -eq $installer) { return }
@@ -1464,7 +1477,7 @@ function Sync-BeaconInstaller {
                 $arguments = @('/i', (Format-ProcessArgument -Value $file), '/qn', '/norestart', '/l*v', (Format-ProcessArgument -Value (Join-Path $work "beacon-$sha.log"))) + $extra
                 $program = 'msiexec.exe'
             } else {
-                $arguments = @($given | ForEach-Object { Format-ProcessArgument -Value $_ })
+                $arguments = @($given | ForEach-Object { Format-SetupArgument -Value $_ })
                 $program = $file
             }
             # Wait on the process itself (Start-Process -Wait also waits for every child it leaves).
@@ -1480,6 +1493,51 @@ function Sync-BeaconInstaller {
         } elseif ($code -eq 3010) { Register-Reboot -Reason "beacon installer $sha exited 3010" }
         elseif ($code -ne 0) { throw "beacon installer exited with $code" }
         Set-Content -LiteralPath $marker -Value ([DateTime]::UtcNow.ToString('o')) -Encoding ASCII
+    }
+}
+
+# --- beacon registration (Flexera One): the beacon's own configuration file, staged
+
+function Get-Sha256Hex {
+    param([byte[]]$Bytes)
+    $hasher = [Security.Cryptography.SHA256]::Create()
+    try { return (-join @($hasher.ComputeHash($Bytes) | ForEach-Object { $_.ToString('x2') })) } finally { $hasher.Dispose() }
+}
+
+function Sync-BeaconRegistration {
+    # Flexera One registers a beacon with a configuration file IT Asset Management makes for that
+    # beacon (not to be shared between beacons), imported in FlexNet Beacon; Flexera documents no
+    # unattended import. Each beacon reads its own file from Secrets Manager (the secret name ends
+    # in its instance id) and keeps it in the private state folder for that one manual step. The
+    # file's content never reaches the report or the log.
+    $registration = $state.beaconRegistration
+    if ($null -eq $registration) { return }
+    Assert-Match $registration.secretNamePrefix '^flexnet-beacon/[A-Za-z0-9_-]{1,38}/beacon-registration/$' 'beaconRegistration.secretNamePrefix'
+    $instanceId = [string](Get-EC2InstanceMetadata -Category 'InstanceId')
+    Assert-Match $instanceId '^i-[0-9a-f]{8,17}$' 'instance id'
+    $secretName = "$($registration.secretNamePrefix)$instanceId"
+    $report.checks.registration.source = $secretName
+    try { $secret = Get-SecretValue -SecretId $secretName }
+    catch {
+        if ("$($_.Exception.Message)" -notmatch "ResourceNotFound|can't find the specified secret") { throw }
+        [void]$report.warnings.Add("no beacon configuration file for this beacon yet: store the one Flexera made for it as secret $secretName (docs/operations.md)")
+        return
+    }
+    if ($null -ne $secret.SecretBinary) { $bytes = $secret.SecretBinary.ToArray() }
+    else { $bytes = [Text.Encoding]::UTF8.GetBytes([string]$secret.SecretString) }
+    $folder = Join-Path $dataDir 'registration'
+    $file = Join-Path $folder 'beacon-configuration'
+    if ((Test-Path -LiteralPath $file) -and (Get-Sha256Hex -Bytes ([IO.File]::ReadAllBytes($file))) -eq (Get-Sha256Hex -Bytes $bytes)) {
+        $report.checks.registration.staged = $file
+        return
+    }
+    Invoke-Converge "the beacon configuration file of $instanceId is not staged at $file" {
+        $null = New-Item -ItemType Directory -Path $folder -Force
+        if (Test-Path -LiteralPath $file) { [IO.File]::Delete($file) }
+        $stream = New-Object -TypeName System.IO.FileStream -ArgumentList $file, ([IO.FileMode]::CreateNew), ([Security.AccessControl.FileSystemRights]::FullControl), ([IO.FileShare]::None), 4096, ([IO.FileOptions]::WriteThrough), (New-PrivateSecurity -File)
+        try { $stream.Write($bytes, 0, $bytes.Length) } finally { $stream.Dispose() }
+        $report.checks.registration.staged = $file
+        [void]$report.warnings.Add("a new beacon configuration file is staged at ${file}: import it in FlexNet Beacon (Flexera documents no unattended import; docs/operations.md)")
     }
 }
 
@@ -1572,6 +1630,9 @@ if (-not $report.error) {
     }
     if (Start-Step -Name 'crl') {
         try { Test-CrlReachability; Complete-Step -Name 'crl' } catch { Complete-Step -Name 'crl' -Failure $_ }
+    }
+    if (Start-Step -Name 'beaconRegistration' -Requires 'stateFolder') {
+        try { Sync-BeaconRegistration; Complete-Step -Name 'beaconRegistration' } catch { Complete-Step -Name 'beaconRegistration' -Failure $_ }
     }
     Write-Log "start was $($report.startedAt) (-ReportOnly: $reportOnlyMode)"
 }
