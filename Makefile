@@ -23,10 +23,10 @@ plan: $(VENV)/.installed-runtime
 plan-all: $(VENV)/.installed-runtime
 	for s in $$(ls stacks | sed -n 's/^Pulumi\.\(.*\)\.yaml$$/\1/p'); do $(PY) -m scripts.plan --stack $$s || exit $$?; done
 
-## test: every test (unit, mocks, plan determinism, TLS on loopback)
+## test: every test (unit, mocks, plan determinism, TLS on loopback); worksteal keeps the long type check from ending up last on one worker
 test: $(VENV)/.installed-dev
 	./.ci/install-debian-packages
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 ## lint: static type gate (basedpyright over the program, components, scripts, policy)
 lint: $(VENV)/.installed-dev

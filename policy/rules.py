@@ -66,7 +66,7 @@ SSM_DOCUMENT = "aws:ssm/document:Document"
 BUCKET_OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2"  # the converge script and desired state
 
 PROD_PREFIX = "prod"
-DROP_DEFAULTS = ("aws:drop_established", "aws:drop_strict")
+DROP_DEFAULTS = ("aws:drop_established", "aws:drop_strict", "aws:drop_established_app_layer", "aws:drop_established_app_layer_to_server")
 REQUIRED_FIREWALL_LOG_TYPES = ("ALERT", "FLOW")
 
 

@@ -13,7 +13,15 @@ from .firewall_rules import RuleGroupSpec
 from ..log_groups import log_group
 from ..tagging import component_tags
 
-STATEFUL_DEFAULT_ACTIONS = ["aws:drop_established", "aws:alert_established"]
+# Application drop / alert established, server-directed only: default deny (the client's packets
+# of a flow no rule passed are dropped and logged), but only once a ClientHello or HTTP request is
+# whole, so a ClientHello split over two segments (a Go 1.24+ client's post-quantum key share) is
+# read without a retransmission; the server's packets are never dropped by it. Not the
+# bidirectional aws:drop_established_app_layer (it drops the server's ACKs, window updates and
+# resets seen before a pass rule applies), and the alert must be of the same family as the drop
+# (AWS refuses aws:alert_established next to it). docs/traffic.md, "Split ClientHellos";
+# tests/network/test_firewall_flows.py replays it. Changing these updates the policy in place.
+STATEFUL_DEFAULT_ACTIONS = ["aws:drop_established_app_layer_to_server", "aws:alert_established_app_layer_to_server"]
 STATELESS_DEFAULT_ACTIONS = ["aws:forward_to_sfe"]
 
 

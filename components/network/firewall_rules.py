@@ -7,7 +7,10 @@ Order of evaluation (policy priorities follow the list returned by `rule_groups`
 2. egress-handshake: pass the TCP handshake to the egress ports, both directions; with strict
    order the domain rules never see SNI or Host unless the handshake gets through.
 3. egress-domains: pass http by Host and tls by SNI for each allowlisted domain.
-Everything else falls to the policy's defaults: aws:drop_established + aws:alert_established.
+Everything else falls to the policy's defaults (components/network/firewall.py):
+aws:drop_established_app_layer_to_server + aws:alert_established_app_layer_to_server, which let a
+ClientHello (or HTTP request) split over several segments through until it is whole, then drop the
+client's packets of a flow no rule passed (docs/traffic.md, "Split ClientHellos").
 tests/network/test_firewall_flows.py replays whole conversations through Suricata against the rendered
 policy of every stack and checks every packet, both directions.
 
@@ -61,13 +64,15 @@ def ingress_rules(agent_cidrs: Sequence[str], beacon_cidrs: Sequence[str], allow
     Why `pass tls` / `pass http` rather than `pass tcp`: Suricata applies a `pass` to the whole
     flow, both directions, only for an IP-only rule or an application-layer rule. A plain
     `pass tcp $AGENT_NET any -> $BEACON_NET 443 (flow:to_server;)` passes just the packets it
-    matches (agent to beacon); the beacon's replies (ServerHello, CertificateRequest, every
-    response) are established packets no rule passed, and aws:drop_established drops them.
-    Passing the reply direction with a second `pass tcp` would work too, but would also pass any
-    non-TLS protocol on 443; the application-layer rule admits TLS on 443 (HTTP on 80) only.
+    matches (agent to beacon), and whatever protocol they carry; under a default that drops both
+    directions (aws:drop_established, the policy's default until split ClientHellos made it
+    application-layer) the beacon's replies (ServerHello, CertificateRequest, every response)
+    would be dropped as established packets no rule passed. The application-layer rule admits TLS
+    on 443 (HTTP on 80) only, and its pass covers the replies whatever the default.
     Before the protocol is known nothing is lost: the handshake is not established (the default
-    passes it) and, with the stream engine inline, the packet that carries the ClientHello (or the
-    request line) is parsed before it is inspected, so it is the packet the rule passes.
+    passes it) and, with the stream engine inline, the packet that carries the start of the
+    ClientHello (or the request line) is parsed before it is inspected, so it is the packet the
+    rule passes, even when the ClientHello goes on in a second segment.
     tests/network/test_firewall_flows.py replays whole sessions through Suricata to prove it.
     """
     ports = [(443, "tls")] + ([(80, "http")] if allow_http else [])

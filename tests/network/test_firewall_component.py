@@ -14,12 +14,49 @@ from conftest import Planned, plan_stack
 def test_policy_strict_order_default_drop(dev: Planned) -> None:
     policy = dev.one("firewallPolicy:FirewallPolicy").inputs["firewallPolicy"]
     assert policy["statefulEngineOptions"]["ruleOrder"] == "STRICT_ORDER"
-    assert policy["statefulDefaultActions"] == ["aws:drop_established", "aws:alert_established"]
+    # Application drop/alert established (server-directed only): why, tests/network/test_firewall_flows.py
+    assert policy["statefulDefaultActions"] == ["aws:drop_established_app_layer_to_server", "aws:alert_established_app_layer_to_server"]
     assert policy["statelessDefaultActions"] == ["aws:forward_to_sfe"]
     assert policy["statelessFragmentDefaultActions"] == ["aws:forward_to_sfe"]
     refs = policy["statefulRuleGroupReferences"]
     priorities = [r["priority"] for r in refs]
     assert priorities == sorted(priorities) and len(set(priorities)) == len(priorities)
+
+
+# The values the API takes (botocore's network-firewall model, FirewallPolicy.StatefulDefaultActions),
+# by family: the Developer Guide (strict evaluation order) allows "none or only one drop action",
+# and "if either Drop established or Alert established is selected, you cannot select Application
+# Layer drop established or Application Layer alert established, and vice versa".
+DEFAULT_ACTION_FAMILIES = {
+    "aws:drop_strict": "strict", "aws:alert_strict": "strict",
+    "aws:drop_established": "established", "aws:alert_established": "established",
+    "aws:drop_established_app_layer": "app_layer", "aws:alert_established_app_layer": "app_layer",
+    "aws:drop_established_app_layer_to_server": "app_layer_to_server",
+    "aws:alert_established_app_layer_to_server": "app_layer_to_server",
+}
+
+
+def test_stateful_default_actions_are_a_combination_the_api_accepts(dev: Planned) -> None:
+    actions = dev.one("firewallPolicy:FirewallPolicy").inputs["firewallPolicy"]["statefulDefaultActions"]
+    assert set(actions) <= set(DEFAULT_ACTION_FAMILIES), actions
+    assert len([a for a in actions if a.startswith("aws:drop")]) == 1, "exactly one drop default (default deny)"
+    families = {DEFAULT_ACTION_FAMILIES[a] for a in actions} - {"strict"}
+    assert len(families) == 1, f"established and application-layer defaults mixed: {actions}"
+    # every drop has its alert twin: without it the drops are not logged to the ALERT log
+    assert {a.replace("aws:drop", "aws:alert") for a in actions if a.startswith("aws:drop")} <= set(actions)
+
+
+def test_botocore_knows_the_stateful_default_actions() -> None:
+    """The service model the AWS SDKs are generated from lists every value used (documentation only:
+    the shape is a list of strings, which the API validates, not the SDK or the Pulumi provider)."""
+    import botocore.session
+
+    from components.network.firewall import STATEFUL_DEFAULT_ACTIONS
+
+    shape = botocore.session.get_session().get_service_model("network-firewall").shape_for("FirewallPolicy")
+    documented = shape.members["StatefulDefaultActions"].documentation
+    for action in STATEFUL_DEFAULT_ACTIONS:
+        assert f"<p>{action}</p>" in documented, action
 
 
 def test_rule_groups_strict_order_and_capacity(dev: Planned) -> None:

@@ -16,8 +16,20 @@ tests/network/suricata_replay.py.
 - Each allowlisted domain passes by TLS SNI and HTTP Host on the egress ports (`.example.com`:
   the domain itself and any subdomain; an exact host: only itself); look-alikes, unlisted hosts
   and the hosts of disabled groups are dropped.
-- "Dropped" is precise: under aws:drop_established the TCP handshake gets through, and from the
-  client's first data packet on every packet, both directions, is dropped by the default.
+- ClientHellos too big for one TCP segment (a Go 1.24+ client's default X25519MLKEM768 key
+  share makes it about 1.5 KB, the CloudWatch agent's and SSM Agent's among them) pass whole,
+  with no packet dropped, to every allowlisted host of every shipped stack and from agents to
+  every beacon subnet: with the boundary inside the SNI itself, with Go's layout (SNI whole in
+  the first segment, the message not), and with the server acknowledging the first segment
+  before the second arrives. Split ClientHellos to hosts not on the allowlist are refused, and
+  so are non-TLS bytes on an allowed port.
+- "Dropped" is precise, per the policy's drop default as emulated in suricata_replay
+  (`default_action_rules`): the TCP handshake gets through; under an application-layer default
+  the earlier segments of a ClientHello or HTTP request get through too, and the packet that
+  completes it is the first dropped (by the emulated rule for that protocol, which needs the
+  message parsed whole); anything else from the client's first data packet on. From there every
+  client-to-server packet is dropped (and every server-to-client one, unless the default is
+  server-directed only).
 
 One pcap and one Suricata run per stack or variant; each test reports every mismatch at once.
 """
@@ -33,17 +45,24 @@ from typing import Any
 import pytest
 
 import suricata_replay as sr
+from components.network.firewall import STATEFUL_DEFAULT_ACTIONS
 from components.stack import prepare
 from conftest import Planned, stack_raw
 from scripts.offline import run_program
 from suricata_replay import needs_suricata
 
-DROP_ESTABLISHED = sr.DEFAULT_SIDS["aws:drop_established"]
+ROOT = Path(__file__).resolve().parents[2]
 OUTSIDER = "192.0.2.200"  # TEST-NET-1: never in a variant's allowedIngressCidrs
 AGENT_ANYWHERE = "203.0.113.7"  # an agent when AGENT_NET is 0.0.0.0/0
 SSH_BANNER = b"SSH-2.0-OpenSSH_9.6p1\r\n"
 RDP_CONNECT = bytes.fromhex("030000130ee00000000000010008000b000000")
 RDP_CONFIRM = bytes.fromhex("030000130ed000001234000201080001000000")
+GARBAGE = sr._filler(700, "not-tls")  # bytes that are no protocol Suricata knows (ciphertext-like)
+SPLIT = "ClientHello in 2 segments"  # in the names of the split-ClientHello conversations
+SPLIT_LAYOUTS = {  # name suffix -> split_client_hello arguments
+    "SNI cut": dict(cut_sni=True),  # the boundary falls inside the SNI
+    "Go layout, ACK between": dict(cut_sni=False, ack_between=True),  # SNI whole in segment 1, server ACKs it
+}
 
 
 @dataclass(frozen=True)
@@ -60,6 +79,7 @@ class Variant:
 
 VARIANTS = [
     Variant("dev", "dev"),
+    Variant("pilot", "pilot"),
     Variant("prod", "prod"),
     Variant(
         "prod-http-restricted",
@@ -201,14 +221,17 @@ def conversations_for(variant: Variant, policy: Policy) -> Plan:
     for beacon in beacons:
         for source in agents:
             plan.tls(f"agent {source} tls -> {beacon}:443", source, beacon, 443, BEACON_NAME, True)
-        # A ClientHello too big for one segment (as with a post-quantum key share): the first
-        # data packet carries an incomplete handshake message.
-        plan.tls(f"agent tls, ClientHello in 2 segments -> {beacon}:443", agent, beacon, 443, BEACON_NAME, True, hello_padding=1800)
+        # A ClientHello too big for one segment (an agent whose TLS library sends a post-quantum
+        # key share by default): the first data packet carries an incomplete handshake message.
+        for layout, split in SPLIT_LAYOUTS.items():
+            plan.tls(f"agent tls, {SPLIT} ({layout}) -> {beacon}:443", agent, beacon, 443, BEACON_NAME, True,
+                     hello=sr.split_client_hello(BEACON_NAME, **split))
         plan.http(f"agent http -> {beacon}:80", agent, beacon, 80, BEACON_NAME, policy.allow_http, path="/ManageSoftDL/")
     beacon = beacons[0]
     plan.tls("agent tls -> beacon:80", agent, beacon, 80, BEACON_NAME, False)
     plan.http("agent http (not tls) -> beacon:443", agent, beacon, 443, BEACON_NAME, False, path="/ManageSoftDL/")
     plan.raw("agent ssh banner (not tls) -> beacon:443", agent, beacon, 443, SSH_BANNER, SSH_BANNER, False)
+    plan.raw("agent garbage (not tls) -> beacon:443", agent, beacon, 443, GARBAGE, GARBAGE[::-1], False)
     plan.tls("agent tls -> beacon:8443", agent, beacon, 8443, BEACON_NAME, False)
     plan.raw("agent ssh -> beacon:22", agent, beacon, 22, SSH_BANNER, SSH_BANNER, False)
     plan.raw("agent rdp -> beacon:3389", agent, beacon, 3389, RDP_CONNECT, RDP_CONFIRM, False)
@@ -235,8 +258,20 @@ def conversations_for(variant: Variant, policy: Policy) -> Plan:
         for port in tls_ports:
             plan.tls(f"egress tls {name}:{port}", source, plan.external_server(), port, name, verdict,
                      client_name="beacon.internal", server_name=name.lower())
+            # The same with the ClientHello of a Go 1.24+ client (CloudWatch agent, SSM Agent):
+            # every allowlisted host, every refused one, the boundary inside the SNI.
+            plan.tls(f"egress tls {name}:{port}, {SPLIT} (SNI cut)", source, plan.external_server(), port, name, verdict,
+                     client_name="beacon.internal", server_name=name.lower(), hello=sr.split_client_hello(name, cut_sni=True))
         for port in http_ports:
             plan.http(f"egress http {name}:{port}", source, plan.external_server(), port, name, verdict)
+    # Go's own layout, the server acknowledging the first segment before the second arrives, to
+    # the AWS endpoints the agents call; and non-TLS bytes to an allowed port.
+    for entry in policy.allowlist.get("aws-endpoints", []):
+        name = entry.lstrip(".")
+        plan.tls(f"egress tls {name}:443, {SPLIT} (Go layout, ACK between)", beacons[0], plan.external_server(), 443, name,
+                 True, client_name="beacon.internal", hello=sr.split_client_hello(name, cut_sni=False, ack_between=True))
+    for port in tls_ports:
+        plan.raw(f"egress garbage (not tls) :{port}", beacons[0], plan.external_server(), port, GARBAGE, GARBAGE[::-1], False)
     for name in variant.must_drop:
         assert not allowed(policy.allowlist, name), f"{variant.id}: {name} is allowed, the variant is not testing what it says"
     return plan
@@ -263,14 +298,20 @@ def payload_problems(verdict: sr.FlowVerdict, payload: tuple[str, str]) -> list[
 
 def check(variant: Variant, workdir: Path) -> tuple[Policy, sr.Replay, Plan, list[str]]:
     policy = declared_policy(variant)
-    assert "aws:drop_established" in policy.default_actions, "the expectations below are those of aws:drop_established"
+    emulated = sr.emulation(policy.default_actions)
+    assert emulated.action, f"the policy has no stateful drop default: {policy.default_actions}"
     plan = conversations_for(variant, policy)
     run = sr.replay(workdir, plan.conversations, sr.policy_rules(policy.rules, policy.default_actions), policy.address_groups)
     problems = run.accounting_problems()
     for name, passes in plan.expect_pass.items():
         verdict = run[name]
-        found = verdict.problems_if_passed() if passes else verdict.problems_if_blocked(DROP_ESTABLISHED)
-        found += payload_problems(verdict, plan.payload[name])
+        kind = plan.payload[name][0]
+        found = verdict.problems_if_passed() if passes else verdict.problems_if_blocked(emulated, kind)
+        # A refused flow's parser record: complete under the classic defaults (every packet is still
+        # inspected); under an application-layer one Suricata stops at the flow drop, and the first
+        # drop's rule (it needs the ClientHello / request parsed whole) stands for the parser.
+        if passes or not emulated.app_layer:
+            found += payload_problems(verdict, plan.payload[name])
         if found:
             problems.append(f"{name}: expected {'pass' if passes else 'drop'}: {'; '.join(found)}\n    {verdict.describe()}")
     return policy, run, plan, problems
@@ -280,6 +321,7 @@ def check(variant: Variant, workdir: Path) -> tuple[Policy, sr.Replay, Plan, lis
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.id for v in VARIANTS])
 def test_whole_conversations_pass_or_drop_as_the_policy_says(variant: Variant, tmp_path: Path) -> None:
     policy, run, plan, problems = check(variant, tmp_path)
+    problems += split_client_hello_problems(variant, policy, run, plan)
     passed = sum(plan.expect_pass.values())
     print(
         f"{variant.id}: {len(plan.conversations)} conversations ({passed} pass, {len(plan.conversations) - passed} drop), "
@@ -292,6 +334,106 @@ def test_whole_conversations_pass_or_drop_as_the_policy_says(variant: Variant, t
     assert all(not run[n].dropped and run[n].flow["action"] == "pass" for n in agent_sessions)
 
 
+SHIPPED_STACKS = sorted(path.name.split(".")[1] for path in (ROOT / "stacks").glob("Pulumi.*.yaml"))
+
+
+def test_every_shipped_stack_is_replayed() -> None:
+    plain = {v.id for v in VARIANTS if v.id == v.stack and not v.overrides}
+    assert SHIPPED_STACKS and set(SHIPPED_STACKS) <= plain, f"stacks without a plain variant: {sorted(set(SHIPPED_STACKS) - plain)}"
+
+
+def allowlisted_hosts(allowlist: dict[str, list[str]]) -> list[str]:
+    """Names each allowlist entry admits, as the replay sends them: `d` and `x.d` for `.d`, else the host."""
+    hosts: list[str] = []
+    for entries in allowlist.values():
+        for entry in entries:
+            bare = entry.lstrip(".")
+            hosts += [bare, f"x.{bare}"] if entry.startswith(".") else [bare]
+    return list(dict.fromkeys(hosts))
+
+
+def split_client_hello_problems(variant: Variant, policy: Policy, run: sr.Replay, plan: Plan) -> list[str]:
+    """Issue 19, point 5: a ClientHello in two TCP segments costs no retransmission.
+
+    For every allowlisted host on every TLS egress port and from an agent to every beacon subnet,
+    a split ClientHello conversation exists and not one of its packets was dropped, either way
+    (problems_if_passed), the first segment being an incomplete ClientHello; split ClientHellos
+    to hosts off the allowlist are refused from the segment that completes the ClientHello on,
+    by the rule that needs it parsed whole; non-TLS bytes are refused (problems_if_blocked).
+    """
+    emulated = sr.emulation(policy.default_actions)
+    tls_ports = [p for p in policy.egress_ports if p != 80]
+    beacons = [_host(cidr, 10) for cidr in policy.address_groups["BEACON_NET"]]
+    wanted = {f"egress tls {h}:{p}, {SPLIT} (SNI cut)" for h in allowlisted_hosts(policy.allowlist) for p in tls_ports}
+    wanted |= {f"agent tls, {SPLIT} ({layout}) -> {b}:443" for b in beacons for layout in SPLIT_LAYOUTS}
+    problems = [f"no split-ClientHello conversation {n!r} (or not expected to pass)"
+                for n in sorted(wanted) if not plan.expect_pass.get(n)]
+    split = [n for n in plan.expect_pass if SPLIT in n]
+    refused = [n for n in split if not plan.expect_pass[n]]
+    if not refused:
+        problems.append("no split ClientHello to a host off the allowlist")
+    for name in split:
+        verdict = run[name]
+        first, last = verdict.first_data, verdict.first_message_end
+        hello = b"".join(p.frame[54:] for p in verdict.sent[first : last + 1] if p.kind == "data" and p.to_server)
+        if last == first or not verdict.sent[first].frame[54:].startswith(b"\x16\x03\x01") or len(hello) < 1400:
+            problems.append(f"{name}: the first data packet is not the first of a 2-segment ClientHello")
+        if plan.expect_pass[name]:
+            problems += [f"{name}: {p}" for p in verdict.problems_if_passed()]
+        else:
+            problems += [f"{name}: {p}" for p in verdict.problems_if_blocked(emulated, "tls")]
+    garbage = [n for n in plan.expect_pass if "garbage" in n]
+    if not garbage or any(plan.expect_pass[n] for n in garbage):
+        problems.append(f"non-TLS bytes on an allowed port not tried, or expected to pass: {garbage}")
+    problems += [f"{n}: {p}" for n in garbage for p in run[n].problems_if_blocked(emulated, "raw")]
+    print(f"{variant.id}: {len(split) - len(refused)} split ClientHellos passed whole, {len(refused)} refused, "
+          f"{len(garbage)} non-TLS refused")
+    return problems
+
+
+BOTH_DIRECTIONS_DEFAULTS = ["aws:drop_established", "aws:alert_established"]  # the policy's defaults before issue 19
+BIDIRECTIONAL_APP_LAYER = ["aws:drop_established_app_layer", "aws:alert_established_app_layer"]
+
+
+@needs_suricata
+def test_why_the_default_is_application_layer_server_directed(tmp_path: Path) -> None:
+    """The same split ClientHellos (the server ACKing the first segment before the second arrives)
+    under three drop defaults, with the dev stack's rules:
+
+    - aws:drop_established (the previous default): the first segment of a ClientHello to an
+      allowlisted host is dropped, the SNI being incomplete; the client gets it through only by
+      retransmitting after a timeout (the replay sends the rest regardless).
+    - aws:drop_established_app_layer (bidirectional): the segment gets through, but the server's
+      ACK of it is an established packet no rule has passed yet, and is dropped (AWS documents
+      such drops of window updates, keep-alives and resets "immediately after the TCP handshake").
+    - the policy's default, aws:drop_established_app_layer_to_server: nothing of it is dropped.
+    Each time the ClientHello to a host off the allowlist is refused.
+    """
+    policy = declared_policy(VARIANTS[0])
+    assert policy.default_actions == STATEFUL_DEFAULT_ACTIONS
+    host = policy.allowlist["aws-endpoints"][0]
+    source = _host(policy.address_groups["BEACON_NET"][0], 10)
+    conversations = [
+        sr.Conversation(name, source, 40000 + i, f"198.18.1.{i + 1}", 443,
+                        sr.tls_session(sni, client_name="beacon.internal", hello=sr.split_client_hello(sni, ack_between=True)))
+        for i, (name, sni) in enumerate([("allowed", host), ("refused", "unlisted.example.net")])
+    ]
+    verdicts = {}
+    for defaults in (BOTH_DIRECTIONS_DEFAULTS, BIDIRECTIONAL_APP_LAYER, STATEFUL_DEFAULT_ACTIONS):
+        run = sr.replay(tmp_path / defaults[0].split(":")[1], conversations, sr.policy_rules(policy.rules, defaults), policy.address_groups)
+        assert not run.accounting_problems(), run.accounting_problems()
+        assert not run["refused"].problems_if_blocked(sr.emulation(defaults), "tls"), run["refused"].describe()
+        verdicts[defaults[0]] = run["allowed"]
+    old, bidirectional, chosen = verdicts.values()
+    first = old.first_data
+    assert old.sent[first].to_server and first in old.dropped, old.describe()
+    assert old.flow.get("action") == "pass"  # the second segment completed the SNI: the flow passes, late
+    early_ack = first + 1
+    assert not bidirectional.sent[early_ack].to_server and bidirectional.sent[early_ack].kind == "ack"
+    assert set(bidirectional.dropped) == {early_ack}, bidirectional.describe()
+    assert not chosen.problems_if_passed(), chosen.describe()
+
+
 PRE_FIX_INGRESS = (
     'pass tcp $AGENT_NET any -> $BEACON_NET 443 (msg:"agents to beacon tcp/443"; flow:to_server; sid:100001; rev:1;)'
 )
@@ -301,30 +443,33 @@ PRE_FIX_INGRESS = (
 def test_replay_catches_a_pass_that_covers_one_direction_only(tmp_path: Path) -> None:
     """The harness sees what the flow-level pass fixed: a packet-level `pass tcp ... flow:to_server`.
 
-    That rule passes the agent's packets only; every established packet from the beacon (the
-    ServerHello and certificate request, every response) falls to aws:drop_established.
+    Under a default that drops both directions (aws:drop_established, the policy's default when
+    the ingress rule was fixed) that rule passes the agent's packets only; every established
+    packet from the beacon (the ServerHello and certificate request, every response) is dropped.
+    Under today's server-directed default the replies would pass, but the rule would also pass
+    any protocol on 443: an SSH banner gets through, which `pass tls` refuses (the replays above).
     """
     policy = declared_policy(VARIANTS[0])
     beacon = _host(policy.address_groups["BEACON_NET"][0], 10)
     session = sr.Conversation("agent tls", AGENT_ANYWHERE, 40000, beacon, 443, sr.tls_session("beacon.example.com"))
-    rules = sr.policy_rules([PRE_FIX_INGRESS], policy.default_actions)
-    run = sr.replay(tmp_path, [session], rules, policy.address_groups)
+    ssh = sr.Conversation("agent ssh", AGENT_ANYWHERE, 40001, beacon, 443, sr.raw_exchange(SSH_BANNER, SSH_BANNER))
+    rules = sr.policy_rules([PRE_FIX_INGRESS], BOTH_DIRECTIONS_DEFAULTS)
+    run = sr.replay(tmp_path / "both", [session], rules, policy.address_groups)
     assert not run.accounting_problems()
     verdict = run["agent tls"]
     replies = {i for i, p in enumerate(verdict.sent) if not p.to_server and p.kind != "syn-ack"}
     assert set(verdict.dropped) == replies, verdict.describe()
     assert verdict.problems_if_passed()
+    run = sr.replay(tmp_path / "now", [session, ssh], sr.policy_rules([PRE_FIX_INGRESS], policy.default_actions), policy.address_groups)
+    assert not run.accounting_problems()
+    assert not run["agent ssh"].dropped, run["agent ssh"].describe()
 
 
 # --- the harness itself (no Suricata needed) --------------------------------------------------
 
 
-def test_conversation_is_complete_and_consistent() -> None:
-    conversation = sr.Conversation("c", "203.0.113.7", 40000, "10.80.0.10", 443, sr.tls_session("beacon.example.com"))
-    packets = conversation.packets()
-    assert [(p.kind, p.to_server) for p in packets[:3]] == [("syn", True), ("syn-ack", False), ("ack", True)]
-    assert [(p.kind, p.to_server) for p in packets[-4:]] == [("fin", True), ("ack", False), ("fin", False), ("ack", True)]
-    # Sequence numbers: each side's segments follow on, and every ACK acknowledges all the peer sent.
+def _assert_consistent(packets: list[sr.Packet], max_segment: int = sr.MSS) -> None:
+    """Sequence numbers: each side's segments follow on, and every ACK acknowledges all the peer sent."""
     nxt: dict[bool, int] = {}
     for packet in packets:
         ip = packet.frame[14:34]
@@ -337,11 +482,72 @@ def test_conversation_is_complete_and_consistent() -> None:
         if flags & sr.ACK and (not packet.to_server) in nxt:
             assert ack == nxt[not packet.to_server]
         nxt[packet.to_server] = seq + len(payload) + (1 if flags & (sr.SYN | sr.FIN) else 0)
-        assert len(payload) <= sr.MSS
+        assert len(payload) <= max_segment
+        assert (packet.kind == "data") == bool(payload) and (packet.message >= 0) == bool(payload)
+
+
+def test_conversation_is_complete_and_consistent() -> None:
+    conversation = sr.Conversation("c", "203.0.113.7", 40000, "10.80.0.10", 443, sr.tls_session("beacon.example.com"))
+    packets = conversation.packets()
+    assert [(p.kind, p.to_server) for p in packets[:3]] == [("syn", True), ("syn-ack", False), ("ack", True)]
+    assert [(p.kind, p.to_server) for p in packets[-4:]] == [("fin", True), ("ack", False), ("fin", False), ("ack", True)]
+    _assert_consistent(packets)
     data = b"".join(p.frame[54:] for p in packets if p.to_server)
     assert data.startswith(b"\x16\x03\x01") and b"beacon.example.com" in data
     reply = b"".join(p.frame[54:] for p in packets if not p.to_server)
     assert reply.startswith(b"\x16\x03\x03") and b"\x0d\x00" in reply  # ServerHello ... CertificateRequest
+
+
+def _extensions(record: bytes) -> dict[int, bytes]:
+    """Parse a ClientHello record as a server would; every length must add up."""
+    import struct
+
+    assert record[:3] == b"\x16\x03\x01" and struct.unpack("!H", record[3:5])[0] == len(record) - 5
+    assert record[5] == 1 and int.from_bytes(record[6:9], "big") == len(record) - 9
+    body = record[9:]
+    i = 2 + 32
+    i += 1 + body[i]  # session id
+    i += 2 + struct.unpack("!H", body[i : i + 2])[0]  # cipher suites
+    i += 1 + body[i]  # compression methods
+    end = i + 2 + struct.unpack("!H", body[i : i + 2])[0]
+    assert end == len(body)
+    i += 2
+    out = {}
+    while i < end:
+        ext_type, length = struct.unpack("!HH", body[i : i + 4])
+        assert ext_type not in out
+        out[ext_type] = body[i + 4 : i + 4 + length]
+        i += 4 + length
+    assert i == end
+    return out
+
+
+@pytest.mark.parametrize("name", ["ssm.us-east-1.amazonaws.com", "x.flexnetmanager.com", "a.b.c.d.ctldl.windowsupdate.com"])
+def test_split_client_hello_is_a_post_quantum_client_hello_in_two_segments(name: str) -> None:
+    for layout, split in SPLIT_LAYOUTS.items():
+        hello = sr.split_client_hello(name, **split)
+        record = hello.data
+        ext = _extensions(record)
+        assert 1400 < len(record) < 1700 and len(hello.chunks) == 2
+        assert ext[0][5:].decode() == name  # server_name
+        assert b"\x03\x04" in ext[43]  # supported_versions: TLS 1.3
+        shares = ext[51][2:]
+        assert shares[:4] == b"\x11\xec\x04\xc0" and len(shares) == 4 + 1216 + 4 + 32  # X25519MLKEM768, X25519
+        assert shares[4 + 1216 : 4 + 1216 + 4] == b"\x00\x1d\x00\x20"
+        first = hello.chunks[0]
+        if split["cut_sni"]:
+            assert name not in first.decode("latin-1") and name not in hello.chunks[1].decode("latin-1")
+            assert name.startswith(first[-(len(first) - record.index(name.encode())):].decode())
+        else:
+            assert name.encode() in first
+        session = sr.tls_session(name, hello=hello)
+        packets = sr.Conversation("c", "10.80.0.10", 40000, "198.18.0.1", 443, session).packets()
+        _assert_consistent(packets, sr.MAX_SEGMENT)
+        kinds = [(p.kind, p.to_server) for p in packets[3:6]]
+        if split.get("ack_between"):
+            assert kinds == [("data", True), ("ack", False), ("data", True)]
+        else:
+            assert kinds == [("data", True), ("data", True), ("ack", False)]
 
 
 def test_default_actions_are_emulated_as_final_rules() -> None:
@@ -355,6 +561,24 @@ def test_default_actions_are_emulated_as_final_rules() -> None:
     ]
     with pytest.raises(ValueError, match="no emulation"):
         sr.default_action_rules(["aws:pass"])
+    server_directed = sr.default_action_rules(STATEFUL_DEFAULT_ACTIONS)
+    drops = [r for r in server_directed if r.startswith("drop ")]
+    assert [r.split(" (")[0] for r in drops] == [
+        "drop tls any any -> any any", "drop http any any -> any any", "drop tcp any any -> any any",
+        "drop tcp any any -> any any", "drop ip any any -> any any",
+    ]
+    assert all("to_server" in r and "to_client" not in r for r in drops)
+    assert "ssl_state:client_hello;" in drops[0] and "http.header_names;" in drops[1]
+    assert f"lua:{sr.ALPROTO_UNKNOWN_LUA};" in drops[3]
+    assert [r.replace("alert ", "drop ", 1).replace("alert_", "drop_") for r in server_directed if r.startswith("alert ")] == [
+        r.replace(str(s), str(s + 10)) for r, s in zip(drops, range(9_000_031, 9_000_036))
+    ]
+    bidirectional = sr.default_action_rules(["aws:drop_established_app_layer"])
+    assert bidirectional[-1].startswith("drop ip any any -> any any (") and "flow:established,to_client;" in bidirectional[-1]
+    emulated = sr.emulation(STATEFUL_DEFAULT_ACTIONS)
+    assert emulated.app_layer and not emulated.server_to_client
+    assert sr.emulation(["aws:drop_established_app_layer"]).server_to_client
+    assert not sr.emulation(["aws:drop_established"]).app_layer
 
 
 def test_policy_rules_refuse_what_action_order_cannot_replay_in_file_order() -> None:

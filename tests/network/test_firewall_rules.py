@@ -152,8 +152,9 @@ def test_ingress_admits_80_only_with_allow_http() -> None:
 def test_ingress_passes_whole_flows(allow_http: bool) -> None:
     """Application-layer passes: Suricata passes the whole flow, the beacon's replies included.
 
-    A `pass tcp ... (flow:to_server;)` passes only the packets it matches; under
-    aws:drop_established the replies would be dropped (tests/network/test_firewall_flows.py replays it).
+    A `pass tcp ... (flow:to_server;)` passes only the packets it matches, of any protocol; under
+    a both-directions default (aws:drop_established) the replies would be dropped
+    (tests/network/test_firewall_flows.py replays it).
     """
     group = fr.ingress_rules(["203.0.113.0/24"], ["10.80.0.0/24"], allow_http)
     for rule in group.rules:
