@@ -115,6 +115,23 @@ VARIANTS = [
         also_try=("crl.example.com", "x.flexnetmanager.com", "ssm.us-east-1.amazonaws.com", "www.microsoft.com"),
         must_drop=("crl.example.com", "x.flexnetmanager.com", "ssm.us-east-1.amazonaws.com", "www.microsoft.com"),
     ),
+    Variant(
+        # A new stack with only flexeraRegion set: every documented host of its region (derived
+        # from its allowlist, revocation servers included) passes; another region's is dropped.
+        "flexera-eu-only",
+        "dev",
+        {"flexeraRegion": "eu", "flexeraParentDomains": []},
+        also_try=("app.flexera.eu", "beacon.flexnetmanager.eu", "data.flexnetmanager.eu", "crl.r2m02.amazontrust.com",
+                  "app.flexera.com", "beacon.flexnetmanager.com", "data.flexnetmanager.au", "app.flexera.au"),
+        must_drop=("app.flexera.com", "beacon.flexnetmanager.com", "data.flexnetmanager.au", "app.flexera.au"),
+    ),
+    Variant(
+        "windows-extras-on",
+        "prod",
+        {"windowsExtrasEgress": "true"},
+        also_try=("definitionupdates.microsoft.com", "kv601.prod.do.dsp.mp.microsoft.com", "ocsp.digicert.com", "evil.wdcp.microsoft.com.example.net"),
+        must_drop=("evil.wdcp.microsoft.com.example.net",),
+    ),
 ]
 
 
