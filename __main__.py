@@ -1,11 +1,14 @@
 """flexnet-beacon: config -> validate -> components -> exports."""
 
+from datetime import datetime, timezone
+
 import pulumi
 import pulumi_aws as aws
 
 from components import config
 from components.readiness import deploy_gate
-from components.stack import build, export, prepare
+from components.require_gate import switch_problem
+from components.stack import build, deployed_enforcement, export, prepare
 
 try:
     prepared = prepare(*config.raw_from_pulumi())
@@ -23,6 +26,16 @@ if blockers:
         f"stack {prepared.cfg.stack} is protected and this update would deploy a beacon that cannot work ({len(blockers)} problems):\n"
         + "\n".join(f"  - {line}" for line in blockers)
     )
+
+# The switch from observe to require is guarded against what is deployed, by the update itself.
+deployed, verdict, deployed_before = deployed_enforcement(prepared.cfg.stack)
+switch_refused, switch_note = switch_problem(prepared.cfg, deployed, verdict, deployed_before, datetime.now(timezone.utc))
+if switch_refused and not pulumi.runtime.is_dry_run():
+    raise pulumi.RunError(switch_refused)
+if switch_refused:
+    gate_warnings.append(f"pulumi up will stop: {switch_refused}")
+if switch_note:
+    pulumi.log.info(switch_note)
 
 for warning in list(prepared.warnings) + gate_warnings:
     pulumi.log.warn(warning)

@@ -11,6 +11,8 @@ import pulumi
 import pulumi_aws as aws
 from pulumi import ResourceOptions
 
+from .require_gate import earlier_deployment_parameter, enforcement_parameter, enforcement_record, verdict_parameter
+from .tagging import component_tags
 from .beacon import policy as beacon_policy
 from .beacon.policy import ssm_agent_buckets
 from .beacon.host import BeaconHost, BeaconHostArgs
@@ -158,6 +160,20 @@ def agent_urls(hostname: str) -> dict[str, str]:
     return {kind: f"https://{hostname}{path}" for kind, path in AGENT_PATHS.items()}
 
 
+def deployed_enforcement(stack: str) -> tuple[str | None, str | None, bool]:
+    """(the enforcement record, the recorded readiness verdict, whether the stack was deployed
+    before the record existed), read from the stack's SSM parameters before any resource.
+
+    One GetParametersByPath of the stack's own prefix: a missing parameter is simply absent from
+    the answer (a get_parameter of a missing name is an invoke error, and the Python SDK fails the
+    program for it even when caught). Any other error stops the program: fail closed."""
+    found = aws.ssm.get_parameters_by_path(path=f"/{PROJECT}/{stack}/", recursive=False, with_decryption=False)
+    values = dict(zip(found.names, found.values))
+    record = values.get(enforcement_parameter(stack))
+    before = record is None and earlier_deployment_parameter(stack) in values
+    return record, values.get(verdict_parameter(stack)), before
+
+
 def build(prepared: Prepared) -> dict[str, Any]:
     """Create every resource; return the stack outputs."""
     cfg = prepared.cfg
@@ -279,6 +295,18 @@ def build(prepared: Prepared) -> dict[str, Any]:
         ),
     )
 
+    # What is deployed, for the next update's guard of observe -> require (components/require_gate.py).
+    enforcement_record_parameter = aws.ssm.Parameter(
+        "enforcement-record",
+        aws.ssm.ParameterArgs(
+            name=enforcement_parameter(cfg.stack),
+            type="String",
+            insecure_value=enforcement_record(cfg),  # not secret: state and preview show it
+            description="flexnet-beacon: the enforcement and requireMinReadyPercent this stack deployed (read by pulumi up to guard observe -> require)",
+            tags=component_tags(tags, "require-gate", "enforcement-record"),
+        ),
+    )
+
     outputs: dict[str, Any] = {}
     if cfg.crl_hosting == "s3":
         hosting = CrlHosting(
@@ -288,6 +316,9 @@ def build(prepared: Prepared) -> dict[str, Any]:
         outputs["crlHosting"] = {"bucket": hosting.bucket.id, "baseUrl": hosting.base_url}
 
     return outputs | {
+        "enforcement": cfg.enforcement,
+        "requireMinReadyPercent": cfg.require_min_ready_percent,
+        "enforcementRecord": enforcement_record_parameter.name,
         "vpcId": network.vpc.id,
         "firewallSubnetIds": [s.id for s in network.firewall_subnets],
         "protectedSubnetIds": [s.id for s in network.protected_subnets],

@@ -77,9 +77,12 @@ class RecordedResource:
 
 
 class PlanMocks(pulumi.runtime.Mocks):
-    def __init__(self, region: str, account: str = MOCK_ACCOUNT):
+    def __init__(self, region: str, account: str = MOCK_ACCOUNT, parameters: Mapping[str, str] | None = None):
         self.region = region
         self.account = account
+        # The stack's own SSM parameters as deployed (name -> value); any other name under
+        # /flexnet-beacon/ answers ParameterNotFound, as SSM does.
+        self.parameters = dict(parameters or {})
         self.subnet_zones: dict[str, str] = {}
         self.unknown_calls: list[str] = []
         self.impaired_zones: set[str] = set()  # zones whose state is not "available" (tests set it)
@@ -148,6 +151,13 @@ class PlanMocks(pulumi.runtime.Mocks):
             if args.args.get("state"):  # as EC2 does: a state filter drops zones in another state
                 zones = [z for z in zones if (z[0] in self.impaired_zones) == (args.args["state"] == "impaired")]
             return {"names": [z[0] for z in zones], "zoneIds": [z[1] for z in zones], "id": self.region}
+        if token == "aws:ssm/getParametersByPath:getParametersByPath":
+            path = str(args.args.get("path", ""))
+            # Not recursive: only the parameters directly under the path, as SSM answers.
+            names = sorted(n for n in self.parameters if n.startswith(path) and "/" not in n[len(path):])
+            return {"path": path, "names": names, "values": [self.parameters[n] for n in names], "types": ["String"] * len(names),
+                    "arns": [f"arn:aws:ssm:{self.region}:{self.account}:parameter{n}" for n in names], "id": path,
+                    "recursive": bool(args.args.get("recursive")), "withDecryption": bool(args.args.get("withDecryption"))}
         if token == "aws:ssm/getParameter:getParameter":
             return {
                 "name": args.args.get("name"),
@@ -247,14 +257,16 @@ def run_program(
     base: Path | None = None,
     preview: bool = True,
     account: str = MOCK_ACCOUNT,
+    parameters: Mapping[str, str] | None = None,
 ) -> ProgramRun:
     """Execute __main__.py under mocks with `config` (project keys, Pulumi string values).
 
     base: the project directory the config's certificate files are read from (default the
     repository), passed to the program as FLEXNET_BEACON_PROJECT_DIR (components.stack).
     preview: run as `pulumi preview` (the offline plan) or, False, as `pulumi up`.
-    account: the account aws.get_caller_identity answers with."""
-    mocks = PlanMocks(region, account)
+    account: the account aws.get_caller_identity answers with.
+    parameters: the stack's SSM parameters as deployed (others are not found)."""
+    mocks = PlanMocks(region, account, parameters)
     monitor = RecordingMonitor(mocks)
     logger = _LogCapture()
     all_config = {f"{PROJECT}:{k}": v for k, v in config.items()}

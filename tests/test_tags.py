@@ -30,7 +30,7 @@ def test_every_taggable_resource_is_tagged(stack: str, request: pytest.FixtureRe
             continue
         tags = resource.inputs.get("tags") or {}
         assert tags.get("flexnet-beacon:stack") == stack, resource.name
-        assert tags.get("flexnet-beacon:component") in {"network", "firewall", "dns-firewall", "beacon", "iis-mtls", "iis-logs", "crl-hosting"}, resource.name
+        assert tags.get("flexnet-beacon:component") in {"network", "firewall", "dns-firewall", "beacon", "iis-mtls", "iis-logs", "crl-hosting", "require-gate"}, resource.name
         assert tags.get("Owner") == "platform-team", resource.name
         assert tags.get("CostCentre") == f"it-ops-{stack}", resource.name
         assert tags.get("Name") == resource.name, resource.name

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from botocore.exceptions import ClientError
@@ -38,6 +39,8 @@ from .fleet import AGENT_PATHS, CERT_FIELDS, Aggregator, HeaderLookup, Outcome, 
 from .aws import Aws, error_code
 from .common import PROJECT, InputError, OpsError, iso, note, now_utc, parse_time, table
 from .outputs import check_stack, resolve_stack
+from components.require_gate import VERDICT_MAX_AGE
+from .verdict import record_verdict
 
 if TYPE_CHECKING:
     from .cli import Context
@@ -130,6 +133,8 @@ class Reading:
     events: int = 0
     seconds: float = 0.0
     lookups: int = 0
+    # SHA-256 over every event read (stream, time, message): what a recorded verdict was judged on.
+    digest: Any = field(default_factory=hashlib.sha256)
 
 
 def _not_found(log_group: str, aws: Aws) -> OpsError:
@@ -162,7 +167,9 @@ def read_events(aws: Aws, reading: Reading, progress: Progress) -> Iterator[tupl
         reading.pages += 1
         for event in page.get("events") or []:
             reading.events += 1
-            yield str(event.get("logStreamName") or ""), int(event.get("timestamp") or 0), str(event.get("message") or "")
+            stream, stamp, message = str(event.get("logStreamName") or ""), int(event.get("timestamp") or 0), str(event.get("message") or "")
+            reading.digest.update(f"{stream}\0{stamp}\0{message}\n".encode("utf-8", "surrogatepass"))
+            yield stream, stamp, message
         previous, token = token, page.get("nextToken")
         now = time.monotonic()
         reading.seconds = now - started
@@ -387,6 +394,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--issuer-cn", action="append", metavar="CN", help="CN of a configured issuing CA (repeatable; default: mtls.issuerRules of the outputs)")
     p.add_argument("--all-paths", action="store_true", help="count requests to every path, not only the agents' (/ManageSoftDL/, /ManageSoftRL/)")
     p.add_argument("--top", metavar="N", help="show only the first N devices of the table (all in --json)")
+    p.add_argument("--record", action="store_true",
+                   help="keep this verdict (with --min-ready) in the stack's SSM parameter /flexnet-beacon/<stack>/readiness-verdict, which "
+                        "pulumi up reads before it switches a deployed observe stack to require (valid 24 h)")
 
 
 def _log_group(ctx: "Context", stack: str | None, notes: list[str]) -> str:
@@ -456,6 +466,9 @@ def command(ctx: "Context") -> int:
         if outputs.given:
             resolve_stack(stack, outputs, "readiness")
     stack = stack or outputs.stack_name()
+    if args.record and (min_ready is None or not stack):  # before any log is read
+        raise InputError("--record: got " + ("no --min-ready" if min_ready is None else "no stack") +
+                         "; expected --min-ready (the stack's requireMinReadyPercent) and --stack (or --stack-outputs)")
     notes: list[str] = []
     log_group = _log_group(ctx, stack, notes)
     issuer_cns, issuer_source = _issuers(ctx)
@@ -464,5 +477,11 @@ def command(ctx: "Context") -> int:
     outcome, reading = run(aws, log_group, start, now, issuer_cns, paths, _beacon_names(ctx))
     notes += reading_notes(outcome, reading)
     body = payload(outcome, reading, region=aws.region, min_ready=min_ready, issuer_source=issuer_source, paths=paths, notes=notes)
-    ctx.emit(body, lines(outcome, reading, min_ready=min_ready, top=top, notes=notes))
+    text = lines(outcome, reading, min_ready=min_ready, top=top, notes=notes)
+    if args.record:
+        name, recorded = record_verdict(aws, stack, outcome, reading, min_ready, now)
+        body["recorded"] = {"parameter": name, "verdict": recorded}
+        text.append(f"recorded in {name}: {'passed' if recorded['passed'] else 'not passed'} at --min-ready {min_ready:g} (pulumi up accepts it until {iso(now + VERDICT_MAX_AGE)})")
+    ctx.emit(body, text)
     return 1 if outcome.below(min_ready) else 0
+

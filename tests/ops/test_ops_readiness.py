@@ -482,3 +482,37 @@ def test_status_meanings_and_since() -> None:
     assert parse_since("2w", now) == now - dt.timedelta(days=14)
     assert parse_since("2026-05-25", now) == dt.datetime(2026, 5, 25, tzinfo=dt.timezone.utc)
     assert parse_since("2026-05-31T10:00:00+02:00", now) == dt.datetime(2026, 5, 31, 8, tzinfo=dt.timezone.utc)
+
+
+# ---------------------------------------------------------------------------------------------
+# --record: the verdict pulumi up reads (components/require_gate.py), end to end against moto
+
+
+@pytest.mark.parametrize(("min_ready", "passed"), [("37.5", True), ("37.6", False)])
+def test_record_keeps_the_verdict_the_update_checks(logged, capsys, min_ready, passed) -> None:
+    from components.config import load
+    from components.require_gate import switch_problem, verdict_parameter
+    from conftest import stack_raw
+
+    got, out, err = run(capsys, "--stack-outputs", logged["outputs"], "readiness", "--min-ready", min_ready, "--record")
+    assert got == (0 if passed else 1), err
+    name = verdict_parameter("dev")
+    assert f"recorded in {name}: {'passed' if passed else 'not passed'} at --min-ready {float(min_ready):g}" in out
+    stored = boto_client("ssm").get_parameter(Name=name)["Parameter"]
+    verdict = json.loads(stored["Value"])
+    assert stored["Type"] == "String"
+    assert verdict["stack"] == "dev" and verdict["passed"] is passed and verdict["minReadyPercent"] == float(min_ready)
+    assert verdict["devices"] == 8 and verdict["ready"] == 3 and verdict["lines"] > 0 and len(verdict["logsSha256"]) == 64
+    assert "identity" not in stored["Value"] and "laptop" not in stored["Value"], "counts only, no device names"
+    # What the program does with it: a deployed observe stack whose file says require.
+    raw, region = stack_raw("dev")
+    raw.update(enforcement="require", requireMinReadyPercent="37")
+    cfg = load(raw, "dev", region)
+    deployed = json.dumps({"enforcement": "observe", "requireMinReadyPercent": 37})
+    refused, _ = switch_problem(cfg, deployed, stored["Value"], False, dt.datetime.now(dt.timezone.utc))
+    assert (refused is None) is passed, refused
+
+
+def test_record_needs_a_threshold_and_says_so_before_reading_anything(logged, capsys) -> None:
+    got, _, err = run(capsys, "--stack-outputs", logged["outputs"], "readiness", "--record")
+    assert got == 2 and "--record: got no --min-ready" in one_line(err)
