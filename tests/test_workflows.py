@@ -4,13 +4,17 @@ Validated offline: YAML parse, the GitHub workflow JSON schema that check-jsonsc
 (`--builtin-schema vendor.github-workflows`, no network), the inputs of every action used against
 the inputs those actions declare at the pinned major version, and the review contract: make test
 before any preview, preview per stack with the policy pack and a pull-request comment, up for dev
-then prod with prod behind the `production` environment, AWS by OIDC role, no stored credentials.
+then prod with prod behind the `production` environment, AWS by OIDC role, no stored credentials,
+and the require guard against the deployed stack's outputs before every preview and up (the
+fetch and guard steps are also run, with a stand-in pulumi, as GitHub would run them).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shlex
 import re
 import subprocess
 import sys
@@ -93,7 +97,13 @@ def action(step: dict[str, Any]) -> str:
 
 
 def pulumi_steps(job: dict[str, Any]) -> list[dict[str, Any]]:
-    return [s for s in steps(job) if action(s) == "pulumi/actions"]
+    """The pulumi/actions steps that run a command (preview, up); see cli_installs for the others."""
+    return [s for s in steps(job) if action(s) == "pulumi/actions" and (s.get("with") or {}).get("command")]
+
+
+def cli_installs(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """pulumi/actions without a command: it only installs the CLI (for `pulumi stack output`)."""
+    return [s for s in steps(job) if action(s) == "pulumi/actions" and not (s.get("with") or {}).get("command")]
 
 
 def permissions(document: dict[str, Any], job: dict[str, Any]) -> dict[str, str]:
@@ -287,6 +297,8 @@ def test_every_pulumi_run_uses_the_policy_pack_and_the_pinned_cli(path):
             assert str(step["with"]["pulumi-version"]) == pinned_version(), name
             venv_steps = "\n".join(str(s.get("run", "")) for s in steps(job))
             assert "policy/venv/bin/pip install" in venv_steps and "-r policy/requirements.txt" in venv_steps, name
+        for step in cli_installs(job):  # install only: the pinned CLI and nothing else
+            assert {k: str(v) for k, v in (step.get("with") or {}).items()} == {"pulumi-version": pinned_version()}, name
     assert (ROOT / "policy" / "PulumiPolicy.yaml").is_file()
 
 
@@ -307,23 +319,158 @@ def test_make_targets_used_by_the_workflows_exist(path):
             assert target in targets, f"make {target}: no such target in the Makefile"
 
 
-def test_every_pulumi_up_and_preview_is_preceded_by_the_require_guard():
-    """The switch from observe to require is checked (ops readiness) before each preview and up,
-    with the history the guard needs to read the stack file before the change."""
-    checked = 0
+OUTPUTS_FETCH = re.compile(r'^pulumi stack output --json( --non-interactive)? --stack (?P<stack>"\$STACK"|[\w-]+) > "(?P<file>\$RUNNER_TEMP/[\w.-]+\.json)"$', re.M)
+GUARD = re.compile(r'^\.venv/bin/python -m scripts\.require_guard --stack (?P<stack>"\$STACK"|[\w-]+) --deployed-outputs "(?P<file>[^"]+)"(?P<record> --record)?$')
+
+
+def _stack_of(step: dict[str, Any], written: str) -> str:
+    """The stack a run step names: literally, or through its env STACK."""
+    return str((step.get("env") or {}).get("STACK")) if written == '"$STACK"' else written
+
+
+def _guarded_jobs() -> Iterator[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """(workflow, job name, job, its pulumi preview/up step) for every job the guard must precede."""
     for path in workflow_files():
         document = load(path)
         for name, job in (document.get("jobs") or {}).items():
-            job_steps = steps(job)
-            runs = [i for i, s in enumerate(job_steps) if action(s) == "pulumi/actions" and (s.get("with") or {}).get("command") in ("up", "preview")]
-            guards = [i for i, s in enumerate(job_steps) if "scripts.require_guard" in str(s.get("run", ""))]
+            runs = [s for s in pulumi_steps(job) if s["with"]["command"] in ("up", "preview")]
             if not runs:
                 continue
             if (job.get("strategy") or {}).get("matrix") is None and "prod" in name and "preview" in name:
                 continue  # the approver's preview of prod: the up job that follows is guarded
-            checked += 1
-            assert guards and guards[0] < runs[0], f"{path.name}:{name}: no require guard before pulumi"
-            checkout = next(s for s in job_steps if action(s) == "actions/checkout")
-            assert (checkout.get("with") or {}).get("fetch-depth") == 0, f"{path.name}:{name}: the guard needs the history"
-            assert "--base-ref" in str(job_steps[guards[0]]["run"])
-    assert checked == 3  # pull-request preview (both stacks), deploy up dev, deploy up prod
+            assert len(runs) == 1, f"{path.name}:{name}"
+            yield path.name, name, job, runs[0]
+
+
+def test_every_pulumi_up_and_preview_is_preceded_by_the_require_guard_against_the_deployed_outputs():
+    """Before each preview and up: the pinned CLI, the deployed stack's outputs fetched after the AWS
+    and Pulumi credentials, then the guard comparing the stack file with them (issue 20: the
+    deployed stack is the reference, not git history)."""
+    checked = 0
+    for workflow, name, job, run in _guarded_jobs():
+        where = f"{workflow}:{name}"
+        job_steps = steps(job)
+        position = {id(s): i for i, s in enumerate(job_steps)}
+        fetches = [s for s in job_steps if OUTPUTS_FETCH.search(str(s.get("run", "")))]
+        guards = [s for s in job_steps if "scripts.require_guard" in str(s.get("run", ""))]
+        assert len(fetches) == 1 and len(guards) == 1, f"{where}: one outputs fetch and one guard"
+        fetch, guard = fetches[0], guards[0]
+        fetched = OUTPUTS_FETCH.search(str(fetch["run"]))
+        guarded = GUARD.fullmatch(str(guard["run"]).strip())
+        assert fetched and guarded, f"{where}: {guard['run']!r}"
+        stack = str(run["with"]["stack-name"])
+        assert _stack_of(fetch, fetched["stack"]) == _stack_of(guard, guarded["stack"]) == stack, where
+        assert fetched["file"] == guarded["file"], f"{where}: the guard reads another file than the fetch wrote"
+        assert "--base-ref" not in str(guard["run"]), f"{where}: the reference is the deployment, not git history"
+        # Order: credentials, the CLI, the fetch, the guard, then pulumi.
+        credentials = [s for s in job_steps if action(s) in ("aws-actions/configure-aws-credentials", "pulumi/auth-actions")]
+        assert len(credentials) == 2 and cli_installs(job), where
+        assert max(position[id(s)] for s in credentials) < position[id(fetch)], f"{where}: fetch before the credentials"
+        assert position[id(cli_installs(job)[0])] < position[id(fetch)] < position[id(guard)] < position[id(run)], where
+        checked += 1
+    assert checked == 3  # pull-request preview (every stack), deploy up dev, deploy up prod
+
+
+def test_a_failed_fetch_or_guard_stops_the_job():
+    """No step between the fetch and pulumi may be skipped over or have its failure ignored."""
+    for workflow, name, job, run in _guarded_jobs():
+        where = f"{workflow}:{name}"
+        for step in steps(job):
+            assert not step.get("continue-on-error") and not job.get("continue-on-error"), f"{where}: {step.get('name')}"
+            condition = str(step.get("if", ""))
+            assert not re.search(r"always\(\)|failure\(\)|cancelled\(\)", condition), f"{where}: {step.get('name')} runs after a failure"
+        for step in steps(job):
+            text = str(step.get("run", ""))
+            if "pulumi stack output" in text or "scripts.require_guard" in text:
+                assert "|| true" not in text and "|| :" not in text and "set +e" not in text, where
+            if "pulumi stack output" in text:
+                assert text.lstrip().startswith("set -euo pipefail\n"), f"{where}: the fetch must stop at its first failure"
+                # Never creates a stack: a missing one is a failure, not a new stack (docs/review.md).
+                assert "--create" not in text and "stack init" not in text, where
+                assert step["env"]["BACKEND_URL"] == "${{ vars.PULUMI_BACKEND_URL }}", where
+        assert not (run.get("with") or {}).get("upsert"), f"{where}: pulumi must not create a missing stack"
+
+
+def test_up_records_the_verdict_and_previews_do_not():
+    """The deploy's guard records the readiness verdict `pulumi up` requires for the switch
+    (components/require_gate.py); a pull request's preview role is read-only and records nothing."""
+    for workflow, name, job, run in _guarded_jobs():
+        guard = next(s for s in steps(job) if "scripts.require_guard" in str(s.get("run", "")))
+        records = "--record" in str(guard["run"])
+        assert records is (run["with"]["command"] == "up"), f"{workflow}:{name}"
+
+
+def _render(script: str, step: dict[str, Any], values: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """A run step as GitHub hands it to bash: ${{ }} expressions replaced (only the known ones)."""
+    def expression(match: re.Match[str]) -> str:
+        assert match[1] in values, f"unexpected expression {match[0]}"
+        return values[match[1]]
+
+    pattern = r"\$\{\{\s*([\w.]+)\s*\}\}"
+    env = {key: re.sub(pattern, expression, str(value)) for key, value in (step.get("env") or {}).items()}
+    return re.sub(pattern, expression, script), env
+
+
+FAKE_PULUMI = """#!/bin/sh
+echo "$*" >> "$FAKE_LOG"
+case "$*:$FAKE_MODE" in
+  *login*:login-fails) echo "error: problem logging in" >&2; exit 1 ;;
+  *login*) exit 0 ;;
+  *"stack output"*:no-stack) echo "error: no stack named '$STACK_WANTED' found" >&2; exit 255 ;;
+  *"stack output"*:new) echo "{}" ;;
+  *"stack output"*:observe) printf '%s\\n' "$FAKE_OUTPUTS" ;;
+  *) echo "unexpected: $*" >&2; exit 3 ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("mode,backend,fails", [
+    ("new", "s3://state-bucket", False),
+    ("observe", "", False),
+    ("no-stack", "s3://state-bucket", True),
+    ("login-fails", "", True),
+])
+@pytest.mark.parametrize("workflow,job_name", [("deploy.yml", "up-dev"), ("deploy.yml", "up-prod"), ("pull-request.yml", "preview")])
+def test_the_fetch_and_the_guard_steps_run_as_written(tmp_path, workflow, job_name, mode, backend, fails):
+    """The two steps, run with bash -e as GitHub runs them, against a stand-in pulumi: a failed login
+    or a missing stack fails the step (so the deploy stops); `{}` (a new stack) and real outputs
+    are written where the guard reads them, and the guard's own command line accepts them."""
+    job = load(WORKFLOWS / workflow)["jobs"][job_name]
+    stack = "prod" if job_name == "up-prod" else "dev"
+    fetch = next(s for s in steps(job) if OUTPUTS_FETCH.search(str(s.get("run", ""))))
+    guard = next(s for s in steps(job) if "scripts.require_guard" in str(s.get("run", "")))
+    values = {"vars.PULUMI_BACKEND_URL": backend, "matrix.stack": stack}
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pulumi").write_text(FAKE_PULUMI, encoding="utf-8")
+    (bin_dir / "pulumi").chmod(0o755)
+    (tmp_path / "temp").mkdir()
+    log = tmp_path / "pulumi.log"
+    deployed = {"enforcement": "observe", "requireMinReadyPercent": 100, "logGroups": {"iis": f"/flexnet-beacon/{stack}/iis"}}
+    base_env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "RUNNER_TEMP": str(tmp_path / "temp"), "FAKE_LOG": str(log),
+                "FAKE_MODE": mode, "FAKE_OUTPUTS": json.dumps(deployed), "STACK_WANTED": stack, "HOME": str(tmp_path)}
+
+    script, env = _render(str(fetch["run"]), fetch, values)
+    result = subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, env=base_env | env, capture_output=True, text=True, timeout=60)
+    calls = log.read_text(encoding="utf-8").splitlines()
+    assert calls[0].startswith("login") and (backend in calls[0] if backend else calls[0].split() == ["login", "--non-interactive"])
+    if fails:
+        assert result.returncode != 0, result.stdout + result.stderr
+        if mode == "login-fails":
+            assert not any("stack output" in c for c in calls)
+        return
+    assert result.returncode == 0, result.stderr
+    assert calls[1].split()[-2:] == ["--stack", stack] and "--json" in calls[1].split()
+
+    script, env = _render(str(guard["run"]), guard, values)
+    script = script.replace(".venv/bin/python", shlex.quote(sys.executable), 1) + " --dry-run"  # readiness is not run
+    result = subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, env=base_env | env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    stack_file_says = "require"  # dev and prod keep the default
+    assert stack_file_says in result.stdout
+    if mode == "new":
+        assert f"stack {stack} has never been deployed" in result.stdout and "allowed" in result.stdout
+    else:
+        assert "enforcement observe (deployed) -> require" in result.stdout
+        assert "--min-ready 100" in result.stdout
+        assert ("--record" in result.stdout) is (workflow == "deploy.yml")
