@@ -87,7 +87,7 @@ KEYS: tuple[Key, ...] = (
     # IIS client-certificate mapping (components/iis_state.py, components/windows/).
     Key("enforcement", "string", "require", "Client certificates: require (devices without a valid certificate from your CA are refused) or observe (certificates are negotiated and mapped, but anonymous requests still pass: the migration step before require; see docs/operations.md)."),
     Key("requireMinReadyPercent", "integer", 100, "Share of devices (0-100) that must present a valid certificate, per `ops readiness`, before the workflows allow a switch from observe to require."),
-    Key("iisLogRetentionDays", "integer", 90, "Retention of the IIS log group /flexnet-beacon/<stack>/iis (a CloudWatch Logs retention value)."),
+    Key("iisLogRetentionDays", "integer", 90, "Retention of the IIS log groups /flexnet-beacon/<stack>/iis and /flexnet-beacon/<stack>/httperr (HTTP.sys errors: TLS-level refusals) (a CloudWatch Logs retention value)."),
     Key("iisSiteName", "string", "Default Web Site", "IIS site that serves the beacon (its ManageSoftDL and ManageSoftRL applications)."),
     Key("serverCertificateSecretArn", "string", "", "Secrets Manager ARN of the beacon's PFX (binary secret, name under flexnet-beacon/<stack>/; see scripts.ops publish-server-cert)."),
     Key("serverCertificatePasswordSecretArn", "string", "", "Secrets Manager ARN of the PFX password (name under flexnet-beacon/<stack>/)."),

@@ -13,6 +13,7 @@ from pulumi import ResourceOptions
 
 from .require_gate import earlier_deployment_parameter, enforcement_parameter, enforcement_record, verdict_parameter
 from .tagging import component_tags
+from .iis.agent_config import httperr_log_group_name
 from .beacon import policy as beacon_policy
 from .beacon.policy import ssm_agent_buckets
 from .beacon.host import BeaconHost, BeaconHostArgs
@@ -250,7 +251,7 @@ def build(prepared: Prepared) -> dict[str, Any]:
                     # Static: the desired state travels in the SSM document, so no rule, CA or
                     # certificate change can alter (or replace) an instance.
                     user_data=read_user_data(),
-                    log_groups=(converge_log_group(cfg), iis_log_group(cfg)),
+                    log_groups=(converge_log_group(cfg), iis_log_group(cfg), httperr_log_group_name(iis_log_group(cfg))),
                     installer_s3_uri=cfg.beacon_installer_s3_uri,
                     converge_bucket=converge_bucket.name,
                     tags=tags,
@@ -332,6 +333,7 @@ def build(prepared: Prepared) -> dict[str, Any]:
             "firewallFlow": network.firewall.log_groups["FLOW"].name,
             "dnsQueries": network.dns_firewall.query_log_group.name,
             "iis": iis_logs.log_group.name,
+            "httperr": iis_logs.httperr_log_group.name,
             "converge": mtls.log_group.name,
         },
         "mtls": {

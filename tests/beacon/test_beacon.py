@@ -96,7 +96,8 @@ def test_iam_scoped_to_this_stack(prod: Planned) -> None:
             assert all(a.split(":")[1].startswith(("Get", "Describe")) for a in statements[sid]["Action"])
         group = "arn:aws:logs:us-east-1:123456789012:log-group:/flexnet-beacon/prod/converge"
         iis = "arn:aws:logs:us-east-1:123456789012:log-group:/flexnet-beacon/prod/iis"
-        assert statements["WriteBeaconLogs"]["Resource"] == [group, f"{group}:*", iis, f"{iis}:*"]
+        httperr = "arn:aws:logs:us-east-1:123456789012:log-group:/flexnet-beacon/prod/httperr"
+        assert statements["WriteBeaconLogs"]["Resource"] == [group, f"{group}:*", iis, f"{iis}:*", httperr, f"{httperr}:*"]
         decrypt = statements["DecryptStackSecrets"]
         assert decrypt["Action"] == "kms:Decrypt" and decrypt["Resource"] == "arn:aws:kms:us-east-1:123456789012:key/*"
         assert decrypt["Condition"] == {

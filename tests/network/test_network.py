@@ -163,11 +163,11 @@ def test_every_role_carries_the_permissions_boundary() -> None:
 def test_log_groups_kept_on_delete_when_protected(stack: str, retained: bool, request: pytest.FixtureRequest) -> None:
     p: Planned = request.getfixturevalue(stack)
     groups = p.of_type("cloudwatch/logGroup:LogGroup")
-    assert len(groups) == 6
+    assert len(groups) == 7
     assert all(g.retain_on_delete is retained for g in groups), [(g.name, g.retain_on_delete) for g in groups]
     names = sorted(g.inputs["name"] for g in groups)
     assert names == sorted([f"/flexnet-beacon/{stack}/vpc-flow", f"/flexnet-beacon/{stack}/converge", f"/flexnet-beacon/{stack}/iis",
-                            f"/aws/vendedlogs/flexnet-beacon/{stack}/firewall-alert", f"/aws/vendedlogs/flexnet-beacon/{stack}/firewall-flow",
+                            f"/flexnet-beacon/{stack}/httperr", f"/aws/vendedlogs/flexnet-beacon/{stack}/firewall-alert", f"/aws/vendedlogs/flexnet-beacon/{stack}/firewall-flow",
                             f"/aws/vendedlogs/flexnet-beacon/{stack}/dns-queries"])
 
 
