@@ -54,7 +54,9 @@ def test_readiness_command_comes_from_the_stack_file() -> None:
     assert args[args.index("--log-group") + 1] == "/flexnet-beacon/prod/iis"
     assert args[args.index("--min-ready") + 1] == "95"
     assert args[args.index("--since") + 1] == "14d"
-    assert [args[i + 1] for i, a in enumerate(args) if a == "--issuer-cn"] == ["Example Device Issuing CA"]
+    # Readiness reads the issuing CAs and the mapping rules from the stack file itself (--stack):
+    # an --issuer-cn would narrow its judgment to the Issuer rules.
+    assert args[args.index("--stack") + 1] == "prod" and "--issuer-cn" not in args
 
 
 @pytest.mark.parametrize("exit_code,expected", [(0, 0), (1, 1), (2, 1)])

@@ -1,85 +1,84 @@
-"""The readiness model: devices, the requests counted for them, and the verdict on each.
+"""The readiness model: what the agents sent, aggregated while the lines are read.
 
-Pure (no AWS): scripts/ops/readiness.py feeds it the lines it reads and renders what it returns.
+Pure (no AWS): scripts/ops/readiness.py feeds it the lines it reads; :meth:`Aggregator.finish`
+judges the devices (scripts/ops/fleet_outcome.py) and readiness renders the result.
+
+Nothing is merged by client address or user agent (every FlexNet agent sends the same user agent,
+and many devices sit behind one NAT address):
+- a request with a client certificate counts for that certificate as logged (subject, issuer,
+  serial, flags: a :class:`Presentation`); the presentations of one subject CN are one device;
+- a request without one counts for the device its URL names, when it names one (a policy
+  download `deviceName-UID.npl`, scripts/ops/mapping_judgment.py), else for its client address
+  (an :class:`Anonymous` entry: at least one device nobody can name from the log).
+Every tally keeps its requests in the recent window (from `recent_from`) apart.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
-
-from components.certs.verdict import IIS_STATUS
-from components.iis.mapping_rules import wildcard_match
+from typing import Callable, Iterable, Mapping, Sequence
 
 from . import w3c
-from .common import iso
+from .fleet_outcome import (
+    STATES,
+    STATUS_MEANINGS,
+    DeviceResult,
+    Outcome,
+    epoch_iso,
+    judge_anonymous,
+    judge_certificate,
+    refused,
+    status_meaning,
+)
+from .mapping_judgment import Rules, issuer_mappings, npl_device
+
+__all__ = ["AGENT_PATHS", "CERT_FIELDS", "STATES", "STATUS_MEANINGS", "Aggregator", "Anonymous", "DeviceResult", "HeaderLookup",
+           "Outcome", "Presentation", "epoch_iso", "refused", "status_meaning"]
 
 EXAMPLES = 5  # malformed lines kept as examples
 AGENT_PATHS = ("/ManageSoftDL/", "/ManageSoftRL/")
 CERT_FIELDS = ("crt-subject", "crt-issuer", "crt-serial", "crt-flags")
-STATES = ("failing", "other-issuer", "no-certificate", "ready")
-
-# What each status means for a device (the acceptance verdict's table, plus the rest an agent
-# can meet on a beacon). Sub-status 0 is written without it: "200", "401".
-STATUS_MEANINGS: dict[str, str] = {
-    **IIS_STATUS,
-    "401": "authentication required (the challenge; no credentials or certificate accepted yet)",
-    "401.1": "logon failed: the account the certificate mapping names cannot log on",
-    "401.2": "logon failed by server configuration: no Allow mapping matched (anonymous off), or a Deny mapping matched",
-    "401.3": "refused by the file's access control list",
-    "401.4": "refused by an authorization filter",
-    "401.5": "refused by an ISAPI/CGI application",
-    "403": "forbidden",
-    "403.4": "SSL required",
-    "403.12": "refused by the client certificate mapper",
-    "403.14": "directory listing refused",
-    "403.502": "too many requests from the client's address (dynamic IP restrictions)",
-    "403.503": "the client's address is refused (IP restrictions)",
-}
+EVERYTHING_RECENT = -(1 << 62)
+_REFUSED = ("401", "403")
 
 
-def status_meaning(status: str) -> str:
-    if status in STATUS_MEANINGS:
-        return STATUS_MEANINGS[status]
-    major = status.split(".")[0]
-    if major in ("401", "403"):
-        return f"{'unauthorized' if major == '401' else 'forbidden'} (sub-status {status.partition('.')[2] or '0'})"
-    if major.isdigit():
-        return {"2": "success", "3": "redirection", "4": "client error", "5": "server error"}.get(major[:1], "")
-    return ""
+class Presentation:
+    """One client certificate as logged (subject, issuer, serial, flags: raw values) and the
+    requests that carried it: counts, first/last seen (epoch seconds), statuses, the refused
+    statuses of the recent window, the addresses it came from."""
+
+    __slots__ = ("subject", "issuer", "serial", "flags", "requests", "recent", "first", "last", "last_request", "statuses", "recent_refused", "ip", "ips")
+
+    def __init__(self, subject: str, issuer: str, serial: str, flags: str):
+        self.subject, self.issuer, self.serial, self.flags = subject, issuer, serial, flags
+        self.requests = 0
+        self.recent = 0
+        self.first = 1 << 62
+        self.last = -1
+        self.last_request: tuple[str, str, str, str] = ("", "", "", "")  # status, client ip, user agent, stream
+        self.statuses: dict[str, int] = {}
+        self.recent_refused: dict[str, int] = {}
+        self.ip = ""
+        self.ips: set[str] = set()
 
 
-def refused(status: str) -> bool:
-    return status.startswith("401") or status.startswith("403")
+class Anonymous:
+    """Requests without a client certificate from one client address, or naming one device."""
 
-
-# ---------------------------------------------------------------------------------------------
-# Aggregation
-
-
-class Device:
-    """One device: counts, first/last seen (epoch seconds) and its most recent request."""
-
-    __slots__ = ("key", "kind", "requests", "first", "last", "last_request", "statuses")
+    __slots__ = ("key", "kind", "requests", "recent", "first", "last", "last_request", "statuses", "uploads", "recent_uploads", "ips")
 
     def __init__(self, key: str, kind: str):
         self.key = key
-        self.kind = kind  # certificate | address
+        self.kind = kind  # address | name
         self.requests = 0
+        self.recent = 0
         self.first = 1 << 62
         self.last = -1
-        # (status, subject, issuer, serial, flags, client ip, user agent, stream): raw logged values
-        self.last_request: tuple[str, str, str, str, str, str, str, str] = ("", "", "", "", "", "", "", "")
+        self.last_request: tuple[str, str, str, str] = ("", "", "", "")
         self.statuses: dict[str, int] = {}
-
-    def absorb(self, other: "Device") -> None:
-        self.requests += other.requests
-        self.first = min(self.first, other.first)
-        for status, count in other.statuses.items():
-            self.statuses[status] = self.statuses.get(status, 0) + count
-        if other.last > self.last:
-            self.last, self.last_request = other.last, other.last_request
+        self.uploads = 0  # to the upload application (ManageSoftRL); the rest are downloads
+        self.recent_uploads = 0
+        self.ips: set[str] = set()
 
 
 class _Plan:
@@ -100,21 +99,9 @@ class _Plan:
         self.has_cert_fields = fields.position("crt-subject") >= 0 and fields.position("crt-flags") >= 0
         subject = at("crt-subject") if self.has_cert_fields else count
         self.positions = (
-            count,
-            at("date"),
-            at("time"),
-            at("c-ip"),
-            at("cs(User-Agent)"),
-            at("sc-status"),
-            at("sc-substatus"),
-            subject,
-            at("crt-issuer"),
-            at("crt-serial"),
-            at("crt-flags"),
-            at("cs-uri-stem"),
-            timed,
-            filter_paths and fields.position("cs-uri-stem") >= 0,
-            self.has_cert_fields,
+            count, at("date"), at("time"), at("c-ip"), at("cs(User-Agent)"), at("sc-status"), at("sc-substatus"), subject,
+            at("crt-issuer"), at("crt-serial"), at("crt-flags"), at("cs-uri-stem"), timed,
+            filter_paths and fields.position("cs-uri-stem") >= 0, self.has_cert_fields,
         )
 
 
@@ -130,24 +117,25 @@ HeaderLookup = Callable[[str, int], "str | None"]
 
 
 class Aggregator:
-    """Feed it log lines (stream, text, event time); read the per-device result at the end."""
+    """Feed it log lines (stream, text, event time); judge the devices at the end."""
 
-    def __init__(self, paths: Sequence[str] = (), header_lookup: HeaderLookup | None = None):
+    def __init__(self, paths: Sequence[str] = (), header_lookup: HeaderLookup | None = None, recent_from: int | None = None):
         self.paths = tuple(paths)
         self.prefixes = tuple(p.lower() for p in paths)
         self.header_lookup = header_lookup
-        self.devices: dict[str, Device] = {}
-        self.anonymous: dict[tuple[str, str], Device] = {}
-        self.cert_from: dict[tuple[str, str], tuple[int, str]] = {}  # (ip, agent) -> latest (time, device key) with a certificate
+        self.recent_from = EVERYTHING_RECENT if recent_from is None else recent_from
+        self.presentations: dict[tuple[str, str, str, str], Presentation] = {}
+        self.addresses: dict[str, Anonymous] = {}  # client ip -> its requests without a certificate naming no device
+        self.named: dict[str, Anonymous] = {}  # device name (case-folded) -> its requests without a certificate
         self.streams: dict[str, _StreamState] = {}
+        self.headerless: dict[str, int] = {}  # stream -> lines that came before any #Fields: line it has
         self._plans: dict[tuple[str, ...], _Plan] = {}
-        self._subjects: dict[str, Device] = {}  # logged CERT_SUBJECT -> its device
         self._days: dict[str, int] = {}
         self._day_text, self._day_value = "", 0
         self._minutes: dict[str, int] = {}
-        self._stream_state = _StreamState()
         self.lines = 0
         self.requests = 0
+        self.recent_requests = 0
         self.directives = 0
         self.headers = 0
         self.headers_looked_up = 0
@@ -190,16 +178,20 @@ class Aggregator:
         minute = self._minutes[text] = int(text[:2]) * 3600 + int(text[3:]) * 60
         return minute
 
-    def _certificate_device(self, subject: str) -> Device:
-        """The device of a logged CERT_SUBJECT: its CN (the whole name without one); several
-        logged subjects with the same CN are one device."""
-        text = w3c.decode(subject)
-        key = w3c.dn_value(text, "CN") or text
-        device = self.devices.get(key)
-        if device is None:
-            device = self.devices[key] = Device(key, "certificate")
-        self._subjects[subject] = device
-        return device
+    def _anonymous(self, ip: str, uri: str) -> Anonymous:
+        """The entry of a request without a certificate: the device its URL names, else its address."""
+        name = npl_device(uri) if uri[-4:].lower() == ".npl" else None
+        if name is not None:
+            key = name.casefold()
+            entry = self.named.get(key)
+            if entry is None:
+                entry = self.named[key] = Anonymous(name, "name")
+        else:
+            entry = self.addresses.get(ip)
+            if entry is None:
+                entry = self.addresses[ip] = Anonymous(ip, "address")
+        entry.ips.add(ip)
+        return entry
 
     # -- the hot path --------------------------------------------------------------------------
 
@@ -211,15 +203,15 @@ class Aggregator:
         """Log events (stream, timestamp ms, message): normally one line each; an event holding
         several lines is split. One loop with everything in local variables: this is where the
         time goes with millions of lines."""
-        anonymous, cert_from, subjects, minutes, streams = self.anonymous, self.cert_from, self._subjects, self._minutes, self.streams
-        prefixes, exact = self.prefixes, self.paths
+        presentations, minutes, streams = self.presentations, self._minutes, self.streams
+        prefixes, exact, recent_from = self.prefixes, self.paths, self.recent_from
         day_text, day_value = self._day_text, self._day_value
         current: str | None = None
-        state = self._stream_state
+        state = _StreamState()
         plan: _Plan | None = None
         count = i_date = i_time = i_ip = i_agent = i_status = i_sub = i_subject = i_issuer = i_serial = i_flags = i_uri = 0
         timed = filter_paths = cert_fields = False
-        lines = requests = ignored = without = 0
+        lines = requests = recent = ignored = without = 0
         try:
             for stream, stamp, message in events:
                 for line in message.split("\n") if "\n" in message else (message,):
@@ -261,6 +253,7 @@ class Aggregator:
                                 count, i_date, i_time, i_ip, i_agent, i_status, i_sub, i_subject, i_issuer, i_serial, i_flags, i_uri, timed, filter_paths, cert_fields = plan.positions
                                 self.headers_looked_up += 1
                         if plan is None:
+                            self.headerless[stream] = self.headerless.get(stream, 0) + 1
                             self._bad(stream, line, "no #Fields: line before it in its log stream")
                             continue
                     values = line.split(" ")
@@ -301,191 +294,90 @@ class Aggregator:
                     if not cert_fields:
                         without += 1
                     requests += 1
-                    pair = (values[i_ip], values[i_agent])
+                    ip = values[i_ip]
                     if subject != "-":
-                        device = subjects.get(subject)
-                        if device is None:
-                            device = self._certificate_device(subject)
-                        seen = cert_from.get(pair)
-                        if seen is None or at >= seen[0]:
-                            cert_from[pair] = (at, device.key)
+                        key = (subject, values[i_issuer], values[i_serial], values[i_flags])
+                        tally = presentations.get(key)
+                        if tally is None:
+                            tally = presentations[key] = Presentation(*key)
+                        if ip != tally.ip:
+                            tally.ip = ip
+                            tally.ips.add(ip)
+                        if at >= recent_from:
+                            recent += 1
+                            tally.recent += 1
+                            if status[:3] in _REFUSED:
+                                tally.recent_refused[status] = tally.recent_refused.get(status, 0) + 1
                     else:
-                        device = anonymous.get(pair)
-                        if device is None:
-                            device = anonymous[pair] = Device(" ".join(pair), "address")
-                    device.requests += 1
-                    statuses = device.statuses
+                        uri = values[i_uri]
+                        tally = self._anonymous(ip, uri)
+                        upload = uri[1:13].lower() == "managesoftrl"
+                        tally.uploads += upload
+                        if at >= recent_from:
+                            recent += 1
+                            tally.recent += 1
+                            tally.recent_uploads += upload
+                    tally.requests += 1
+                    statuses = tally.statuses
                     statuses[status] = statuses.get(status, 0) + 1
-                    if at < device.first:
-                        device.first = at
-                    if at >= device.last:
-                        device.last = at
-                        device.last_request = (status, subject, values[i_issuer], values[i_serial], values[i_flags], pair[0], pair[1], stream)
+                    if at < tally.first:
+                        tally.first = at
+                    if at >= tally.last:
+                        tally.last = at
+                        tally.last_request = (status, ip, values[i_agent], stream)
         finally:
             self.lines += lines
             self.requests += requests
+            self.recent_requests += recent
             self.ignored_paths += ignored
             self.without_cert_fields += without
             self._day_text, self._day_value = day_text, day_value
 
     # -- the result ----------------------------------------------------------------------------
 
-    def finish(self, issuer_cns: Sequence[str], beacon_names: Mapping[str, str] | None = None) -> "Outcome":
-        devices = dict(self.devices)
-        superseded = 0
-        superseded_requests = 0
-        standalone: list[Device] = []
-        for pair, anonymous in self.anonymous.items():
-            seen = self.cert_from.get(pair)
-            if seen is not None and anonymous.last <= seen[0] and seen[1] in devices:
-                devices[seen[1]].absorb(anonymous)
-                superseded += 1
-                superseded_requests += anonymous.requests
+    def devices(self) -> dict[str, list[Presentation]]:
+        """The certificate devices: presentations grouped by the subject's CN (the whole subject
+        without one); renewed certificates of one device (same CN) are one device."""
+        found: dict[str, list[Presentation]] = {}
+        for presentation in self.presentations.values():
+            text = w3c.decode(presentation.subject)
+            found.setdefault(w3c.dn_value(text, "CN") or text, []).append(presentation)
+        return found
+
+    def finish(
+        self,
+        issuer_cns: Sequence[str],
+        beacon_names: Mapping[str, str] | None = None,
+        rules: Rules | None = None,
+        expected: "Mapping[str, str] | None" = None,
+    ) -> Outcome:
+        """Judge every device. rules: the mappings IIS will apply (default: an Allow mapping per
+        issuer CN); expected: the devices issued a certificate (case-folded CN -> CN, e.g. from
+        --pki), listed as unseen when nothing of theirs is in the window."""
+        rules = rules or issuer_mappings(issuer_cns, "the issuing CAs' Issuer rules")
+        names = beacon_names or {}
+        devices = self.devices()
+        by_name: dict[str, str] = {}
+        for key in devices:
+            by_name.setdefault(key.casefold(), key)
+            by_name.setdefault(key.split(".")[0].casefold(), key)  # a CN that is the device's FQDN
+        attached: dict[str, list[Anonymous]] = {}
+        loose: list[Anonymous] = list(self.addresses.values())
+        for folded, entry in self.named.items():
+            owner = by_name.get(folded)
+            if owner is None:
+                loose.append(entry)
             else:
-                standalone.append(anonymous)
-        judged = [judge(d, issuer_cns, beacon_names or {}) for d in list(devices.values()) + standalone]
-        order = {state: number for number, state in enumerate(STATES)}
-        judged.sort(key=lambda r: (order[r.state], -r.last, r.identity))
-        return Outcome(self, judged, list(issuer_cns), superseded, superseded_requests)
-
-
-@dataclass
-class DeviceResult:
-    identity: str
-    kind: str
-    state: str
-    requests: int
-    first: int
-    last: int
-    last_status: str
-    subject: str
-    issuer: str
-    issuer_cn: str | None
-    issuer_configured: bool | None
-    issuer_recognised: bool | None
-    serial: str
-    flags: int | None
-    client_ip: str
-    user_agent: str
-    beacon: str
-    statuses: dict[str, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "identity": self.identity,
-            "kind": self.kind,
-            "state": self.state,
-            "requests": self.requests,
-            "firstSeen": epoch_iso(self.first),
-            "lastSeen": epoch_iso(self.last),
-            "lastStatus": self.last_status,
-            "lastStatusMeaning": status_meaning(self.last_status),
-            "certificate": None
-            if not self.subject
-            else {
-                "subject": self.subject,
-                "issuer": self.issuer or None,
-                "issuerCN": self.issuer_cn,
-                "issuerConfigured": self.issuer_configured,
-                "issuerRecognisedByServer": self.issuer_recognised,
-                "serial": self.serial or None,
-                "flags": self.flags,
-            },
-            "clientIp": self.client_ip or None,
-            "userAgent": self.user_agent or None,
-            "beacon": self.beacon,
-            "statuses": dict(sorted(self.statuses.items())),
-        }
-
-
-def epoch_iso(epoch: int) -> str | None:
-    if epoch < 0 or epoch >= 1 << 62:
-        return None
-    return iso(dt.datetime.fromtimestamp(epoch, dt.timezone.utc))
-
-
-def _beacon(stream: str, names: Mapping[str, str]) -> str:
-    for instance_id, name in names.items():
-        if instance_id and instance_id in stream:
-            return f"{name} ({stream})"
-    return stream
-
-
-def judge(device: Device, issuer_cns: Sequence[str], beacon_names: Mapping[str, str]) -> DeviceResult:
-    status, subject_raw, issuer_raw, serial_raw, flags_raw, ip, agent, stream = device.last_request
-    flags = w3c.cert_flags(flags_raw)
-    subject = w3c.decode(subject_raw)
-    issuer = w3c.decode(issuer_raw)
-    present = bool(subject) or (flags is not None and bool(flags & 1))
-    issuer_cn = w3c.dn_value(issuer, "CN") if issuer else None
-    configured = None
-    recognised = None
-    if present:
-        configured = issuer_cn is not None and any(wildcard_match(cn, issuer_cn) for cn in issuer_cns)
-        recognised = None if flags is None else not bool(flags & 2)
-    if refused(status):
-        state = "failing"
-    elif not present:
-        state = "no-certificate"
-    elif not configured or recognised is False:
-        state = "other-issuer"
-    else:
-        state = "ready"
-    return DeviceResult(
-        identity=device.key if device.kind == "certificate" else f"{ip} {w3c.decode(agent) or '-'}",
-        kind=device.kind,
-        state=state,
-        requests=device.requests,
-        first=device.first,
-        last=device.last,
-        last_status=status,
-        subject=subject,
-        issuer=issuer,
-        issuer_cn=issuer_cn,
-        issuer_configured=configured,
-        issuer_recognised=recognised,
-        serial=w3c.serial_hex(serial_raw) if serial_raw != "-" else "",
-        flags=flags,
-        client_ip=w3c.decode(ip),
-        user_agent=w3c.decode(agent),
-        beacon=_beacon(stream, beacon_names),
-        statuses=device.statuses,
-    )
-
-
-@dataclass
-class Outcome:
-    aggregator: Aggregator
-    devices: list[DeviceResult]
-    issuer_cns: list[str]
-    superseded: int
-    superseded_requests: int
-    totals: dict[str, int] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.totals = {state: 0 for state in STATES}
-        for d in self.devices:
-            self.totals[d.state] += 1
-
-    @property
-    def ready_percent(self) -> float:
-        return 100.0 * self.totals["ready"] / len(self.devices) if self.devices else 0.0
-
-    def below(self, min_ready: float | None) -> bool:
-        if min_ready is None:
-            return False
-        return self.totals["ready"] * 100.0 < min_ready * len(self.devices) or (not self.devices and min_ready > 0)
-
-    def status_rows(self) -> list[dict[str, Any]]:
-        requests: dict[str, int] = {}
-        devices: dict[str, int] = {}
-        for d in self.devices:
-            for status, count in d.statuses.items():
-                requests[status] = requests.get(status, 0) + count
-                devices[status] = devices.get(status, 0) + 1
-        return [
-            {"status": s, "meaning": status_meaning(s), "requests": requests[s], "devices": devices[s]}
-            for s in sorted(requests, key=lambda s: (not refused(s), [int(p) if p.isdigit() else 0 for p in s.split(".")]))
+                attached.setdefault(owner, []).append(entry)
+        results = [
+            judge_certificate(key, presentations, attached.get(key, []), issuer_cns, rules, names)
+            for key, presentations in devices.items()
         ]
-
-
+        addresses_seen: dict[str, list[str]] = {}
+        for key, presentations in devices.items():
+            for ip in {ip for p in presentations for ip in p.ips}:
+                addresses_seen.setdefault(ip, []).append(key)
+        results += [judge_anonymous(entry, addresses_seen, names) for entry in loose]
+        seen = {r.identity.casefold() for r in results} | set(by_name)
+        unseen = sorted(cn for folded, cn in (expected or {}).items() if folded not in seen)
+        return Outcome.of(self, results, list(issuer_cns), rules, unseen, len(expected) if expected is not None else None)

@@ -1,24 +1,18 @@
-"""`readiness`: which agents would still reach the beacons once client certificates are required.
+"""`readiness`: would every agent still reach the beacons once client certificates are required?
 
 Reads the beacons' IIS W3C logs from CloudWatch Logs (log group `logGroups.iis`, one stream per
 beacon as the CloudWatch agent ships the files, one event per line), parses them with the
-`#Fields:` line in force in each stream (scripts/ops/w3c.py), and aggregates per device while
-reading, page by page: memory grows with the number of devices, not with the number of lines.
-
-A device is the subject CN of the client certificate it presented; a request without one is
-counted under its client address + user agent. An address + user agent whose requests without a
-certificate all came before a certificate was presented from the same address + user agent is
-the same device before and after its certificate arrived: its requests join that device.
-
-Each device is judged on its most recent request:
-  failing         the request was refused (401.x or 403.x: revoked, expired, untrusted ...)
-  no-certificate  no client certificate presented
-  other-issuer    a certificate whose issuer CN is not a configured issuing CA (mtls.issuerRules,
-                  or --issuer-cn), or that the server does not recognise (CERT_FLAGS bit 1)
-  ready           a certificate from a configured issuing CA, and the request was not refused
-Ready share = ready / devices. Only requests to the agent paths count (default: the paths of
-the outputs' beacons[].agentUrls, else /ManageSoftDL/ and /ManageSoftRL/): internet scanners
-probing other paths of a public beacon are not devices.
+`#Fields:` line in force in each stream (scripts/ops/w3c.py), and aggregates while reading, page
+by page: memory grows with the number of devices, not with the number of lines
+(scripts/ops/fleet.py). Each device is judged as IIS will judge it under require, on every
+request of it in the recent window (--recent, default 24h), against the stack's certificate
+mappings (scripts/ops/readiness_rules.py, scripts/ops/mapping_judgment.py); requests without a
+certificate are never merged into a certificate device by address or user agent: they are listed
+per address (or per device the URL names), and any of them in the recent window makes the stack
+not ready. The verdict and its reasons: scripts/ops/fleet_outcome.py; the report:
+scripts/ops/readiness_report.py. Only requests to the agent paths count (default: the paths of the
+outputs' beacons[].agentUrls, else /ManageSoftDL/ and /ManageSoftRL/): internet scanners probing
+other paths of a public beacon are not devices.
 """
 
 from __future__ import annotations
@@ -34,13 +28,20 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 from botocore.exceptions import ClientError
 
 
-from . import w3c
-from .fleet import AGENT_PATHS, CERT_FIELDS, Aggregator, HeaderLookup, Outcome, epoch_iso, refused
-from .aws import Aws, error_code
-from .common import PROJECT, InputError, OpsError, iso, note, now_utc, parse_time, table
-from .outputs import check_stack, resolve_stack
 from components.require_gate import VERDICT_MAX_AGE
+
+from . import w3c
+from .aws import Aws, error_code
+from .common import PROJECT, InputError, OpsError, iso, note, now_utc, parse_time
+from .expected import expected_devices
+from .fleet import AGENT_PATHS, Aggregator, HeaderLookup, Outcome
+from .mapping_judgment import Rules
+from .outputs import check_stack, resolve_stack
+from .readiness_report import lines, payload, reading_notes
+from .readiness_rules import RuleSet, check_issuer_cns, rule_set
 from .verdict import record_verdict
+
+__all__ = ["Reading", "check_issuer_cns", "command", "lines", "parse_recent", "parse_since", "payload", "reading_notes", "run"]
 
 if TYPE_CHECKING:
     from .cli import Context
@@ -74,6 +75,17 @@ def parse_since(text: str, now: dt.datetime) -> dt.datetime:
     return moment
 
 
+def parse_recent(text: str) -> tuple[float, str]:
+    """--recent: a duration (24h, 90m, 2d, 1w) -> (seconds, the text as given, trimmed)."""
+    m = _DURATION.match(text or "")
+    if not m:
+        raise InputError(f"--recent: got {text!r}; expected a duration like 24h, 90m, 2d or 1w")
+    seconds = float(m[1]) * _UNIT_SECONDS[m[2][0].lower()]
+    if seconds <= 0 or seconds > MAX_DAYS * 86400:
+        raise InputError(f"--recent: got {text!r}; expected a duration of more than 0 and at most {MAX_DAYS} days")
+    return seconds, text.strip()
+
+
 def parse_percent(text: str | None, flag: str) -> float | None:
     if text is None:
         return None
@@ -92,18 +104,6 @@ def parse_count(text: str | None, flag: str) -> int | None:
     if not text.strip().isdigit():
         raise InputError(f"{flag}: got {text!r}; expected a whole number (0 or more)")
     return int(text)
-
-
-def check_issuer_cns(values: Sequence[str], source: str) -> list[str]:
-    found: list[str] = []
-    for value in values:
-        if not isinstance(value, str) or not value.strip() or any(ord(c) < 32 for c in value):
-            raise InputError(f"{source}: got {value!r}; expected the CN of an issuing CA, e.g. 'Example Devices CA'")
-        if value.strip() not in found:
-            found.append(value.strip())
-    if not found:
-        raise InputError(f"{source} is empty: no issuing CA to compare the device certificates' issuers with")
-    return found
 
 
 def agent_paths(agent_urls: Iterable[str]) -> list[str]:
@@ -238,160 +238,39 @@ def run(
     paths: Sequence[str],
     beacon_names: Mapping[str, str] | None = None,
     progress: Progress = note,
+    recent_from: dt.datetime | None = None,
+    rules: Rules | None = None,
+    expected: Mapping[str, str] | None = None,
 ) -> tuple[Outcome, Reading]:
     reading = Reading(log_group, start, end)
-    aggregator = Aggregator(paths, header_lookup(aws, reading))
+    aggregator = Aggregator(paths, header_lookup(aws, reading), int((recent_from or start).timestamp()))
     aggregator.feed(read_events(aws, reading, progress))
     progress(f"{reading.events:,} line(s) read from {log_group} in {reading.pages} page(s) ({reading.seconds:.1f} s)")
-    return aggregator.finish(issuer_cns, beacon_names), reading
-
-
-# ---------------------------------------------------------------------------------------------
-# Output
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 2] + ".."
-
-
-def payload(outcome: Outcome, reading: Reading, *, region: str, min_ready: float | None, issuer_source: str, paths: Sequence[str], notes: Sequence[str]) -> dict[str, Any]:
-    agg = outcome.aggregator
-    return {
-        "ok": not outcome.below(min_ready),
-        "logGroup": reading.log_group,
-        "region": region,
-        "since": iso(reading.start),
-        "until": iso(reading.end),
-        "minReadyPercent": min_ready,
-        "readyPercent": round(outcome.ready_percent, 2),
-        "issuerCNs": outcome.issuer_cns,
-        "issuerCNsFrom": issuer_source,
-        "agentPaths": list(paths) or None,
-        "totals": {
-            "devices": len(outcome.devices),
-            "ready": outcome.totals["ready"],
-            "otherIssuer": outcome.totals["other-issuer"],
-            "noCertificate": outcome.totals["no-certificate"],
-            "failing": outcome.totals["failing"],
-        },
-        "statuses": outcome.status_rows(),
-        "read": {
-            "pages": reading.pages,
-            "events": reading.events,
-            "lines": agg.lines,
-            "requests": agg.requests,
-            "directives": agg.directives,
-            "fieldsHeaders": agg.headers,
-            "fieldsHeadersFromBeforeTheWindow": agg.headers_looked_up,
-            "headerLookups": reading.lookups,
-            "ignoredOtherPaths": agg.ignored_paths,
-            "withoutCertificateFields": agg.without_cert_fields,
-            "addressesMergedIntoCertificateDevices": outcome.superseded,
-            "seconds": round(reading.seconds, 2),
-        },
-        "malformed": {"count": agg.malformed, "examples": agg.malformed_examples},
-        "notes": list(notes),
-        "devices": [d.to_dict() for d in outcome.devices],
-    }
-
-
-def _statuses_text(statuses: Mapping[str, int]) -> str:
-    ordered = sorted(statuses.items(), key=lambda item: (not refused(item[0]), -item[1], item[0]))
-    return ", ".join(f"{status} x{count}" for status, count in ordered)
-
-
-def lines(outcome: Outcome, reading: Reading, *, min_ready: float | None, top: int | None, notes: Sequence[str]) -> list[str]:
-    agg = outcome.aggregator
-    out = [f"readiness: {reading.log_group}, {iso(reading.start)} to {iso(reading.end)}; configured issuing CAs: {', '.join(outcome.issuer_cns)}"]
-    shown = outcome.devices if top is None else outcome.devices[:top]
-    rows = []
-    for d in shown:
-        if d.subject:
-            issuer = d.issuer_cn or d.issuer or "-"
-            if d.issuer_configured is False:
-                issuer += " (not configured)"
-            if d.issuer_recognised is False:
-                issuer += " (unrecognised by IIS)"
-        else:
-            issuer = "-"
-        state = d.state if d.state == "ready" else d.state.upper()
-        rows.append((state, _cut(d.identity, 60), d.requests, epoch_iso(d.first), epoch_iso(d.last), d.last_status, issuer, d.serial or "-", _statuses_text(d.statuses)))
-    out.append("")
-    out += table(("STATE", "DEVICE", "REQUESTS", "FIRST SEEN", "LAST SEEN", "LAST", "ISSUER", "SERIAL", "STATUSES"), rows)
-    if len(shown) < len(outcome.devices):
-        out.append(f"... {len(outcome.devices) - len(shown)} more device(s) (all in --json)")
-    status_rows = outcome.status_rows()
-    if status_rows:
-        out.append("")
-        out += table(("STATUS", "REQUESTS", "DEVICES", "MEANING"), [(r["status"], r["requests"], r["devices"], r["meaning"]) for r in status_rows])
-    out.append("")
-    read = f"{agg.lines:,} line(s) in {reading.pages} page(s): {agg.requests:,} request(s), {agg.directives:,} directive line(s)"
-    if agg.ignored_paths:
-        read += f", {agg.ignored_paths:,} to other paths (not agents) ignored"
-    out.append(read + f", {agg.malformed:,} malformed")
-    for example in agg.malformed_examples:
-        out.append(f"  malformed ({example['stream']}): {example['reason']}: {_cut(example['line'], 160)}")
-    for text in notes:
-        out.append(f"note: {text}")
-    t = outcome.totals
-    count = len(outcome.devices)
-    out.append(
-        f"{count} device(s): {t['ready']} ready ({outcome.ready_percent:.1f}%), {t['other-issuer']} with a certificate from another issuer, "
-        f"{t['no-certificate']} without a certificate, {t['failing']} failing (401/403)"
-    )
-    if min_ready is None:
-        out.append(f"ready share {outcome.ready_percent:.1f}% (no --min-ready given)")
-    elif outcome.below(min_ready):
-        out.append(f"FAIL: ready share {outcome.ready_percent:.1f}% is below --min-ready {min_ready:g}%: keep enforcement at observe")
-    else:
-        out.append(f"ok: ready share {outcome.ready_percent:.1f}% reaches --min-ready {min_ready:g}%")
-    return out
-
-
-def reading_notes(outcome: Outcome, reading: Reading) -> list[str]:
-    agg = outcome.aggregator
-    found: list[str] = []
-    if not reading.events:
-        found.append(f"no log events in {reading.log_group} in the window: is the CloudWatch agent shipping the IIS logs of the beacons?")
-    elif not outcome.devices:
-        found.append("no agent requests in the window (only other paths, directives or malformed lines)")
-    if agg.without_cert_fields:
-        found.append(
-            f"{agg.without_cert_fields:,} request(s) logged without the {', '.join(CERT_FIELDS)} fields (IIS logging not yet set up by "
-            "enforcement observe): counted as without a certificate"
-        )
-    if agg.prefixes and any(f.position("cs-uri-stem") < 0 for f in agg.fields_seen):
-        found.append("a #Fields: line without cs-uri-stem: the requests under it were counted whatever their path")
-    unrecognised = [d.identity for d in outcome.devices if d.issuer_configured and d.issuer_recognised is False]
-    if unrecognised:
-        found.append(
-            f"{len(unrecognised)} device(s) present a certificate whose issuer CN is a configured CA but IIS does not recognise the "
-            f"issuer (CERT_FLAGS bit 1), e.g. {unrecognised[0]}: is that CA in the beacons' trust stores (verify), or is it another CA with the same name?"
-        )
-    if agg.headers_looked_up:
-        found.append(f"{agg.headers_looked_up} stream(s) began inside a log file: their #Fields: line was read from before the window")
-    if outcome.superseded:
-        found.append(
-            f"{outcome.superseded} client address + user agent pair(s) sent requests without a certificate only before a certificate "
-            "came from the same address + user agent: counted as that certificate's device"
-        )
-    return found
+    return aggregator.finish(issuer_cns, beacon_names, rules, expected), reading
 
 
 # ---------------------------------------------------------------------------------------------
 # The verb (registered in cli.py)
 
-HELP = "share of agents presenting a certificate the beacons accept, from the IIS logs (enforcement observe); exit 1 below --min-ready"
+HELP = ("would every agent still get in under require? each device judged from the IIS logs (enforcement observe) against the "
+        "stack's mappings; exit 1 when inconclusive, or not ready at --min-ready")
 _LOG_GROUP = re.compile(r"^[A-Za-z0-9_.\-/#]{1,512}$")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # Values are checked by `command` (one error line, exit 2), not by argparse (usage + error).
-    p.add_argument("--stack", help="stack name: log group /flexnet-beacon/<stack>/iis (default: from --stack-outputs)")
+    p.add_argument("--stack", help="stack name: its stacks/Pulumi.<stack>.yaml gives the mappings, issuing CAs and region; log group "
+                                   "/flexnet-beacon/<stack>/iis (default: from --stack-outputs)")
     p.add_argument("--since", default="7d", help="window: a duration (7d, 12h, 90m, 2w) or a UTC time (2026-05-25T00:00:00Z); default 7d")
-    p.add_argument("--min-ready", metavar="PERCENT", help="exit 1 when the ready share is below this (the stack's requireMinReadyPercent); default: report only")
+    p.add_argument("--recent", default="24h", help="the recent window at the end of --since (default 24h): every request of a device in it "
+                                                   "must carry a certificate IIS admits, and any request without one there makes the stack not ready")
+    p.add_argument("--min-ready", metavar="PERCENT", help="exit 1 unless ready: the ready share reaches this (the stack's requireMinReadyPercent) "
+                                                         "and nothing came without a certificate in the recent window; default: report only")
+    p.add_argument("--min-devices", metavar="N", help="inconclusive (exit 1) when fewer than N devices were seen")
+    p.add_argument("--pki", metavar="DIR", help="scripts.pki CA directory: the devices issued a client certificate; those not seen are listed as unseen")
     p.add_argument("--log-group", metavar="NAME", help="IIS log group (default: logGroups.iis of the outputs, else /flexnet-beacon/<stack>/iis)")
-    p.add_argument("--issuer-cn", action="append", metavar="CN", help="CN of a configured issuing CA (repeatable; default: mtls.issuerRules of the outputs)")
+    p.add_argument("--issuer-cn", action="append", metavar="CN", help="CN of a configured issuing CA (repeatable; default: mtls.issuerRules of "
+                                                                       "the outputs, else the stack file's issuing CAs)")
     p.add_argument("--all-paths", action="store_true", help="count requests to every path, not only the agents' (/ManageSoftDL/, /ManageSoftRL/)")
     p.add_argument("--top", metavar="N", help="show only the first N devices of the table (all in --json)")
     p.add_argument("--record", action="store_true",
@@ -418,23 +297,6 @@ def _log_group(ctx: "Context", stack: str | None, notes: list[str]) -> str:
     raise InputError("readiness needs the IIS log group: pass --stack-outputs FILE (logGroups.iis), --stack NAME or --log-group NAME")
 
 
-def _issuers(ctx: "Context") -> tuple[list[str], str]:
-    args, outputs = ctx.args, ctx.outputs
-    if args.issuer_cn:
-        return check_issuer_cns(args.issuer_cn, "--issuer-cn"), "--issuer-cn"
-    rules = outputs.optional("mtls.issuerRules")
-    if rules is None:
-        if outputs.given:
-            raise InputError(
-                f"stack outputs {outputs.source}: missing mtls.issuerRules (the configured issuing CAs); regenerate the file with "
-                "`pulumi stack output --json` after `pulumi up`, or pass --issuer-cn CN"
-            )
-        raise InputError("readiness needs the configured issuing CAs: pass --stack-outputs FILE (mtls.issuerRules) or --issuer-cn CN (repeatable)")
-    if not isinstance(rules, list):
-        raise InputError(f"stack outputs {outputs.source}: mtls.issuerRules is {rules!r}; expected a list of CNs")
-    return check_issuer_cns(rules, f"stack outputs {outputs.source}: mtls.issuerRules"), f"mtls.issuerRules of {outputs.source}"
-
-
 def _paths(ctx: "Context") -> list[str]:
     if ctx.args.all_paths:
         return []
@@ -454,11 +316,22 @@ def _beacon_names(ctx: "Context") -> dict[str, str]:
     return names
 
 
+def _aws(ctx: "Context", found: RuleSet) -> Aws:
+    """The session: the outputs' region when they give one, else the stack file's (aws:region)."""
+    if ctx.outputs.region()[0] is None and found.region:
+        args = ctx.args
+        ctx._aws = Aws(getattr(args, "profile", None), getattr(args, "region", None), found.region, found.region_source)  # noqa: SLF001
+    return ctx.aws
+
+
 def command(ctx: "Context") -> int:
     args, outputs = ctx.args, ctx.outputs
     now = now_utc()
     start = parse_since(args.since, now)
+    recent_seconds, recent = parse_recent(args.recent)
+    recent_from = max(start, now - dt.timedelta(seconds=recent_seconds))
     min_ready = parse_percent(args.min_ready, "--min-ready")
+    min_devices = parse_count(args.min_devices, "--min-devices")
     top = parse_count(args.top, "--top")
     stack = args.stack
     if stack:
@@ -471,17 +344,23 @@ def command(ctx: "Context") -> int:
                          "; expected --min-ready (the stack's requireMinReadyPercent) and --stack (or --stack-outputs)")
     notes: list[str] = []
     log_group = _log_group(ctx, stack, notes)
-    issuer_cns, issuer_source = _issuers(ctx)
+    found = rule_set(args.issuer_cn, outputs, stack, bool(args.stack))
+    notes += found.notes
     paths = _paths(ctx)
-    aws = ctx.aws
-    outcome, reading = run(aws, log_group, start, now, issuer_cns, paths, _beacon_names(ctx))
+    expected = expected_devices(args.pki, now) if args.pki else None
+    aws = _aws(ctx, found)
+    outcome, reading = run(aws, log_group, start, now, found.issuer_cns, paths, _beacon_names(ctx), recent_from=recent_from,
+                           rules=found.rules, expected=expected.devices if expected else None)
+    judgement = outcome.judgement(min_ready, min_devices)
     notes += reading_notes(outcome, reading)
-    body = payload(outcome, reading, region=aws.region, min_ready=min_ready, issuer_source=issuer_source, paths=paths, notes=notes)
-    text = lines(outcome, reading, min_ready=min_ready, top=top, notes=notes)
+    body = payload(outcome, reading, judgement, region=aws.region, min_ready=min_ready, min_devices=min_devices, issuer_source=found.issuer_source,
+                   paths=paths, notes=notes, recent=recent, expected=expected)
+    text = lines(outcome, reading, judgement, min_ready=min_ready, top=top, notes=notes, recent=recent)
     if args.record:
-        name, recorded = record_verdict(aws, stack, outcome, reading, min_ready, now)
+        name, recorded = record_verdict(aws, stack, outcome, reading, min_ready, now, judgement)
         body["recorded"] = {"parameter": name, "verdict": recorded}
         text.append(f"recorded in {name}: {'passed' if recorded['passed'] else 'not passed'} at --min-ready {min_ready:g} (pulumi up accepts it until {iso(now + VERDICT_MAX_AGE)})")
     ctx.emit(body, text)
-    return 1 if outcome.below(min_ready) else 0
-
+    if judgement.state == "inconclusive":
+        return 1
+    return 1 if min_ready is not None and not judgement.passed else 0

@@ -1,7 +1,10 @@
 """The readiness verdict `ops readiness --record` keeps for `pulumi up` (components/require_gate.py).
 
 Stored as the String parameter /flexnet-beacon/<stack>/readiness-verdict: counts, never device
-names; the window, the lines read and their SHA-256, the threshold, the time.
+names; the window, the lines read and their SHA-256, the threshold, the time. `passed` is the
+whole verdict (scripts/ops/fleet_outcome.py): false when the evidence is inconclusive, when a
+request came without a certificate in the recent window, or below the threshold; `reasons` holds
+the codes of why (e.g. inconclusive:unreadable-lines), never the names behind them.
 """
 
 from __future__ import annotations
@@ -17,16 +20,25 @@ from .common import InputError, iso
 
 if TYPE_CHECKING:
     from .fleet import Outcome
+    from .fleet_outcome import Judgement
     from .readiness import Reading
-def verdict_of(stack: str, outcome: "Outcome", reading: "Reading", min_ready: float, now: dt.datetime) -> dict[str, Any]:
+
+
+def verdict_of(stack: str, outcome: "Outcome", reading: "Reading", min_ready: float, now: dt.datetime, judgement: "Judgement | None" = None) -> dict[str, Any]:
     """What `pulumi up` reads (components/require_gate.py): no device names, only counts."""
+    judgement = judgement or outcome.judgement(min_ready)
     return {
         "stack": stack,
-        "passed": not outcome.below(min_ready),
+        "passed": judgement.passed,
+        "verdict": judgement.state,
+        "reasons": [f"{kind}:{code}" for kind, code, _ in judgement.reasons],
         "minReadyPercent": min_ready,
         "readyPercent": round(outcome.ready_percent, 2),
-        "devices": len(outcome.devices),
+        "devices": len(outcome.counted),
         "ready": outcome.totals["ready"],
+        "requestsWithoutCertificateRecent": outcome.without_certificate_recent,
+        "unseen": outcome.totals["unseen"] if outcome.expected is not None else None,
+        "recentSince": iso(dt.datetime.fromtimestamp(max(outcome.aggregator.recent_from, int(reading.start.timestamp())), dt.timezone.utc)),
         "logGroup": reading.log_group,
         "since": iso(reading.start),
         "until": iso(reading.end),
@@ -36,12 +48,14 @@ def verdict_of(stack: str, outcome: "Outcome", reading: "Reading", min_ready: fl
     }
 
 
-def record_verdict(aws: Aws, stack: str | None, outcome: "Outcome", reading: "Reading", min_ready: float | None, now: dt.datetime) -> tuple[str, dict[str, Any]]:
+def record_verdict(
+    aws: Aws, stack: str | None, outcome: "Outcome", reading: "Reading", min_ready: float | None, now: dt.datetime, judgement: "Judgement | None" = None
+) -> tuple[str, dict[str, Any]]:
     if min_ready is None:
         raise InputError("--record: got no --min-ready; expected the threshold the verdict is judged at (the stack's requireMinReadyPercent)")
     if not stack:
         raise InputError("--record: got no --stack; expected the stack whose switch the verdict is for")
-    verdict = verdict_of(stack, outcome, reading, min_ready, now)
+    verdict = verdict_of(stack, outcome, reading, min_ready, now, judgement)
     name = verdict_parameter(stack)
     aws.client("ssm").put_parameter(
         Name=name, Value=json.dumps(verdict, sort_keys=True), Type="String", Overwrite=True,
