@@ -6,7 +6,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components import config
-from components.readiness import deploy_gate
+from components.deployability import deploy_gate
 from components.require_gate import switch_problem
 from components.stack import build, deployed_enforcement, export, prepare
 

@@ -98,7 +98,7 @@ def events(lines: list[str]) -> list[tuple[str, int, str]]:
 
 
 def ours(pooled: list[tuple[str, int, str]], count: int) -> int:
-    from scripts.ops.fleet import AGENT_PATHS, Aggregator
+    from scripts.ops.readiness_model import AGENT_PATHS, Aggregator
 
     aggregator = Aggregator(AGENT_PATHS)
     aggregator.feed(itertools.islice(itertools.cycle(pooled), count))
@@ -137,7 +137,7 @@ def memory(mode: str, count: int, devices: int) -> dict:
 
 INTRO = (
     "`python -m bench.readiness`: `ops readiness`'s W3C parsing and per-device aggregation (scripts/ops/w3c.py, "
-    "scripts/ops/fleet.py) against a bare loop that only splits the same lines on spaces, measured in the same command. "
+    "scripts/ops/readiness_model.py) against a bare loop that only splits the same lines on spaces, measured in the same command. "
     "1,000,000 synthetic IIS lines (5,000 devices) from a pool of 100,000 generated in-process; speed in-process, interleaved runs, "
     "medians; memory in a fresh subprocess per loop and line count (ru_maxrss includes the interpreter and the 100,000-line "
     "pool; the tracemalloc peak is the loop's own). CloudWatch Logs returns at most 10,000 events per FilterLogEvents call, "

@@ -29,7 +29,7 @@ from .network.layout import beacon_zone_indexes, split_vpc, vpc_resolver_ip
 from .network.vpc import BeaconNetwork, BeaconNetworkArgs
 from .iis.document import read_converge_script, read_user_data
 from .iis.state_bucket import ConvergeStateBucket, ConvergeStateBucketArgs
-from .readiness import readiness_warnings
+from .deployability import readiness_warnings
 from .tagging import base_tags
 from .config import ConfigIssue
 from .certs.hosting import CrlHosting, CrlHostingArgs

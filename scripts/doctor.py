@@ -307,7 +307,7 @@ def check_stack_config(name: str, root: Path = ROOT, account: str | None = None)
     account is known: --check-aws)."""
     from components.config import ConfigInvalid, stack_file_to_raw
     from components.network.flexera import describe as describe_flexera
-    from components.readiness import deploy_blockers, foreign_secrets
+    from components.deployability import deploy_blockers, foreign_secrets
     from components.stack import prepare
 
     path = root / "stacks" / f"Pulumi.{name}.yaml"

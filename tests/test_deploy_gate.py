@@ -1,5 +1,5 @@
 """A protected stack does not deploy what cannot work: `pulumi up` stops, `pulumi preview` and the
-offline plan warn (components/readiness.py deploy_gate, wired in __main__.py).
+offline plan warn (components/deployability.py deploy_gate, wired in __main__.py).
 
 Proved under Pulumi mocks in both modes: the update is refused before any resource is registered,
 the preview of the same stack renders every resource and says what would stop the update, and a
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import scripts.offline as offline
-from components.readiness import deploy_blockers, deploy_gate, source_key
+from components.deployability import deploy_blockers, deploy_gate, source_key
 from components.stack import prepare
 from conftest import stack_raw
 

@@ -9,7 +9,6 @@ line on stderr (`ops: error: ...`), never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any, Callable, Sequence
 
@@ -30,40 +29,7 @@ from .aws import Aws, translate
 from .common import PROG, InputError, OpsError, iso, note, now_utc, out, table
 from .outputs import StackOutputs, beacons_from, check_stack, resolve_stack
 from .ssm import desired_state
-
-
-class Context:
-    """Parsed arguments plus the stack outputs and the AWS session, made when first needed."""
-
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
-        self._outputs: StackOutputs | None = None
-        self._aws: Aws | None = None
-
-    @property
-    def outputs(self) -> StackOutputs:
-        if self._outputs is None:
-            path = getattr(self.args, "stack_outputs", None)
-            self._outputs = StackOutputs.load(path) if path else StackOutputs.empty()
-        return self._outputs
-
-    @property
-    def aws(self) -> Aws:
-        if self._aws is None:
-            region, source = self.outputs.region()
-            self._aws = Aws(getattr(self.args, "profile", None), getattr(self.args, "region", None), region, source)
-        return self._aws
-
-    @property
-    def region(self) -> str | None:
-        return self._aws.region if self._aws else getattr(self.args, "region", None)
-
-    def emit(self, payload: dict[str, Any], lines: Sequence[str]) -> None:
-        if getattr(self.args, "json", False):
-            out(json.dumps(payload, indent=2, ensure_ascii=False, default=str))
-        else:
-            for line in lines:
-                out(line)
+from .context import Context
 
 
 # ---------------------------------------------------------------------------------------------

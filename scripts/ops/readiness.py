@@ -4,12 +4,12 @@ Reads the beacons' IIS W3C logs from CloudWatch Logs (log group `logGroups.iis`,
 beacon as the CloudWatch agent ships the files, one event per line), parses them with the
 `#Fields:` line in force in each stream (scripts/ops/w3c.py), and aggregates while reading, page
 by page: memory grows with the number of devices, not with the number of lines
-(scripts/ops/fleet.py). Each device is judged as IIS will judge it under require, on every
+(scripts/ops/readiness_model.py). Each device is judged as IIS will judge it under require, on every
 request of it in the recent window (--recent, default 24h), against the stack's certificate
 mappings (scripts/ops/readiness_rules.py, scripts/ops/mapping_judgment.py); requests without a
 certificate are never merged into a certificate device by address or user agent: they are listed
 per address (or per device the URL names), and any of them in the recent window makes the stack
-not ready. The verdict and its reasons: scripts/ops/fleet_outcome.py; the report:
+not ready. The verdict and its reasons: scripts/ops/readiness_outcome.py; the report:
 scripts/ops/readiness_report.py. Only requests to the agent paths count (default: the paths of the
 outputs' beacons[].agentUrls, else /ManageSoftDL/ and /ManageSoftRL/): internet scanners probing
 other paths of a public beacon are not devices.
@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import re
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from botocore.exceptions import ClientError
@@ -34,17 +32,18 @@ from . import w3c
 from .aws import Aws, error_code
 from .common import PROJECT, InputError, OpsError, iso, note, now_utc, parse_time
 from .expected import expected_devices
-from .fleet import AGENT_PATHS, Aggregator, HeaderLookup, Outcome
+from .readiness_model import AGENT_PATHS, Aggregator, HeaderLookup, Outcome
 from .mapping_judgment import Rules
 from .outputs import check_stack, resolve_stack
 from .readiness_report import lines, payload, reading_notes
 from .readiness_rules import RuleSet, check_issuer_cns, rule_set
 from .verdict import record_verdict
+from .log_window import Reading
 
 __all__ = ["Reading", "check_issuer_cns", "command", "lines", "parse_recent", "parse_since", "payload", "reading_notes", "run"]
 
 if TYPE_CHECKING:
-    from .cli import Context
+    from .context import Context
 
 PAGE_LIMIT = 10_000  # events per FilterLogEvents page (the API's maximum)
 PROGRESS_SECONDS = 5.0  # at most one progress line per this many seconds
@@ -122,19 +121,6 @@ def agent_paths(agent_urls: Iterable[str]) -> list[str]:
 
 
 Progress = Callable[[str], None]
-
-
-@dataclass
-class Reading:
-    log_group: str
-    start: dt.datetime
-    end: dt.datetime
-    pages: int = 0
-    events: int = 0
-    seconds: float = 0.0
-    lookups: int = 0
-    # SHA-256 over every event read (stream, time, message): what a recorded verdict was judged on.
-    digest: Any = field(default_factory=hashlib.sha256)
 
 
 def _not_found(log_group: str, aws: Aws) -> OpsError:
@@ -319,8 +305,7 @@ def _beacon_names(ctx: "Context") -> dict[str, str]:
 def _aws(ctx: "Context", found: RuleSet) -> Aws:
     """The session: the outputs' region when they give one, else the stack file's (aws:region)."""
     if ctx.outputs.region()[0] is None and found.region:
-        args = ctx.args
-        ctx._aws = Aws(getattr(args, "profile", None), getattr(args, "region", None), found.region, found.region_source)  # noqa: SLF001
+        ctx.use_region(found.region, found.region_source)
     return ctx.aws
 
 

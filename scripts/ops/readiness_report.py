@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .common import iso, table
 from .expected import Expected
-from .fleet import CERT_FIELDS, Outcome, epoch_iso, refused
-from .fleet_outcome import DeviceResult, Judgement
+from .readiness_model import CERT_FIELDS, Outcome, epoch_iso, refused
+from .readiness_outcome import DeviceResult, Judgement
 
 if TYPE_CHECKING:
-    from .readiness import Reading
+    from .log_window import Reading
 
 
 def _cut(text: str, width: int) -> str:

@@ -2,7 +2,7 @@
 
 Stored as the String parameter /flexnet-beacon/<stack>/readiness-verdict: counts, never device
 names; the window, the lines read and their SHA-256, the threshold, the time. `passed` is the
-whole verdict (scripts/ops/fleet_outcome.py): false when the evidence is inconclusive, when a
+whole verdict (scripts/ops/readiness_outcome.py): false when the evidence is inconclusive, when a
 request came without a certificate in the recent window, or below the threshold; `reasons` holds
 the codes of why (e.g. inconclusive:unreadable-lines), never the names behind them.
 """
@@ -19,9 +19,9 @@ from .aws import Aws
 from .common import InputError, iso
 
 if TYPE_CHECKING:
-    from .fleet import Outcome
-    from .fleet_outcome import Judgement
-    from .readiness import Reading
+    from .readiness_model import Outcome
+    from .readiness_outcome import Judgement
+    from .log_window import Reading
 
 
 def verdict_of(stack: str, outcome: "Outcome", reading: "Reading", min_ready: float, now: dt.datetime, judgement: "Judgement | None" = None) -> dict[str, Any]:

@@ -19,7 +19,7 @@ Devices in the recording (configured issuing CA: Example Devices CA), all in the
   laptop-0055  403.17 (expired), on beacon-2                            failing
 plus a scanner on / and /.env (not an agent path: ignored) and two malformed lines of 31: more
 than 1% unreadable, so every verdict on the recording is inconclusive (and not ready besides).
-Verdicts that pass are tested on generated lines (tests/ops/test_fleet_readiness.py too).
+Verdicts that pass are tested on generated lines (tests/ops/test_readiness_model.py too).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from typing import Any
 
 import pytest
 
-from scripts.ops import fleet, readiness, w3c
-from scripts.ops.fleet import Aggregator, status_meaning
+from scripts.ops import readiness, readiness_model, w3c
+from scripts.ops.readiness_model import Aggregator, status_meaning
 from scripts.ops.outputs import StackOutputs
 from scripts.ops.readiness_rules import rule_set
 from scripts.ops.readiness import parse_since
@@ -357,7 +357,7 @@ def recorded_report(min_ready: float | None = 95.0) -> tuple[list[str], dict[str
     --recent 24h), as `readiness --stack-outputs build/dev-outputs.json --min-ready 95` prints it:
     the example in docs/operations.md."""
     reading = readiness.Reading(GROUP, RECORDED_NOW - dt.timedelta(days=7), RECORDED_NOW, pages=1)
-    aggregator = Aggregator(fleet.AGENT_PATHS, recent_from=int((RECORDED_NOW - dt.timedelta(hours=24)).timestamp()))
+    aggregator = Aggregator(readiness_model.AGENT_PATHS, recent_from=int((RECORDED_NOW - dt.timedelta(hours=24)).timestamp()))
     events = [(BEACON_1, 0, text) for text in recorded("iis-w3c-beacon-1.log")] + [(BEACON_2, 0, text) for text in recorded("iis-w3c-beacon-2.log")]
     reading.events = len(events)
     aggregator.feed(events)
@@ -369,7 +369,7 @@ def recorded_report(min_ready: float | None = 95.0) -> tuple[list[str], dict[str
     notes = found.notes + readiness.reading_notes(outcome, reading)
     text = readiness.lines(outcome, reading, judgement, min_ready=min_ready, top=None, notes=notes, recent="24h")
     body = readiness.payload(outcome, reading, judgement, region="us-east-1", min_ready=min_ready, min_devices=None, issuer_source=source,
-                             paths=fleet.AGENT_PATHS, notes=notes, recent="24h")
+                             paths=readiness_model.AGENT_PATHS, notes=notes, recent="24h")
     return text, body
 
 

@@ -29,7 +29,7 @@ from components.certs.verdict import iis_verdict
 from components.iis.mapping_rules import allow_mappings, deny_mappings, parse_mapping_rule
 from components.stack import PROJECT_DIR_ENV, PROJECT_ROOT
 from scripts.ops import mapping_judgment as mj
-from scripts.ops.fleet import Aggregator
+from scripts.ops.readiness_model import Aggregator
 from scripts.pki import build
 from tests.ops_fixtures.readiness_logs import BEACON_1, BEACON_2, GROUP, Cert, header, line, put_now
 from tests.ops_fixtures.support import aws_env, boto_client, outputs_file, run

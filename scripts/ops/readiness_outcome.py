@@ -1,6 +1,6 @@
 """The readiness verdict: each device judged as IIS will judge it under `require`, and the stack's.
 
-A certificate device (one subject CN, scripts/ops/fleet.py) is judged on every request of it in
+A certificate device (one subject CN, scripts/ops/readiness_model.py) is judged on every request of it in
 the recent window (on all of them when it sent none there):
   failing          a request was refused (401.x, 403.x: revoked, expired, untrusted ...)
   refused-by-rule  IIS's mappings would refuse its certificate (401.2): a Deny mapping matches,
@@ -34,7 +34,7 @@ from .common import iso
 from .mapping_judgment import Rules, judge
 
 if TYPE_CHECKING:
-    from .fleet import Aggregator, Anonymous, Presentation
+    from .readiness_model import Aggregator, Anonymous, Presentation
 
 COUNTED = ("failing", "refused-by-rule", "other-issuer", "no-certificate", "ready")
 STATES = COUNTED + ("earlier-no-certificate", "unseen")

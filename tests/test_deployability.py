@@ -9,7 +9,7 @@ import pytest
 
 from components import config
 from components.certs.trust import CrlEgress
-from components.readiness import is_placeholder_host, readiness_warnings
+from components.deployability import is_placeholder_host, readiness_warnings
 from conftest import ROOT
 
 

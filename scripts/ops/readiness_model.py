@@ -1,7 +1,7 @@
 """The readiness model: what the agents sent, aggregated while the lines are read.
 
 Pure (no AWS): scripts/ops/readiness.py feeds it the lines it reads; :meth:`Aggregator.finish`
-judges the devices (scripts/ops/fleet_outcome.py) and readiness renders the result.
+judges the devices (scripts/ops/readiness_outcome.py) and readiness renders the result.
 
 Nothing is merged by client address or user agent (every FlexNet agent sends the same user agent,
 and many devices sit behind one NAT address):
@@ -19,7 +19,7 @@ import datetime as dt
 from typing import Callable, Iterable, Mapping, Sequence
 
 from . import w3c
-from .fleet_outcome import (
+from .readiness_outcome import (
     STATES,
     STATUS_MEANINGS,
     DeviceResult,
