@@ -7,7 +7,8 @@ import pulumi_aws as aws
 
 from components import config
 from components.deployability import deploy_gate
-from components.require_gate import switch_problem
+from components.iis.state import iis_log_group
+from components.require_gate import judged_rules_digest, switch_problem
 from components.stack import build, deployed_enforcement, export, prepare
 
 try:
@@ -29,7 +30,11 @@ if blockers:
 
 # The switch from observe to require is guarded against what is deployed, by the update itself.
 deployed, verdict, deployed_before = deployed_enforcement(prepared.cfg.stack)
-switch_refused, switch_note = switch_problem(prepared.cfg, deployed, verdict, deployed_before, datetime.now(timezone.utc))
+switch_refused, switch_note = switch_problem(
+    prepared.cfg, deployed, verdict, deployed_before, datetime.now(timezone.utc),
+    rules_digest=judged_rules_digest(prepared.iis_state["authentication"]["clientCertificateMapping"]),
+    log_group=iis_log_group(prepared.cfg),
+)
 if switch_refused and not pulumi.runtime.is_dry_run():
     raise pulumi.RunError(switch_refused)
 if switch_refused:

@@ -15,6 +15,7 @@ Pure: the decision from the two parameters' values (None when absent) and the ti
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from typing import Any, Mapping
 
@@ -39,8 +40,31 @@ def earlier_deployment_parameter(stack: str) -> str:
 
 
 def enforcement_record(cfg: BeaconConfig) -> str:
-    """The value the stack writes: what is deployed once the update succeeds."""
-    return json.dumps({"enforcement": cfg.enforcement, "requireMinReadyPercent": cfg.require_min_ready_percent}, sort_keys=True)
+    """The value the stack writes: what is deployed once the update succeeds. A report-only
+    converge run enforces nothing, so it records observe: turning report-only off later is then
+    still a guarded switch."""
+    enforced = "observe" if cfg.converge_report_only else cfg.enforcement
+    return json.dumps({"enforcement": enforced, "requireMinReadyPercent": cfg.require_min_ready_percent}, sort_keys=True)
+
+
+# What a verdict must have looked at to count: a week of logs, the last day judged strictly.
+MIN_WINDOW = dt.timedelta(days=7) - dt.timedelta(hours=1)
+MIN_RECENT = dt.timedelta(hours=24)
+
+
+def judged_rules_digest(client_certificate_mapping: Mapping[str, Any]) -> str:
+    """SHA-256 of the mappings a device is judged against (the desired state's
+    authentication.clientCertificateMapping: many-to-one names, modes, rules; one-to-one
+    certificates): `ops readiness --stack` records it, the update compares it with its own, so a
+    verdict judged under other rules (or without the stack's rules) does not count."""
+    judged = {
+        "manyToOne": [
+            {"name": m["name"], "permissionMode": m["permissionMode"], "rules": m["rules"]}
+            for m in client_certificate_mapping.get("manyToOneMappings", [])
+        ],
+        "oneToOne": sorted(d["certificate"] for d in client_certificate_mapping.get("oneToOneMappings", [])),
+    }
+    return hashlib.sha256(json.dumps(judged, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _parse(value: str | None) -> Mapping[str, Any] | None:
@@ -62,14 +86,20 @@ def _time(text: Any) -> dt.datetime | None:
 
 
 def switch_problem(
-    cfg: BeaconConfig, deployed: str | None, verdict: str | None, deployed_before: bool, now: dt.datetime
+    cfg: BeaconConfig,
+    deployed: str | None,
+    verdict: str | None,
+    deployed_before: bool,
+    now: dt.datetime,
+    rules_digest: str | None = None,
+    log_group: str | None = None,
 ) -> tuple[str | None, str | None]:
     """(why `pulumi up` stops, or None; a note when the switch is allowed unguarded, or None).
 
     deployed: the enforcement record's value (None: absent). deployed_before: the stack existed
     before the record did (then its mode is unknown and the switch is guarded as from observe).
     """
-    if cfg.enforcement != "require":
+    if cfg.enforcement != "require" or cfg.converge_report_only:  # report-only enforces nothing (and records observe)
         return None, None
     record = _parse(deployed)
     if record is None and not deployed_before:
@@ -81,9 +111,10 @@ def switch_problem(
     # The threshold in force: the deployed one, or the new one when it is higher (a change may
     # raise it, never lower it in the same step); the file's when the deployed one is unknown.
     deployed_threshold = record.get("requireMinReadyPercent")
-    threshold = cfg.require_min_ready_percent
     if isinstance(deployed_threshold, int) and not isinstance(deployed_threshold, bool):
-        threshold = max(threshold, deployed_threshold)
+        threshold = max(cfg.require_min_ready_percent, deployed_threshold)
+    else:  # unknown (an earlier version's stack, a damaged record): the strictest
+        threshold = 100
     head = f"enforcement: got require while the deployed stack is {was}; expected a passing `ops readiness --record`"
     found = _parse(verdict)
     if found is None:
@@ -103,6 +134,14 @@ def switch_problem(
         problems.append(f"it is from the future ({found.get('recordedAt')})")
     elif now - recorded > VERDICT_MAX_AGE:
         problems.append(f"it is older than {int(VERDICT_MAX_AGE.total_seconds() // 3600)} h ({found.get('recordedAt')})")
+    for key, least, what in (("windowSeconds", MIN_WINDOW, "--since"), ("recentSeconds", MIN_RECENT, "--recent")):
+        seconds = found.get(key)
+        if not isinstance(seconds, (int, float)) or seconds < least.total_seconds():
+            problems.append(f"its {what} window is {seconds} s, shorter than {int(least.total_seconds())} s")
+    if log_group is not None and found.get("logGroup") != log_group:
+        problems.append(f"it read {found.get('logGroup')!r}, not the stack's {log_group!r}")
+    if rules_digest is not None and found.get("rulesSha256") != rules_digest:
+        problems.append("it was not judged against the mappings this update deploys (run it with --stack from this change)")
     if problems:
         return f"{head} at --min-ready {threshold}: the recorded verdict does not count ({'; '.join(problems)})", None
     return None, None

@@ -306,6 +306,9 @@ def build(prepared: Prepared) -> dict[str, Any]:
             description="flexnet-beacon: the enforcement and requireMinReadyPercent this stack deployed (read by pulumi up to guard observe -> require)",
             tags=component_tags(tags, "require-gate", "enforcement-record"),
         ),
+        # Written after the converge objects, document and association have taken the new state:
+        # a failed or --target'ed update must not record require while the beacons still observe.
+        opts=ResourceOptions(depends_on=[mtls]),
     )
 
     outputs: dict[str, Any] = {}

@@ -226,8 +226,8 @@ def guard_deployed(stack: str, head: Mapping[str, Any], deployed: Deployed, root
         return [f"enforcement {said} -> {after} ({where}): no observe-to-require switch, nothing to guard"], None
     cfg, _issuers = validated(stack, head, root)
     own = cfg.require_min_ready_percent
-    if deployed.min_ready is None:
-        threshold, why = own, f"the stack file's requireMinReadyPercent {own}"
+    if deployed.min_ready is None:  # unknown: the strictest, as pulumi up's own gate (components/require_gate.py)
+        threshold, why = 100, "100: the deployed requireMinReadyPercent is unknown, so the strictest"
     elif own > deployed.min_ready:
         threshold, why = own, f"the stack file's requireMinReadyPercent {own}, raised from the deployed {deployed.min_ready}"
     else:

@@ -21,6 +21,7 @@ from components.require_gate import (
     earlier_deployment_parameter,
     enforcement_parameter,
     enforcement_record,
+    judged_rules_digest,
     switch_problem,
     verdict_parameter,
 )
@@ -39,9 +40,24 @@ def _record(enforcement: str, threshold: int = 95) -> str:
     return json.dumps({"enforcement": enforcement, "requireMinReadyPercent": threshold})
 
 
-def _verdict(stack: str = "pilot", passed: bool = True, min_ready: float = 95, age: dt.timedelta = dt.timedelta(hours=1)) -> str:
-    return json.dumps({"stack": stack, "passed": passed, "minReadyPercent": min_ready, "readyPercent": 99.0,
-                       "recordedAt": (NOW - age).isoformat().replace("+00:00", "Z")})
+def _verdict(stack: str = "pilot", passed: bool = True, min_ready: float = 95, age: dt.timedelta = dt.timedelta(hours=1), **more) -> str:
+    """A complete verdict as `ops readiness --record --stack pilot` writes it (7 d read, 24 h recent)."""
+    verdict = {"stack": stack, "passed": passed, "minReadyPercent": min_ready, "readyPercent": 99.0,
+               "recordedAt": (NOW - age).isoformat().replace("+00:00", "Z"), "windowSeconds": 7 * 86400, "recentSeconds": 86400,
+               "logGroup": "/flexnet-beacon/pilot/iis", "rulesSha256": PILOT_RULES}
+    verdict.update(more)
+    return json.dumps(verdict)
+
+
+def _pilot_rules() -> str:
+    from components.stack import prepare
+
+    raw, region = stack_raw("pilot")
+    raw.update(enforcement="require")
+    return judged_rules_digest(prepare(raw, "pilot", region).iis_state["authentication"]["clientCertificateMapping"])
+
+
+PILOT_RULES = _pilot_rules()
 
 
 # --- the decision --------------------------------------------------------------------------------
@@ -134,8 +150,7 @@ def test_preview_renders_and_says_the_update_will_stop(monkeypatch) -> None:
 
 
 def test_update_with_a_recorded_passing_verdict_switches_and_records_require(monkeypatch) -> None:
-    verdict = json.dumps({"stack": "pilot", "passed": True, "minReadyPercent": 95, "readyPercent": 100.0,
-                          "recordedAt": dt.datetime.now(dt.timezone.utc).isoformat()})
+    verdict = _verdict(age=NOW - dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1))
     run, _ = _run(False, {enforcement_parameter("pilot"): _record("observe", 95), verdict_parameter("pilot"): verdict}, monkeypatch)
     assert not isinstance(run, Exception), run
     (record,) = [r for r in run.resources if r.type == "aws:ssm/parameter:Parameter" and r.inputs.get("name") == enforcement_parameter("pilot")]
@@ -153,3 +168,56 @@ def test_a_new_stack_in_require_deploys(monkeypatch) -> None:
     run, _ = _run(False, {}, monkeypatch)
     assert not isinstance(run, Exception)
     assert any("never been deployed" in msg for level, msg in run.log if level == "info")
+
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"windowSeconds": 600}, "its --since window is 600 s"),
+        ({"recentSeconds": 300}, "its --recent window is 300 s"),
+        ({"windowSeconds": None}, "its --since window is None s"),
+        ({"logGroup": "/flexnet-beacon/prod/iis"}, "it read '/flexnet-beacon/prod/iis', not the stack's"),
+        ({"rulesSha256": None}, "it was not judged against the mappings this update deploys"),
+        ({"rulesSha256": "0" * 64}, "it was not judged against the mappings this update deploys"),
+    ],
+)
+def test_a_verdict_judged_on_other_evidence_or_rules_does_not_count(changes: dict, why: str) -> None:
+    """The review's case: a hand-written or narrowed verdict (--since 10m --recent 5m, another log
+    group, no --stack, yesterday's rules) must not satisfy the update."""
+    refused, _ = switch_problem(_cfg(), _record("observe"), _verdict(**changes), False, NOW,
+                                rules_digest=PILOT_RULES, log_group="/flexnet-beacon/pilot/iis")
+    assert refused and why in refused
+
+
+def test_changed_rules_change_the_digest() -> None:
+    from components.stack import prepare
+
+    raw, region = stack_raw("pilot")
+    raw.update(denyMappingRules=json.dumps(["Subject.OU=Contractors"]))
+    changed = judged_rules_digest(prepare(raw, "pilot", region).iis_state["authentication"]["clientCertificateMapping"])
+    assert changed != PILOT_RULES
+
+
+def test_an_unknown_deployed_threshold_is_the_strictest() -> None:
+    refused, _ = switch_problem(_cfg(threshold=0), None, _verdict(min_ready=0), True, NOW)
+    assert refused and "below the 100 in force" in refused
+
+
+def test_report_only_records_observe_and_is_not_a_switch() -> None:
+    raw, region = stack_raw("pilot")
+    raw.update(enforcement="require", convergeReportOnly="true")
+    cfg = load(raw, "pilot", region)
+    assert json.loads(enforcement_record(cfg))["enforcement"] == "observe", "nothing is enforced while report-only"
+    assert switch_problem(cfg, _record("observe"), None, False, NOW) == (None, None)
+    # Turning report-only off later is the guarded switch.
+    assert switch_problem(_cfg(), json.loads(json.dumps(enforcement_record(cfg))), None, False, NOW)[0]
+
+
+def test_the_record_is_written_after_the_converge_objects(monkeypatch) -> None:
+    """A failed or --target'ed update must not record require before the beacons have the state."""
+    run, _ = _run(True, {}, monkeypatch)
+    assert not isinstance(run, Exception)
+    (record,) = [r for r in run.resources if r.type == "aws:ssm/parameter:Parameter" and r.inputs.get("name") == enforcement_parameter("pilot")]
+    waits_for = {urn.rsplit("::", 1)[-1] for urn in record.dependencies}
+    assert {"mtls-document", "mtls-association", "mtls-state", "mtls-script"} <= waits_for, waits_for

@@ -206,15 +206,15 @@ def test_a_never_deployed_stack_starting_in_observe_has_nothing_to_guard(project
 
 
 @pytest.mark.parametrize("readiness_exit,expected", [(0, 0), (1, 1)])
-def test_outputs_without_enforcement_are_guarded_as_observe_at_the_file_threshold(
+def test_outputs_without_enforcement_are_guarded_as_observe_at_100(
         project, capsys, readiness_exit: int, expected: int) -> None:
     """A stack deployed by an earlier version has outputs, but no `enforcement`: its mode is unknown."""
     path = write(project, pilot_file("require", 90), outputs(None))
     code, ran = run_guard(project, path, readiness_exit)
     out = capsys.readouterr().out
-    assert code == expected and len(ran) == 1 and min_ready(ran[0]) == "90"
+    assert code == expected and len(ran) == 1 and min_ready(ran[0]) == "100"
     assert "deployed by an earlier version" in out and "no enforcement output" in out
-    assert "the stack file's requireMinReadyPercent 90" in out
+    assert "100: the deployed requireMinReadyPercent is unknown, so the strictest" in out
 
 
 def test_record_and_dry_run(project, capsys) -> None:
@@ -245,7 +245,8 @@ def test_a_verdict_recorded_at_the_guards_threshold_is_what_pulumi_up_accepts(pr
     now = dt.datetime(2026, 6, 1, 12, tzinfo=dt.timezone.utc)
 
     def verdict(at: float) -> str:
-        return json.dumps({"stack": "pilot", "passed": True, "minReadyPercent": at, "recordedAt": now.isoformat()})
+        return json.dumps({"stack": "pilot", "passed": True, "minReadyPercent": at, "recordedAt": now.isoformat(),
+                           "windowSeconds": 7 * 86400, "recentSeconds": 86400})
 
     assert switch_problem(cfg, record, verdict(threshold), record is None, now) == (None, None)
     if threshold > 0:
@@ -360,7 +361,7 @@ def test_end_to_end_the_recorded_verdict_is_what_pulumi_up_accepts(monkeypatch, 
         assert command[1:4] == ["-m", "scripts.ops", "readiness"]
         return ops_main(command[3:])
 
-    code = guard.main(["--stack", "dev", "--deployed-outputs", str(deployed), "--since", "1d", "--record"], run=readiness)
+    code = guard.main(["--stack", "dev", "--deployed-outputs", str(deployed), "--since", "7d", "--record"], run=readiness)
     out, err = capsys.readouterr()
     assert code == expected and len(ran) == 1, out + err
     stored = boto_client("ssm").get_parameter(Name="/flexnet-beacon/dev/readiness-verdict")["Parameter"]["Value"]

@@ -342,7 +342,7 @@ def command(ctx: "Context") -> int:
                    paths=paths, notes=notes, recent=recent, expected=expected)
     text = lines(outcome, reading, judgement, min_ready=min_ready, top=top, notes=notes, recent=recent)
     if args.record:
-        name, recorded = record_verdict(aws, stack, outcome, reading, min_ready, now, judgement)
+        name, recorded = record_verdict(aws, stack, outcome, reading, min_ready, now, judgement, found.rules_digest)
         body["recorded"] = {"parameter": name, "verdict": recorded}
         text.append(f"recorded in {name}: {'passed' if recorded['passed'] else 'not passed'} at --min-ready {min_ready:g} (pulumi up accepts it until {iso(now + VERDICT_MAX_AGE)})")
     ctx.emit(body, text)

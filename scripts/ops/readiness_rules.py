@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from components.require_gate import judged_rules_digest
+
 from . import mapping_judgment as mj
 from .common import InputError
 from .outputs import StackOutputs
@@ -34,6 +36,9 @@ class RuleSet:
     region: str | None = None  # aws:region of the stack file
     region_source: str = ""
     notes: list[str] = field(default_factory=list)
+    # SHA-256 of the stack file's mappings when they were judged (components/require_gate.py):
+    # a verdict without it does not count for `pulumi up`.
+    rules_digest: str | None = None
 
 
 def check_issuer_cns(values: Sequence[Any], source: str) -> list[str]:
@@ -126,7 +131,8 @@ def rule_set(issuer_flags: Sequence[str] | None, outputs: StackOutputs, stack: s
     # the mappings
     if found is not None:
         prepared, region, shown = found
-        return RuleSet(issuer_cns, issuer_source, _stack_rules(prepared, shown), region, f"aws:region of {shown}", notes)
+        digest = judged_rules_digest(prepared.iis_state["authentication"]["clientCertificateMapping"])
+        return RuleSet(issuer_cns, issuer_source, _stack_rules(prepared, shown), region, f"aws:region of {shown}", notes, digest)
     given = outputs.optional("mtls.manyToOneMappings")
     if given is not None:
         try:

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from .log_window import Reading
 
 
-def verdict_of(stack: str, outcome: "Outcome", reading: "Reading", min_ready: float, now: dt.datetime, judgement: "Judgement | None" = None) -> dict[str, Any]:
+def verdict_of(stack: str, outcome: "Outcome", reading: "Reading", min_ready: float, now: dt.datetime, judgement: "Judgement | None" = None,
+               rules_digest: str | None = None) -> dict[str, Any]:
     """What `pulumi up` reads (components/require_gate.py): no device names, only counts."""
     judgement = judgement or outcome.judgement(min_ready)
     return {
@@ -40,6 +41,10 @@ def verdict_of(stack: str, outcome: "Outcome", reading: "Reading", min_ready: fl
         "unseen": outcome.totals["unseen"] if outcome.expected is not None else None,
         "recentSince": iso(dt.datetime.fromtimestamp(max(outcome.aggregator.recent_from, int(reading.start.timestamp())), dt.timezone.utc)),
         "logGroup": reading.log_group,
+        # What the update checks the verdict was judged on (components/require_gate.py).
+        "windowSeconds": int((reading.end - reading.start).total_seconds()),
+        "recentSeconds": int(reading.end.timestamp()) - max(outcome.aggregator.recent_from, int(reading.start.timestamp())),
+        "rulesSha256": rules_digest,
         "since": iso(reading.start),
         "until": iso(reading.end),
         "lines": reading.events,
@@ -49,13 +54,14 @@ def verdict_of(stack: str, outcome: "Outcome", reading: "Reading", min_ready: fl
 
 
 def record_verdict(
-    aws: Aws, stack: str | None, outcome: "Outcome", reading: "Reading", min_ready: float | None, now: dt.datetime, judgement: "Judgement | None" = None
+    aws: Aws, stack: str | None, outcome: "Outcome", reading: "Reading", min_ready: float | None, now: dt.datetime, judgement: "Judgement | None" = None,
+    rules_digest: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
     if min_ready is None:
         raise InputError("--record: got no --min-ready; expected the threshold the verdict is judged at (the stack's requireMinReadyPercent)")
     if not stack:
         raise InputError("--record: got no --stack; expected the stack whose switch the verdict is for")
-    verdict = verdict_of(stack, outcome, reading, min_ready, now, judgement)
+    verdict = verdict_of(stack, outcome, reading, min_ready, now, judgement, rules_digest)
     name = verdict_parameter(stack)
     aws.client("ssm").put_parameter(
         Name=name, Value=json.dumps(verdict, sort_keys=True), Type="String", Overwrite=True,
