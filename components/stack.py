@@ -171,7 +171,10 @@ def deployed_enforcement(stack: str) -> tuple[str | None, str | None, bool]:
     found = aws.ssm.get_parameters_by_path(path=f"/{PROJECT}/{stack}/", recursive=False, with_decryption=False)
     values = dict(zip(found.names, found.values))
     record = values.get(enforcement_parameter(stack))
-    before = record is None and earlier_deployment_parameter(stack) in values
+    # Deployed before without a record: an earlier version's stack (its CloudWatch agent parameter),
+    # or one destroyed and created again (the verdict parameter is written by `ops readiness`, not
+    # by Pulumi, so a destroy leaves it): guarded, not "never deployed".
+    before = record is None and (earlier_deployment_parameter(stack) in values or verdict_parameter(stack) in values)
     return record, values.get(verdict_parameter(stack)), before
 
 

@@ -221,3 +221,10 @@ def test_the_record_is_written_after_the_converge_objects(monkeypatch) -> None:
     (record,) = [r for r in run.resources if r.type == "aws:ssm/parameter:Parameter" and r.inputs.get("name") == enforcement_parameter("pilot")]
     waits_for = {urn.rsplit("::", 1)[-1] for urn in record.dependencies}
     assert {"mtls-document", "mtls-association", "mtls-state", "mtls-script"} <= waits_for, waits_for
+
+
+def test_a_stack_destroyed_and_created_again_is_not_never_deployed(monkeypatch) -> None:
+    """A destroy removes the enforcement record but not the verdict `ops readiness` wrote."""
+    leftover = _verdict(min_ready=50)
+    refused, _ = _run(False, {verdict_parameter("pilot"): leftover}, monkeypatch)
+    assert type(refused).__name__ == "RunError" and "unknown (deployed by an earlier version)" in str(refused)
