@@ -16,6 +16,7 @@ Every tally keeps its requests in the recent window (from `recent_from`) apart.
 from __future__ import annotations
 
 import datetime as dt
+from operator import itemgetter
 from typing import Callable, Iterable, Mapping, Sequence
 
 from . import w3c
@@ -47,7 +48,8 @@ class Presentation:
     requests that carried it: counts, first/last seen (epoch seconds), statuses, the refused
     statuses of the recent window, the addresses it came from."""
 
-    __slots__ = ("subject", "issuer", "serial", "flags", "requests", "recent", "first", "last", "last_request", "statuses", "recent_refused", "ip", "ips")
+    __slots__ = ("subject", "issuer", "serial", "flags", "requests", "recent", "first", "last", "last_line", "last_plan", "last_stream", "statuses",
+                 "recent_refused", "ip", "ips")
 
     def __init__(self, subject: str, issuer: str, serial: str, flags: str):
         self.subject, self.issuer, self.serial, self.flags = subject, issuer, serial, flags
@@ -55,11 +57,26 @@ class Presentation:
         self.recent = 0
         self.first = 1 << 62
         self.last = -1
-        self.last_request: tuple[str, str, str, str] = ("", "", "", "")  # status, client ip, user agent, stream
+        self.last_line = ""  # the request of `last`, as read (its values taken apart only when asked for: last_request)
+        self.last_plan: _Plan | None = None
+        self.last_stream = ""
         self.statuses: dict[str, int] = {}
         self.recent_refused: dict[str, int] = {}
         self.ip = ""
         self.ips: set[str] = set()
+
+    @property
+    def last_request(self) -> tuple[str, str, str, str]:
+        """(status, client ip, user agent, stream) of the last request."""
+        plan = self.last_plan
+        if plan is None:
+            return ("", "", "", "")
+        count, pick, pad = plan.positions[:3]
+        values = w3c.split_values(self.last_line, count) or []
+        if pad:
+            values.append("-")
+        _, _, ip, agent, status, sub = pick(values)[:6]
+        return (status if sub == "0" or sub == "-" else f"{status}.{sub}", ip, agent, self.last_stream)
 
 
 class Anonymous:
@@ -83,7 +100,10 @@ class Anonymous:
 
 class _Plan:
     """Positions of the fields the aggregation reads, for one #Fields: line. An absent field
-    points at the '-' the hot loop appends after the values (position `count`)."""
+    points at the '-' the hot loop appends after the values (position `count`), only when the
+    header lacks one (`pad`). `pick` takes them out of a line's values in one call, in the order
+    date, time, c-ip, cs(User-Agent), sc-status, sc-substatus, crt-subject, crt-issuer,
+    crt-serial, crt-flags, cs-uri-stem."""
 
     __slots__ = ("fields", "positions", "has_cert_fields")
 
@@ -98,10 +118,10 @@ class _Plan:
         timed = fields.position("date") >= 0 and fields.position("time") >= 0
         self.has_cert_fields = fields.position("crt-subject") >= 0 and fields.position("crt-flags") >= 0
         subject = at("crt-subject") if self.has_cert_fields else count
+        picked = (at("date"), at("time"), at("c-ip"), at("cs(User-Agent)"), at("sc-status"), at("sc-substatus"), subject,
+                  at("crt-issuer"), at("crt-serial"), at("crt-flags"), at("cs-uri-stem"))
         self.positions = (
-            count, at("date"), at("time"), at("c-ip"), at("cs(User-Agent)"), at("sc-status"), at("sc-substatus"), subject,
-            at("crt-issuer"), at("crt-serial"), at("crt-flags"), at("cs-uri-stem"), timed,
-            filter_paths and fields.position("cs-uri-stem") >= 0, self.has_cert_fields,
+            count, itemgetter(*picked), count in picked, timed, filter_paths and fields.position("cs-uri-stem") >= 0, self.has_cert_fields,
         )
 
 
@@ -125,6 +145,7 @@ class Aggregator:
         self.header_lookup = header_lookup
         self.recent_from = EVERYTHING_RECENT if recent_from is None else recent_from
         self.presentations: dict[tuple[str, str, str, str], Presentation] = {}
+        self._by_subject: dict[str, Presentation] = {}  # logged subject -> its presentation seen last
         self.addresses: dict[str, Anonymous] = {}  # client ip -> its requests without a certificate naming no device
         self.named: dict[str, Anonymous] = {}  # device name (case-folded) -> its requests without a certificate
         self.streams: dict[str, _StreamState] = {}
@@ -178,6 +199,15 @@ class Aggregator:
         minute = self._minutes[text] = int(text[:2]) * 3600 + int(text[3:]) * 60
         return minute
 
+    def _clock(self, text: str) -> int:
+        """Seconds from midnight to 'hh:mm:ss'."""
+        minute = self._minutes.get(text[:5])
+        if minute is None:
+            minute = self._minute(text[:5])
+        if len(text) != 8 or text[5] != ":" or not text[6:].isdigit():
+            raise ValueError(text)
+        return minute + int(text[6:])
+
     def _anonymous(self, ip: str, uri: str) -> Anonymous:
         """The entry of a request without a certificate: the device its URL names, else its address."""
         name = npl_device(uri) if uri[-4:].lower() == ".npl" else None
@@ -203,120 +233,114 @@ class Aggregator:
         """Log events (stream, timestamp ms, message): normally one line each; an event holding
         several lines is split. One loop with everything in local variables: this is where the
         time goes with millions of lines."""
-        presentations, minutes, streams = self.presentations, self._minutes, self.streams
+        presentations, streams, by_subject = self.presentations, self.streams, self._by_subject
         prefixes, exact, recent_from = self.prefixes, self.paths, self.recent_from
         day_text, day_value = self._day_text, self._day_value
+        clock_text: str | None = None  # the time of the last line read, `seconds` from midnight
+        seconds = 0
         current: str | None = None
         state = _StreamState()
         plan: _Plan | None = None
-        count = i_date = i_time = i_ip = i_agent = i_status = i_sub = i_subject = i_issuer = i_serial = i_flags = i_uri = 0
+        count = 0
+        pick = itemgetter(0)
+        pad = False
         timed = filter_paths = cert_fields = False
         lines = requests = recent = ignored = without = 0
         try:
-            for stream, stamp, message in events:
-                for line in message.split("\n") if "\n" in message else (message,):
-                    if line[-1:] == "\r":
-                        line = line.rstrip("\r")
+            for stream, stamp, line in events:
+                if "\n" in line:  # an event of several lines: each on its own, then on with the next event
+                    self._day_text, self._day_value = day_text, day_value
+                    self.feed([(stream, stamp, part) for part in line.split("\n")])
+                    day_text, day_value = self._day_text, self._day_value
+                    current = None
+                    continue
+                if line[-1:] == "\r":
+                    line = line.rstrip("\r")
+                if not line:
+                    continue
+                lines += 1
+                if stream != current:
+                    state = streams.get(stream)
+                    if state is None:
+                        state = streams[stream] = _StreamState()
+                    current, plan = stream, state.plan
+                    if plan is not None:
+                        count, pick, pad, timed, filter_paths, cert_fields = plan.positions
+                if line[0] == "\ufeff":
+                    line = line.lstrip("\ufeff")
                     if not line:
                         continue
-                    lines += 1
-                    if stream != current:
-                        state = streams.get(stream)
-                        if state is None:
-                            state = streams[stream] = _StreamState()
-                        current, plan = stream, state.plan
-                        if plan is not None:
-                            count, i_date, i_time, i_ip, i_agent, i_status, i_sub, i_subject, i_issuer, i_serial, i_flags, i_uri, timed, filter_paths, cert_fields = plan.positions
-                    if line[0] == "\ufeff":
-                        line = line.lstrip("\ufeff")
-                        if not line:
-                            continue
-                    if line[0] == "#":
-                        found = w3c.directive(line)
-                        if found is not None:
-                            self.directives += 1
-                            if found[0].lower() == "fields":
-                                if found[1]:
-                                    plan = state.plan = self._plan(found[1])
-                                    count, i_date, i_time, i_ip, i_agent, i_status, i_sub, i_subject, i_issuer, i_serial, i_flags, i_uri, timed, filter_paths, cert_fields = plan.positions
-                                    self.headers += 1
-                                else:
-                                    self._bad(stream, line, "#Fields: directive without field names")
-                            continue
-                    if plan is None:
-                        if not state.looked_up and self.header_lookup is not None:
-                            state.looked_up = True
-                            header = self.header_lookup(stream, stamp)
-                            found = w3c.directive(header) if header else None
-                            if found is not None and found[1]:
+                if line[0] == "#":
+                    found = w3c.directive(line)
+                    if found is not None:
+                        self.directives += 1
+                        if found[0].lower() == "fields":
+                            if found[1]:
                                 plan = state.plan = self._plan(found[1])
-                                count, i_date, i_time, i_ip, i_agent, i_status, i_sub, i_subject, i_issuer, i_serial, i_flags, i_uri, timed, filter_paths, cert_fields = plan.positions
-                                self.headers_looked_up += 1
-                        if plan is None:
-                            self.headerless[stream] = self.headerless.get(stream, 0) + 1
-                            self._bad(stream, line, "no #Fields: line before it in its log stream")
-                            continue
-                    values = line.split(" ")
-                    if len(values) != count:
-                        quoted = w3c.split_values(line, count)
-                        if quoted is None:
-                            self._bad(stream, line, f"{len(values)} values for the {count} fields of the #Fields: line in force")
-                            continue
-                        values = quoted
+                                count, pick, pad, timed, filter_paths, cert_fields = plan.positions
+                                self.headers += 1
+                            else:
+                                self._bad(stream, line, "#Fields: directive without field names")
+                        continue
+                if plan is None:
+                    if not state.looked_up and self.header_lookup is not None:
+                        state.looked_up = True
+                        header = self.header_lookup(stream, stamp)
+                        found = w3c.directive(header) if header else None
+                        if found is not None and found[1]:
+                            plan = state.plan = self._plan(found[1])
+                            count, pick, pad, timed, filter_paths, cert_fields = plan.positions
+                            self.headers_looked_up += 1
+                    if plan is None:
+                        self.headerless[stream] = self.headerless.get(stream, 0) + 1
+                        self._bad(stream, line, "no #Fields: line before it in its log stream")
+                        continue
+                values = line.split(" ")
+                if len(values) != count:
+                    quoted = w3c.split_values(line, count)
+                    if quoted is None:
+                        self._bad(stream, line, f"{len(values)} values for the {count} fields of the #Fields: line in force")
+                        continue
+                    values = quoted
+                if pad:
                     values.append("-")  # what an absent field reads
-                    if filter_paths:
-                        uri = values[i_uri]
-                        if not uri.startswith(exact) and not uri.lower().startswith(prefixes):  # IIS paths are case-insensitive
-                            ignored += 1
-                            continue
-                    if timed:
-                        day, clock = values[i_date], values[i_time]
+                day, clock, ip, agent, status, sub, subject, issuer, serial, flags, uri = pick(values)
+                if filter_paths and not uri.startswith(exact) and not uri.lower().startswith(prefixes):  # IIS paths are case-insensitive
+                    ignored += 1
+                    continue
+                if timed:
+                    if clock != clock_text or day != day_text:  # lines come in time order: mostly the same second
                         try:
                             if day != day_text:
                                 day_value = self._day(day)
                                 day_text = day
-                            minute = minutes.get(clock[:5])
-                            if minute is None:
-                                minute = self._minute(clock[:5])
-                            if len(clock) != 8 or clock[5] != ":" or not clock[6:].isdigit():
-                                raise ValueError(clock)
-                            at = day_value + minute + int(clock[6:])
+                            seconds = self._clock(clock)
                         except ValueError:
                             self._bad(stream, line, f"date/time {day} {clock} is not yyyy-mm-dd hh:mm:ss")
                             continue
-                    else:
-                        at = stamp // 1000
-                    status = values[i_status]
-                    sub = values[i_sub]
-                    if sub != "0" and sub != "-":
-                        status = f"{status}.{sub}"
-                    subject = values[i_subject]
-                    if not cert_fields:
-                        without += 1
-                    requests += 1
-                    ip = values[i_ip]
-                    if subject != "-":
-                        key = (subject, values[i_issuer], values[i_serial], values[i_flags])
+                        clock_text = clock
+                    at = day_value + seconds
+                else:
+                    at = stamp // 1000
+                if sub != "0" and sub != "-":
+                    status = f"{status}.{sub}"
+                requests += 1
+                if subject != "-":
+                    tally = by_subject.get(subject)  # one string hashed, not four
+                    if tally is None or tally.issuer != issuer or tally.serial != serial or tally.flags != flags:
+                        key = (subject, issuer, serial, flags)
                         tally = presentations.get(key)
                         if tally is None:
                             tally = presentations[key] = Presentation(*key)
-                        if ip != tally.ip:
-                            tally.ip = ip
-                            tally.ips.add(ip)
-                        if at >= recent_from:
-                            recent += 1
-                            tally.recent += 1
-                            if status[:3] in _REFUSED:
-                                tally.recent_refused[status] = tally.recent_refused.get(status, 0) + 1
-                    else:
-                        uri = values[i_uri]
-                        tally = self._anonymous(ip, uri)
-                        upload = uri[1:13].lower() == "managesoftrl"
-                        tally.uploads += upload
-                        if at >= recent_from:
-                            recent += 1
-                            tally.recent += 1
-                            tally.recent_uploads += upload
+                        by_subject[subject] = tally
+                    if ip != tally.ip:
+                        tally.ip = ip
+                        tally.ips.add(ip)
+                    if at >= recent_from:
+                        recent += 1
+                        tally.recent += 1
+                        if status[:3] in _REFUSED:
+                            tally.recent_refused[status] = tally.recent_refused.get(status, 0) + 1
                     tally.requests += 1
                     statuses = tally.statuses
                     statuses[status] = statuses.get(status, 0) + 1
@@ -324,7 +348,27 @@ class Aggregator:
                         tally.first = at
                     if at >= tally.last:
                         tally.last = at
-                        tally.last_request = (status, ip, values[i_agent], stream)
+                        tally.last_line = line  # taken apart only if asked for (last_request)
+                        tally.last_plan = plan
+                        tally.last_stream = stream
+                else:
+                    if not cert_fields:  # (a subject is '-' without them)
+                        without += 1
+                    entry = self._anonymous(ip, uri)
+                    upload = uri[1:13].lower() == "managesoftrl"
+                    entry.uploads += upload
+                    if at >= recent_from:
+                        recent += 1
+                        entry.recent += 1
+                        entry.recent_uploads += upload
+                    entry.requests += 1
+                    statuses = entry.statuses
+                    statuses[status] = statuses.get(status, 0) + 1
+                    if at < entry.first:
+                        entry.first = at
+                    if at >= entry.last:
+                        entry.last = at
+                        entry.last_request = (status, ip, agent, stream)
         finally:
             self.lines += lines
             self.requests += requests

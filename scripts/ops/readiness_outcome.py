@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from components.certs.verdict import IIS_STATUS
@@ -161,8 +162,13 @@ class DeviceResult:
 
 def _certificate_facts(p: "Presentation", issuer_cns: Sequence[str]) -> tuple[str, str, str | None, int | None, bool, bool | None]:
     """(subject, issuer, issuer CN, flags, issuer configured, issuer recognised by IIS)."""
-    subject, issuer = w3c.decode(p.subject), w3c.decode(p.issuer)
-    flags = w3c.cert_flags(p.flags)
+    return _facts(p.subject, p.issuer, p.flags, tuple(issuer_cns))
+
+
+@lru_cache(maxsize=16384)  # twice per device; the issuer's facts alike for thousands of devices
+def _facts(logged_subject: str, logged_issuer: str, logged_flags: str, issuer_cns: tuple[str, ...]) -> tuple[str, str, str | None, int | None, bool, bool | None]:
+    subject, issuer = w3c.decode(logged_subject), w3c.decode(logged_issuer)
+    flags = w3c.cert_flags(logged_flags)
     issuer_cn = w3c.dn_value(issuer, "CN") if issuer else None
     configured = issuer_cn is not None and any(wildcard_match(cn, issuer_cn) for cn in issuer_cns)
     recognised = None if flags is None else not bool(flags & 2)

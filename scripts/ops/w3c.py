@@ -29,6 +29,7 @@ does not split into the header's number of fields otherwise, so a tool writing t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable, Iterator
 
 EMPTY = "-"
@@ -125,6 +126,11 @@ def parse_dn(text: str) -> list[tuple[str, str]]:
 
     Parts are separated by ',' or ';'; a value may be double-quoted ('""' = a quote) or use
     backslash escapes. Text without '=' gives no parts."""
+    return list(_parse_dn(text))
+
+
+@lru_cache(maxsize=16384)  # judging a device reads its subject and issuer several times; one issuer for thousands of devices
+def _parse_dn(text: str) -> tuple[tuple[str, str], ...]:
     parts: list[tuple[str, str]] = []
     i, n = 0, len(text)
     while i < n:
@@ -161,7 +167,7 @@ def parse_dn(text: str) -> list[tuple[str, str]]:
                 i += 1
             value = "".join(buf).strip()
         parts.append((key, value))
-    return parts
+    return tuple(parts)
 
 
 def dn_value(text: str, attribute: str) -> str | None:
@@ -169,7 +175,7 @@ def dn_value(text: str, attribute: str) -> str | None:
     significant part first, so the last CN is the certificate's own)."""
     wanted = attribute.upper()
     found = None
-    for key, value in parse_dn(text):
+    for key, value in _parse_dn(text):
         if key.upper() == wanted:
             found = value
     return found
