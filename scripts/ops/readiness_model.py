@@ -418,10 +418,14 @@ class Aggregator:
             for key, presentations in devices.items()
         ]
         addresses_seen: dict[str, list[str]] = {}
+        first_certificate_at: dict[str, int] = {}  # address -> earliest certificate of a device seen there
         for key, presentations in devices.items():
+            for p in presentations:
+                for ip in p.ips:
+                    first_certificate_at[ip] = min(first_certificate_at.get(ip, p.first), p.first)
             for ip in {ip for p in presentations for ip in p.ips}:
                 addresses_seen.setdefault(ip, []).append(key)
-        results += [judge_anonymous(entry, addresses_seen, names) for entry in loose]
+        results += [judge_anonymous(entry, addresses_seen, names, first_certificate_at) for entry in loose]
         seen = {r.identity.casefold() for r in results} | set(by_name)
         unseen = sorted(cn for folded, cn in (expected or {}).items() if folded not in seen)
         return Outcome.of(self, results, list(issuer_cns), rules, unseen, len(expected) if expected is not None else None)

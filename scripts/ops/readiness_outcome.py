@@ -244,12 +244,29 @@ def judge_certificate(
     )
 
 
-def judge_anonymous(entry: "Anonymous", addresses_seen: Mapping[str, Sequence[str]], beacon_names: Mapping[str, str]) -> DeviceResult:
-    """Requests without a certificate from one address (or naming one device nobody else is)."""
+def judge_anonymous(
+    entry: "Anonymous", addresses_seen: Mapping[str, Sequence[str]], beacon_names: Mapping[str, str],
+    first_certificate_at: Mapping[str, int] | None = None,
+) -> DeviceResult:
+    """Requests without a certificate from one address (or naming one device nobody else is).
+
+    Blocking (`no-certificate`) when any came in the recent window; when the URL names a device
+    that never presented a certificate (whatever their age: it is not enrolled); and when they
+    came from an address after a certificate had come from it (an enrolled device that still
+    sends some requests, e.g. its uploads, without one). Only requests from before any
+    certificate of their address, and outside the recent window, are `earlier-no-certificate`:
+    a device's history before it was enrolled."""
     recent = entry.recent > 0
+    enrolled_at = (first_certificate_at or {}).get(entry.key)
+    after_enrolment = entry.kind == "address" and enrolled_at is not None and entry.last > enrolled_at
+    blocking = recent or entry.kind == "name" or after_enrolment
     count, uploads = (entry.recent, entry.recent_uploads) if recent else (entry.requests, entry.uploads)
     where = " in the recent window" if recent else " (none in the recent window)"
     why = f"{count} request(s) without a certificate{where}: {count - uploads} download(s), {uploads} upload(s)"
+    if not recent and entry.kind == "name":
+        why += "; the device never presented a certificate"
+    elif not recent and after_enrolment:
+        why += f"; after a certificate had come from this address ({epoch_iso(enrolled_at or 0)})"
     same: list[str] = []
     if entry.kind == "address":
         same = sorted(addresses_seen.get(entry.key, []))
@@ -261,7 +278,7 @@ def judge_anonymous(entry: "Anonymous", addresses_seen: Mapping[str, Sequence[st
     return DeviceResult(
         identity=entry.key,
         kind=entry.kind,
-        state="no-certificate" if recent else "earlier-no-certificate",
+        state="no-certificate" if blocking else "earlier-no-certificate",
         why=why,
         requests=entry.requests,
         recent=entry.recent,
@@ -366,6 +383,11 @@ class Outcome:
             recent = [a for a in [*agg.addresses.values(), *agg.named.values()] if a.recent]
             who = [a.key for a in sorted(recent, key=lambda a: (-a.last, a.key))]
             reasons.append(("requests-without-certificate", f"{without} request(s) without a certificate in the recent window, from {_listed(who)}: under require each would be refused (403.7)"))
+        earlier = [d for d in self.devices if d.kind in ("address", "name") and d.state == "no-certificate" and not d.recent]
+        if earlier:
+            reasons.append(("earlier-requests-without-certificate",
+                            f"{len(earlier)} not enrolled or not always sending a certificate (before the recent window): "
+                            f"{_listed([d.identity for d in earlier])}: under require they would be refused (403.7)"))
         if self.counted and self.below(min_ready):  # nothing counted: inconclusive already
             reasons.append(("below-min-ready", f"ready share {self.ready_percent:.1f}% is below --min-ready {min_ready:g}%"))
         state = "inconclusive" if inconclusive else "not-ready" if reasons else "ready"

@@ -124,8 +124,9 @@ def decode(value: str) -> str:
 def parse_dn(text: str) -> list[tuple[str, str]]:
     """`C=US, O=Example Corp, CN=Example Devices CA` -> [(C, US), (O, Example Corp), (CN, ...)].
 
-    Parts are separated by ',' or ';'; a value may be double-quoted ('""' = a quote) or use
-    backslash escapes. Text without '=' gives no parts."""
+    Parts are separated by ',' or ';', and the parts of one multi-valued RDN by an unquoted ' + '
+    (CertNameToStr writes `OU=Contractors + CN=laptop-1`); a value may be double-quoted ('""' = a
+    quote) or use backslash escapes. Text without '=' gives no parts."""
     return list(_parse_dn(text))
 
 
@@ -134,7 +135,7 @@ def _parse_dn(text: str) -> tuple[tuple[str, str], ...]:
     parts: list[tuple[str, str]] = []
     i, n = 0, len(text)
     while i < n:
-        while i < n and text[i] in " ,;":
+        while i < n and (text[i] in " ,;" or text.startswith("+ ", i)):
             i += 1
         eq = text.find("=", i)
         if eq < 0:
@@ -156,11 +157,11 @@ def _parse_dn(text: str) -> tuple[tuple[str, str], ...]:
                     break
                 buf.append(text[i])
                 i += 1
-            while i < n and text[i] not in ",;":
+            while i < n and text[i] not in ",;" and not text.startswith(" + ", i):
                 i += 1
             value = "".join(buf)
         else:
-            while i < n and text[i] not in ",;":
+            while i < n and text[i] not in ",;" and not text.startswith(" + ", i):
                 if text[i] == "\\" and i + 1 < n:
                     i += 1
                 buf.append(text[i])

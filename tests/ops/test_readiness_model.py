@@ -360,3 +360,51 @@ def test_readiness_stack_pilot_works_as_the_pilot_stack_file_says(env, capsys) -
     assert code == 0 and "recorded in /flexnet-beacon/pilot/readiness-verdict: passed at --min-ready 98" in out, err
     assert json.loads(boto_client("ssm").get_parameter(Name="/flexnet-beacon/pilot/readiness-verdict")["Parameter"]["Value"])["passed"] is True
     assert GROUP != "/flexnet-beacon/pilot/iis"
+
+
+# --- review of issue 20: certificate-less requests older than the recent window ----------------------
+
+def _outcome(lines: list[str], recent_from: dt.datetime):
+    agg = Aggregator(["/ManageSoftDL/", "/ManageSoftRL/"], recent_from=int(recent_from.timestamp()))
+    for text in lines:
+        agg.add(BEACON_1, text, 0)
+    return agg.finish(["Example Devices CA"])
+
+
+def test_a_device_never_enrolled_blocks_however_old_its_requests() -> None:
+    start = dt.datetime(2026, 6, 1, 8, tzinfo=dt.timezone.utc)
+    recent = start + dt.timedelta(days=3)
+    lines = header(start) + [line(start, "198.51.100.40", "/ManageSoftDL/Policies/Merged/desk-9-c0a80a28.npl")]
+    lines += header(recent) + [line(recent + dt.timedelta(hours=1), "198.51.100.41", cert=Cert("laptop-0041", "41"))]
+    outcome = _outcome(lines, recent)
+    named = {d.identity: d for d in outcome.devices}["desk-9"]
+    assert (named.kind, named.state) == ("name", "no-certificate") and "never presented a certificate" in named.why
+    judgement = outcome.judgement(0)
+    assert judgement.state == "not-ready" and "earlier-requests-without-certificate" in [code for _, code, _ in judgement.reasons]
+
+
+def test_requests_without_the_certificate_after_an_enrolment_block_however_old() -> None:
+    """Downloads carry the certificate, a daily upload 30 h ago did not: under require it is 403.7."""
+    start = dt.datetime(2026, 6, 1, 8, tzinfo=dt.timezone.utc)
+    recent = start + dt.timedelta(days=2)
+    cert = Cert("laptop-0042", "42")
+    lines = header(start) + [
+        line(start, "198.51.100.42", "/ManageSoftDL/Policies/Merged/laptop-0042-c0a80a2a.npl", cert),
+        line(start + dt.timedelta(hours=18), "198.51.100.42", "/ManageSoftRL/Inventories/inventory.ndi", method="PUT"),
+    ]
+    lines += header(recent) + [line(recent + dt.timedelta(hours=2), "198.51.100.42", "/ManageSoftDL/Policies/Merged/laptop-0042-c0a80a2a.npl", cert)]
+    outcome = _outcome(lines, recent)
+    address = {d.identity: d for d in outcome.devices}["198.51.100.42"]
+    assert address.state == "no-certificate" and "after a certificate had come from this address" in address.why
+    assert outcome.judgement(0).state == "not-ready"
+
+
+def test_only_requests_from_before_any_certificate_of_their_address_are_history() -> None:
+    start = dt.datetime(2026, 6, 1, 8, tzinfo=dt.timezone.utc)
+    recent = start + dt.timedelta(days=2)
+    cert = Cert("laptop-0043", "43")
+    lines = header(start) + [line(start, "198.51.100.43"), line(start + dt.timedelta(hours=1), "198.51.100.43", cert=cert)]
+    lines += header(recent) + [line(recent + dt.timedelta(hours=1), "198.51.100.43", cert=cert)]
+    outcome = _outcome(lines, recent)
+    assert {d.identity: d.state for d in outcome.devices}["198.51.100.43"] == "earlier-no-certificate"
+    assert outcome.judgement(100).state == "ready"

@@ -88,3 +88,26 @@ def test_a_time_equal_to_the_starting_state_is_still_checked() -> None:
     aggregator = Aggregator()
     aggregator.feed([("b1", 0, "#Fields: date time c-ip sc-status"), ("b1", 0, "  10.0.0.1 200")])
     assert aggregator.malformed == 1 and aggregator.requests == 0
+
+
+# --- multi-valued names (review of issue 20) -----------------------------------------------------------
+
+def test_a_multi_valued_rdn_is_split_so_a_deny_on_one_of_its_parts_matches() -> None:
+    """CertNameToStr writes the parts of one RDN joined by ' + ': OU=Contractors + CN=laptop-1. Read
+    as one value, a Deny on Subject.OU=Contractors would miss and the Allow mapping admit the device,
+    while IIS answers 401.2."""
+    from scripts.ops import mapping_judgment as mj
+    from scripts.ops import w3c
+
+    assert w3c.parse_dn("OU=Contractors + CN=laptop-1, O=Example Corp") == [("OU", "Contractors"), ("CN", "laptop-1"), ("O", "Example Corp")]
+    assert w3c.parse_dn('CN="A + B", O=X') == [("CN", "A + B"), ("O", "X")], "a quoted + is part of the value"
+    assert w3c.parse_dn("O=Smith+Jones, CN=x") == [("O", "Smith+Jones"), ("CN", "x")]
+    issuer = {"certificateField": "Issuer", "certificateSubField": "CN", "matchCriteria": "Example CA", "compareCaseSensitive": True}
+    rules = mj.iis_mappings([
+        {"name": "Deny 1 - Example CA", "permissionMode": "Deny", "enabled": True,
+         "rules": [issuer, {"certificateField": "Subject", "certificateSubField": "OU", "matchCriteria": "Contractors", "compareCaseSensitive": True}]},
+        {"name": "Agents - Example CA", "permissionMode": "Allow", "enabled": True, "rules": [issuer]},
+    ], "test")
+    refused = mj.judge("OU=Contractors + CN=laptop-1, O=Example Corp", "CN=Example CA", "01", rules)
+    assert not refused.accepted and refused.mapping is not None and refused.mapping.name == "Deny 1 - Example CA"
+    assert mj.judge("OU=Staff + CN=laptop-2, O=Example Corp", "CN=Example CA", "02", rules).accepted
