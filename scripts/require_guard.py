@@ -195,7 +195,7 @@ def validated(stack: str, head: Mapping[str, Any], root: Path = ROOT) -> tuple[B
 
 
 def readiness_command(stack: str, head: Mapping[str, Any], since: str, root: Path = ROOT, *,
-                      min_ready: int | None = None, record: bool = False) -> list[str]:
+                      min_ready: int | None = None, record: bool = False, outputs_file: str | None = None) -> list[str]:
     """`ops readiness` for the stack, every argument taken from its (validated) stack file;
     min_ready: the threshold in force (default: the file's requireMinReadyPercent)."""
     from components.iis.state import iis_log_group
@@ -206,6 +206,8 @@ def readiness_command(stack: str, head: Mapping[str, Any], since: str, root: Pat
                "--log-group", iis_log_group(cfg), "--since", since, "--min-ready", str(threshold)]
     # No --issuer-cn: with --stack, readiness takes the issuing CAs AND the Allow/Deny mappings
     # from the stack file, so a device a rule would refuse under require is not counted ready.
+    if outputs_file:  # the deployed beacons: a beacon that sent no log line makes the verdict inconclusive
+        command += ["--stack-outputs", outputs_file]
     if record:
         command.append("--record")
     return command
@@ -273,7 +275,8 @@ def main(argv: Sequence[str] | None = None, run: Callable[[list[str]], int] | No
             if not decision.switching:
                 return 0
             threshold = None  # the file's
-        command = readiness_command(args.stack, head, args.since, root, min_ready=threshold, record=args.record)
+        command = readiness_command(args.stack, head, args.since, root, min_ready=threshold, record=args.record,
+                                    outputs_file=args.deployed_outputs)
     except GuardError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

@@ -57,6 +57,9 @@ def test_readiness_command_comes_from_the_stack_file() -> None:
     # Readiness reads the issuing CAs and the mapping rules from the stack file itself (--stack):
     # an --issuer-cn would narrow its judgment to the Issuer rules.
     assert args[args.index("--stack") + 1] == "prod" and "--issuer-cn" not in args
+    assert "--stack-outputs" not in args
+    with_outputs = guard.readiness_command("prod", head, "14d", outputs_file="deployed.json")[4:]
+    assert with_outputs[with_outputs.index("--stack-outputs") + 1] == "deployed.json", "the deployed beacons: a silent one is inconclusive"
 
 
 @pytest.mark.parametrize("exit_code,expected", [(0, 0), (1, 1), (2, 1)])

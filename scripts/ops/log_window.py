@@ -20,3 +20,6 @@ class Reading:
     lookups: int = 0
     # SHA-256 over every event read (stream, time, message): what a recorded verdict was judged on.
     digest: Any = field(default_factory=hashlib.sha256)
+    # The last event time (ms) of each stream read (a stream per beacon instance): a beacon whose
+    # log shipping stopped has none in the recent window, and its devices would be invisible.
+    stream_last: dict[str, int] = field(default_factory=dict)

@@ -154,6 +154,8 @@ def read_events(aws: Aws, reading: Reading, progress: Progress) -> Iterator[tupl
         for event in page.get("events") or []:
             reading.events += 1
             stream, stamp, message = str(event.get("logStreamName") or ""), int(event.get("timestamp") or 0), str(event.get("message") or "")
+            if stamp > reading.stream_last.get(stream, -1):
+                reading.stream_last[stream] = stamp
             reading.digest.update(f"{stream}\0{stamp}\0{message}\n".encode("utf-8", "surrogatepass"))
             yield stream, stamp, message
         previous, token = token, page.get("nextToken")
@@ -294,6 +296,17 @@ def _paths(ctx: "Context") -> list[str]:
     return agent_paths(urls) or list(AGENT_PATHS)
 
 
+def silent_beacons(beacon_names: Mapping[str, str], reading: Reading, recent_from: dt.datetime) -> list[tuple[str, str]]:
+    """Inconclusive reasons for the beacons of the outputs whose stream sent nothing in the recent
+    window: their agents' requests would be missing from the verdict (log shipping stopped)."""
+    since = int(recent_from.timestamp() * 1000)
+    return [
+        ("silent-beacon", f"beacon {name} ({instance}) sent no IIS log line since {iso(recent_from)}: its log shipping may have stopped, and its devices are not in this verdict")
+        for instance, name in sorted(beacon_names.items())
+        if reading.stream_last.get(instance, -1) < since
+    ]
+
+
 def _beacon_names(ctx: "Context") -> dict[str, str]:
     names: dict[str, str] = {}
     for beacon in ctx.outputs.optional("beacons") or []:
@@ -336,7 +349,7 @@ def command(ctx: "Context") -> int:
     aws = _aws(ctx, found)
     outcome, reading = run(aws, log_group, start, now, found.issuer_cns, paths, _beacon_names(ctx), recent_from=recent_from,
                            rules=found.rules, expected=expected.devices if expected else None)
-    judgement = outcome.judgement(min_ready, min_devices)
+    judgement = outcome.judgement(min_ready, min_devices, silent_beacons(_beacon_names(ctx), reading, recent_from))
     notes += reading_notes(outcome, reading)
     body = payload(outcome, reading, judgement, region=aws.region, min_ready=min_ready, min_devices=min_devices, issuer_source=found.issuer_source,
                    paths=paths, notes=notes, recent=recent, expected=expected)

@@ -374,8 +374,8 @@ class Outcome:
             found.append(("too-few-devices", f"{len(self.counted)} device(s) seen, fewer than --min-devices {min_devices}"))
         return found
 
-    def judgement(self, min_ready: float | None, min_devices: int | None = None) -> Judgement:
-        inconclusive = self.inconclusive(min_devices)
+    def judgement(self, min_ready: float | None, min_devices: int | None = None, also_inconclusive: Sequence[tuple[str, str]] = ()) -> Judgement:
+        inconclusive = self.inconclusive(min_devices) + list(also_inconclusive)
         reasons: list[tuple[str, str]] = []
         without = self.without_certificate_recent
         if without:

@@ -206,7 +206,27 @@ def test_min_devices_and_an_empty_recent_window(env, capsys) -> None:
     code, result = readiness_json(capsys, "--stack-outputs", env["outputs"], "readiness", "--min-ready", "100", "--min-devices", "2")
     assert (code, result["verdict"]) == (0, "ready")
     code, result = readiness_json(capsys, "--stack-outputs", env["outputs"], "readiness", "--recent", "10m")  # nothing in the last 10 minutes
-    assert code == 1 and [r["code"] for r in result["reasons"]] == ["no-recent-agent-requests"]
+    # Nothing in the last 10 minutes: no recent request, and beacon-1 (the outputs' one beacon) silent.
+    assert code == 1 and [r["code"] for r in result["reasons"]] == ["no-recent-agent-requests", "silent-beacon"]
+
+
+def test_a_beacon_whose_log_shipping_stopped_makes_the_verdict_inconclusive(env, capsys) -> None:
+    """Its devices would be missing from the verdict: counting only the other beacons' devices
+    could call the fleet ready while devices talking to that beacon have no certificate."""
+    from tests.ops_fixtures.support import outputs_file
+
+    start = env["start"]
+    outputs = json.loads(Path(env["outputs"]).read_text())
+    outputs["beacons"] = outputs["beacons"] + [dict(outputs["beacons"][0], instanceId=BEACON_2, name="beacon-2")]
+    two = Path(env["outputs"]).with_name("outputs-two-beacons.json")
+    two.write_text(json.dumps(outputs))
+    put_now(BEACON_1, header(start) + laptops(start, 2, "198.51.100.60"))
+    code, result = readiness_json(capsys, "--stack-outputs", str(two), "readiness", "--min-ready", "100")
+    assert code == 1 and result["verdict"] == "inconclusive"
+    assert [r["code"] for r in result["reasons"]] == ["silent-beacon"] and "beacon-2 (" + BEACON_2 + ")" in result["reasons"][0]["text"]
+    put_now(BEACON_2, header(start) + laptops(start, 1, "198.51.100.61", first=3))
+    code, result = readiness_json(capsys, "--stack-outputs", str(two), "readiness", "--min-ready", "100")
+    assert (code, result["verdict"]) == (0, "ready"), result["reasons"]
 
 
 # ---------------------------------------------------------------------------------------------
