@@ -44,7 +44,7 @@ def device_crl_sources(crl: CrlEgress) -> list[str]:
     ]
 
 
-def readiness_warnings(cfg: BeaconConfig, crl: CrlEgress) -> list[str]:
+def deployability_warnings(cfg: BeaconConfig, crl: CrlEgress) -> list[str]:
     warnings = []
     if not cfg.server_certificate_secret_arn:
         warnings.append(
@@ -86,9 +86,12 @@ def placeholder_urls(crl: CrlEgress) -> list[str]:
     return [url for url in crl.urls if is_placeholder_host(urlsplit(url).hostname or "")]
 
 
-def foreign_secrets(cfg: BeaconConfig, caller_account: str) -> list[str]:
+def foreign_secrets(cfg: BeaconConfig, caller_account: str | None) -> list[str]:
     """Secret ARNs of another account than the one the program runs in: the beacon role is built
-    in the caller's account and reads only `flexnet-beacon/<stack>/*` secrets there."""
+    in the caller's account and reads only `flexnet-beacon/<stack>/*` secrets there. None: the
+    account is not known (`make doctor` without --check-aws), so no secret is judged foreign."""
+    if caller_account is None:
+        return []
     found = []
     for key, attribute in SECRET_ARN_KEYS:
         arn = str(getattr(cfg, attribute) or "")
@@ -101,7 +104,7 @@ def foreign_secrets(cfg: BeaconConfig, caller_account: str) -> list[str]:
     return found
 
 
-def deploy_blockers(cfg: BeaconConfig, crl: CrlEgress, caller_account: str) -> list[str]:
+def deploy_blockers(cfg: BeaconConfig, crl: CrlEgress, caller_account: str | None) -> list[str]:
     """Why `pulumi up` of this stack stops (empty when it may go ahead): only protected stacks
     are held to it. One line each, naming the key, the value and what was expected."""
     if not cfg.protection:
@@ -126,7 +129,7 @@ def deploy_blockers(cfg: BeaconConfig, crl: CrlEgress, caller_account: str) -> l
 def deploy_gate(cfg: BeaconConfig, crl: CrlEgress, caller_account: str, updating: bool) -> tuple[list[str], list[str]]:
     """(warnings to log, reasons to stop): an update of a protected stack stops on its blockers;
     a preview (and the offline plan) shows them as warnings; an unprotected stack only warns
-    about secrets of another account (its other readiness warnings are `readiness_warnings`)."""
+    about secrets of another account (its other readiness warnings are `deployability_warnings`)."""
     blockers = deploy_blockers(cfg, crl, caller_account)
     if not cfg.protection:
         return foreign_secrets(cfg, caller_account), []

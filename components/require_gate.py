@@ -9,7 +9,8 @@ higher (a change may raise the threshold, never lower it in the same step). So n
 not a later unrelated push, not a re-run, not a laptop. `pulumi preview` and the offline plan say
 what would stop it.
 
-Pure: the decision from the two parameters' values (None when absent) and the time.
+Pure: the decision from the two parameters' values (None when absent), the time, and what the
+update deploys (the digest of its mappings, its IIS log group).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def switch_problem(
         return None, None
     was = record.get("enforcement") or "unknown (deployed by an earlier version)"
     # The threshold in force: the deployed one, or the new one when it is higher (a change may
-    # raise it, never lower it in the same step); the file's when the deployed one is unknown.
+    # raise it, never lower it in the same step); 100 when the deployed one is unknown.
     deployed_threshold = record.get("requireMinReadyPercent")
     if isinstance(deployed_threshold, int) and not isinstance(deployed_threshold, bool):
         threshold = max(cfg.require_min_ready_percent, deployed_threshold)

@@ -29,7 +29,7 @@ from .network.layout import beacon_zone_indexes, split_vpc, vpc_resolver_ip
 from .network.vpc import BeaconNetwork, BeaconNetworkArgs
 from .iis.document import read_converge_script, read_user_data
 from .iis.state_bucket import ConvergeStateBucket, ConvergeStateBucketArgs
-from .deployability import readiness_warnings
+from .deployability import deployability_warnings
 from .tagging import base_tags
 from .config import ConfigIssue
 from .certs.hosting import CrlHosting, CrlHostingArgs
@@ -117,7 +117,7 @@ def prepare(raw: Mapping[str, Any], stack: str, region: str | None, base: Path |
             "availabilityZones is unset on a protected stack: the program takes the region's first zones; "
             "pin them with availabilityZones (the stack output availabilityZoneIds shows which physical zones they are)",
         )
-    warnings += tuple(readiness_warnings(cfg, crl))
+    warnings += tuple(deployability_warnings(cfg, crl))
     try:
         state = desired_state(cfg, trust, devices, crl.urls)
     except MappingNameClash as clash:  # IIS keys mappings by name: a second one of a name is refused on every run

@@ -320,11 +320,8 @@ def check_stack_config(name: str, root: Path = ROOT, account: str | None = None)
         return Check(f"config:{name}", MISSING, f"{path.relative_to(root)}: {exc}", "fix the stack file")
     warnings = list(prepared.warnings)
     flexera = describe_flexera(prepared.cfg.flexera_region, prepared.allowlist)
-    blockers = deploy_blockers(prepared.cfg, prepared.crl, account or "")
-    if account is None:  # unknown account: no secret is judged foreign
-        foreign = set(foreign_secrets(prepared.cfg, ""))
-        blockers = [line for line in blockers if line not in foreign]
-    elif not prepared.cfg.protection:
+    blockers = deploy_blockers(prepared.cfg, prepared.crl, account)  # account None: no secret judged foreign
+    if not prepared.cfg.protection:
         warnings += foreign_secrets(prepared.cfg, account)
     if blockers:
         return Check(f"config:{name}", WARNING, f"{flexera}; pulumi up stops this protected stack ({len(blockers)}): " + " | ".join(blockers),

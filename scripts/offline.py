@@ -80,8 +80,8 @@ class PlanMocks(pulumi.runtime.Mocks):
     def __init__(self, region: str, account: str = MOCK_ACCOUNT, parameters: Mapping[str, str] | None = None):
         self.region = region
         self.account = account
-        # The stack's own SSM parameters as deployed (name -> value); any other name under
-        # /flexnet-beacon/ answers ParameterNotFound, as SSM does.
+        # The stack's own SSM parameters as deployed (name -> value), answered by
+        # GetParametersByPath; a name not listed is simply absent from the answer, as in SSM.
         self.parameters = dict(parameters or {})
         self.subnet_zones: dict[str, str] = {}
         self.unknown_calls: list[str] = []

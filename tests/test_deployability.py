@@ -9,7 +9,7 @@ import pytest
 
 from components import config
 from components.certs.trust import CrlEgress
-from components.deployability import is_placeholder_host, readiness_warnings
+from components.deployability import is_placeholder_host, deployability_warnings
 from conftest import ROOT
 
 
@@ -32,7 +32,7 @@ def _crl(sources: dict[str, list[str]]) -> CrlEgress:
 
 
 def test_missing_server_certificate_is_named() -> None:
-    warnings = readiness_warnings(_cfg(), _crl({"http://crl.contoso.com/d.crl": ["crlUrls"]}))
+    warnings = deployability_warnings(_cfg(), _crl({"http://crl.contoso.com/d.crl": ["crlUrls"]}))
     assert len(warnings) == 1 and warnings[0].startswith("serverCertificateSecretArn is empty")
 
 
@@ -40,15 +40,15 @@ def test_placeholder_crl_urls_and_unreachable_device_crl() -> None:
     arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:flexnet-beacon/dev/pfx-AbCdEf"
     cfg = _cfg(serverCertificateSecretArn=arn, serverCertificatePasswordSecretArn=arn.replace("pfx", "pw"))
     sources = {"http://crl.example.com/devices.crl": ["crlUrls"], "http://pki.contoso.com/root.crl": ["CDP of CN=Issuing CA"]}
-    warnings = readiness_warnings(cfg, _crl(sources))
+    warnings = deployability_warnings(cfg, _crl(sources))
     assert [w.split(" ")[0] for w in warnings] == ["CRL/AIA", "revocationChecking"]
     assert "http://crl.example.com/devices.crl (crlUrls)" in warnings[0] and "403.13" in warnings[0]
     # A real device CRL beside the placeholder: the placeholder is still named, the device CRL is reachable.
     sources["http://crl.contoso.com/devices.crl"] = ["CDP of sample device CN=laptop"]
-    assert [w.split(" ")[0] for w in readiness_warnings(cfg, _crl(sources))] == ["CRL/AIA"]
+    assert [w.split(" ")[0] for w in deployability_warnings(cfg, _crl(sources))] == ["CRL/AIA"]
     # Revocation off: no device CRL is needed.
     off = _cfg(serverCertificateSecretArn=arn, serverCertificatePasswordSecretArn=arn.replace("pfx", "pw"), revocationChecking="false")
-    assert [w.split(" ")[0] for w in readiness_warnings(off, _crl({"http://crl.example.com/devices.crl": ["crlUrls"]}))] == ["CRL/AIA"]
+    assert [w.split(" ")[0] for w in deployability_warnings(off, _crl({"http://crl.example.com/devices.crl": ["crlUrls"]}))] == ["CRL/AIA"]
 
 
 def test_plan_prints_the_warnings(capsys, tmp_path) -> None:

@@ -347,9 +347,10 @@ def command(ctx: "Context") -> int:
     paths = _paths(ctx)
     expected = expected_devices(args.pki, now) if args.pki else None
     aws = _aws(ctx, found)
-    outcome, reading = run(aws, log_group, start, now, found.issuer_cns, paths, _beacon_names(ctx), recent_from=recent_from,
+    beacon_names = _beacon_names(ctx)
+    outcome, reading = run(aws, log_group, start, now, found.issuer_cns, paths, beacon_names, recent_from=recent_from,
                            rules=found.rules, expected=expected.devices if expected else None)
-    judgement = outcome.judgement(min_ready, min_devices, silent_beacons(_beacon_names(ctx), reading, recent_from))
+    judgement = outcome.judgement(min_ready, min_devices, silent_beacons(beacon_names, reading, recent_from))
     notes += reading_notes(outcome, reading)
     body = payload(outcome, reading, judgement, region=aws.region, min_ready=min_ready, min_devices=min_devices, issuer_source=found.issuer_source,
                    paths=paths, notes=notes, recent=recent, expected=expected)

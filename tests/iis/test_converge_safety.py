@@ -345,7 +345,7 @@ def test_the_folder_checks_fail_when_weakened(mutation) -> None:
 def test_the_installer_is_held_open_without_write_sharing_from_its_hash_to_its_end(functions) -> None:
     text = body(functions, "Sync-BeaconInstaller")
     held = text.index("$held = [IO.File]::Open($file, [IO.FileMode]::Open, [IO.FileAccess]::Read, [IO.FileShare]::Read)")
-    order = [text.index(s) for s in ("[IO.File]::Delete($file) }", "Read-S3Object", "$hasher.ComputeHash($held)", "Start-Process", ".WaitForExit(", "} finally { $held.Dispose() }")]
+    order = [text.index(s) for s in ("[IO.File]::Delete($file) }", "Read-S3Object", "Get-Sha256Hex -Source $held", "Start-Process", ".WaitForExit(", "} finally { $held.Dispose() }")]
     assert order == sorted(order) and order[1] < held < order[2]
     assert "Get-FileHash" not in text, "the hash is read through the handle that keeps writers out"
 
@@ -449,7 +449,7 @@ def test_each_beacon_stages_only_its_own_registration_file_privately(functions) 
     assert "Assert-Match $registration.secretNamePrefix '^flexnet-beacon/[A-Za-z0-9_-]{1,38}/beacon-registration/$'" in text
     # Written new with its private ACL (never into someone else's file), only when it changed.
     assert text.index("[IO.File]::Delete($file)") < text.index("([IO.FileMode]::CreateNew)") and "(New-PrivateSecurity -File)" in text
-    assert text.index("Get-Sha256Hex -Bytes ([IO.File]::ReadAllBytes($file))") < text.index("Invoke-Converge")
+    assert text.index("Get-Sha256Hex -Source ([IO.File]::ReadAllBytes($file))") < text.index("Invoke-Converge")
     # A missing secret is a warning saying what to do; any other error fails the step.
     assert "ResourceNotFound" in text and text.index("-notmatch") < text.index("{ throw }")
     # Nothing of the file's content (or a hash of it) reaches the report or the log.

@@ -1464,8 +1464,7 @@ function Sync-BeaconInstaller {
         # the installer has ended: the bytes checked are the bytes msiexec (SYSTEM) installs.
         $held = [IO.File]::Open($file, [IO.FileMode]::Open, [IO.FileAccess]::Read, [IO.FileShare]::Read)
         try {
-            $hasher = [Security.Cryptography.SHA256]::Create()
-            try { $actual = -join @($hasher.ComputeHash($held) | ForEach-Object { $_.ToString('X2') }) } finally { $hasher.Dispose() }
+            $actual = (Get-Sha256Hex -Source $held).ToUpperInvariant()
             if ($actual -ne $sha) {
                 $held.Dispose()
                 [IO.File]::Delete($file)
@@ -1499,9 +1498,10 @@ function Sync-BeaconInstaller {
 # --- beacon registration (Flexera One): the beacon's own configuration file, staged
 
 function Get-Sha256Hex {
-    param([byte[]]$Bytes)
+    # SHA-256 as lower-case hex, of a byte array or of a stream read to its end (ComputeHash takes both).
+    param($Source)
     $hasher = [Security.Cryptography.SHA256]::Create()
-    try { return (-join @($hasher.ComputeHash($Bytes) | ForEach-Object { $_.ToString('x2') })) } finally { $hasher.Dispose() }
+    try { return (-join @($hasher.ComputeHash($Source) | ForEach-Object { $_.ToString('x2') })) } finally { $hasher.Dispose() }
 }
 
 function Sync-BeaconRegistration {
@@ -1527,7 +1527,7 @@ function Sync-BeaconRegistration {
     else { $bytes = [Text.Encoding]::UTF8.GetBytes([string]$secret.SecretString) }
     $folder = Join-Path $dataDir 'registration'
     $file = Join-Path $folder 'beacon-configuration'
-    if ((Test-Path -LiteralPath $file) -and (Get-Sha256Hex -Bytes ([IO.File]::ReadAllBytes($file))) -eq (Get-Sha256Hex -Bytes $bytes)) {
+    if ((Test-Path -LiteralPath $file) -and (Get-Sha256Hex -Source ([IO.File]::ReadAllBytes($file))) -eq (Get-Sha256Hex -Source $bytes)) {
         $report.checks.registration.staged = $file
         return
     }
