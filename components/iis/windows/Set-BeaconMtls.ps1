@@ -888,12 +888,15 @@ function Sync-Lockdown {
         $mapped = $null
         try { $mapped = Get-MappedAccount -Section $section }
         catch { Add-Problem "mapped account $($state.mappedAccount.name): $($_.Exception.Message) (the mappings were left as they are; the sections were still converged)" }
-        $currentMany = @(Read-ManyToOne -Section $section)
+        # Unreadable mappings are left as they are; the sections are still converged (401.2, closed).
+        $currentMany = $null
+        try { $currentMany = @(Read-ManyToOne -Section $section) }
+        catch { Add-Problem "client certificate mappings at '$siteLocation' could not be read ($($_.Exception.Message)): not rewritten; the sections were still converged" }
         $items = [Collections.ArrayList]::new()
         $rewrite = $false
-        if ($null -ne $mapped) {
-            $wantedMany = @(Get-WantedManyToOne -UserName $mapped.userName)  # refuses duplicate names before anything changes
+        if ($null -ne $mapped -and $null -ne $currentMany) {
             try {
+                $wantedMany = @(Get-WantedManyToOne -UserName $mapped.userName)  # refuses duplicate names before anything changes
                 $why = @()
                 # Same names, descriptions, flags, user names and rules in the same order (passwords: Get-MappedAccount).
                 # -cne: names, sub-fields and match criteria are case-sensitive (IIS_schema.xml).
@@ -934,7 +937,8 @@ function Sync-Lockdown {
             $kept = Write-LockdownFallback -Settings $settings
             throw "the mappings and section settings were not committed ($failure); the section settings alone were ($kept written): devices without a mapping get 401.2"
         }
-        $shown = $currentMany
+        $shown = @()
+        if ($null -ne $currentMany) { $shown = $currentMany }
         if ($rewrite -and -not $reportOnlyMode -and $mappingItems.Count -gt 0) { $shown = @(Read-ManyToOne -Section $section) }
         $report.checks.mappings = @($shown | ForEach-Object { [ordered]@{ location = $siteLocation; name = $_.name; enabled = $_.enabled; permissionMode = $_.permissionMode; userName = $_.userName; rules = $_.rules } })
     } finally { $manager.Dispose() }
