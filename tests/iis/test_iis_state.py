@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from honest_runs import rewrite_golden
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -63,7 +65,7 @@ def test_golden_desired_state(stack: str) -> None:
     text = json.dumps(state, indent=2, sort_keys=True) + "\n"
     golden = GOLDEN / f"iis-state-{stack}.json"
     if os.environ.get("UPDATE_GOLDEN"):
-        golden.write_text(text)
+        rewrite_golden(golden, text)
     assert text == golden.read_text(), f"desired state changed: review, then UPDATE_GOLDEN=1 pytest {__file__}"
 
 
