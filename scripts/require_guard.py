@@ -32,7 +32,6 @@ outputs of another stack, an invalid stack file), one line naming what was given
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 from components.config import PROJECT, BeaconConfig, ConfigInvalid, stack_file_to_raw
+from components.json_documents import JsonDocumentError, load_json_document
 from components.stack_yaml import StackFileError, load_stack_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,8 +143,8 @@ def parse_deployed(text: str, stack: str, source: str) -> Deployed:
     if not text.strip():
         raise GuardError(f"--deployed-outputs: got {source!r}, an empty file; expected {expected} (`{{}}` for a stack never deployed)")
     try:
-        outputs = json.loads(text)
-    except ValueError as exc:
+        outputs = load_json_document(text)
+    except JsonDocumentError as exc:
         raise GuardError(f"--deployed-outputs: got {source!r}, not JSON ({exc}); expected {expected}") from None
     if not isinstance(outputs, dict):
         raise GuardError(f"--deployed-outputs: got {source!r}, a JSON {type(outputs).__name__}; expected {expected}")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from components.json_documents import JsonDocumentError, load_json_document
 from components.safe_files import TABLE_FILE_LIMIT, FileRefused, read_text
 
 from .common import PROJECT, InputError
@@ -38,6 +39,25 @@ class Beacon:
     public_ip: str = ""
 
 
+# Top-level outputs the verbs read, and their JSON types (components/stack.py exports them).
+OUTPUT_SHAPES: dict[str, type | tuple[type, ...]] = {
+    "beacons": list, "logGroups": dict, "mtls": dict, "crlEgress": dict, "egressAllowlist": (list, dict),
+    "enforcement": str, "enforcementRecord": (str, dict), "firewallEndpoints": (list, dict), "requireMinReadyPercent": (int, float),
+}
+
+
+def _names(kind: type | tuple[type, ...]) -> str:
+    words = {list: "a list", dict: "an object", str: "a string", int: "a number", float: "a number"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(dict.fromkeys(words.get(k, k.__name__) for k in kinds))
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return _names(type(value))
+    return json.dumps(value)[:60]
+
+
 @dataclass
 class StackOutputs:
     """What the verbs read from the outputs; `source` names the file (or 'flags')."""
@@ -55,11 +75,18 @@ class StackOutputs:
         except FileRefused as exc:
             raise InputError(f"--stack-outputs {file}: {exc} (the output of `pulumi stack output --json`)") from None
         try:
-            data = json.loads(text)
-        except ValueError as exc:
+            data = load_json_document(text)
+        except JsonDocumentError as exc:
             raise InputError(f"--stack-outputs {file}: not JSON ({exc}); write it with `pulumi stack output --json > {file}`") from None
         if not isinstance(data, dict):
             raise InputError(f"--stack-outputs {file}: expected a JSON object (the output of `pulumi stack output --json`)")
+        for key, kind in OUTPUT_SHAPES.items():  # what the verbs read is of its type, or the file is refused here
+            value = data.get(key)
+            if value is not None and not isinstance(value, kind):
+                raise InputError(f"--stack-outputs {file}: {key} is {_short(value)}; expected {_names(kind)} (the output of `pulumi stack output --json`)")
+        for number, item in enumerate(data.get("beacons") or []):
+            if not isinstance(item, dict):
+                raise InputError(f"--stack-outputs {file}: beacons[{number}] is {_short(item)}; expected an object")
         return cls(str(file), data)
 
     @classmethod

@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from components.json_documents import load_json_document
+
 from .check import StackTrust, read_stack_config
 from .store import PkiError
 
@@ -115,10 +117,10 @@ def outputs_hosts(path: Path) -> list[str]:
     """beacons[].hostname (else publicDns) of `pulumi stack output --json`; agentUrls must agree."""
     where = f"--stack-outputs {path}"
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = load_json_document(path.read_text(encoding="utf-8-sig"))
     except OSError as exc:
         raise PkiError(f"{where}: unreadable ({exc.strerror or exc})") from None
-    except ValueError as exc:
+    except ValueError as exc:  # JsonDocumentError too: invalid, duplicate keys, too deep
         raise PkiError(f"{where}: not JSON ({exc}); write it with `pulumi stack output --json > FILE`") from None
     beacons = data.get("beacons") if isinstance(data, dict) else None
     if not isinstance(beacons, list) or not beacons:
