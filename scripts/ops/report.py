@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence, TypeGuard
 
+from components.iis.state import SSL_FLAGS, SSL_FLAGS_OBSERVE
+
 from .common import as_list, days_left, parse_time, short, table
 
 STATUSES = ("compliant", "converged", "drift", "failed", "reboot-pending")
@@ -31,7 +33,9 @@ EXIT_CODES = {
 }
 # A restart asked for (exit 3010) and still not done after this long is a failure, not a transition.
 REBOOT_OVERDUE = dt.timedelta(hours=1)
-REQUIRED_SSL_FLAGS = ("Ssl", "SslNegotiateCert", "SslRequireCert")
+# What each enforcement puts at the site and both applications (components/iis/state.py).
+SSL_FLAGS_BY_MODE = {"require": frozenset(SSL_FLAGS.split(",")), "observe": frozenset(SSL_FLAGS_OBSERVE.split(","))}
+ANONYMOUS_BY_MODE = {"require": False, "observe": True}  # observe: a device without a certificate still gets in
 SSM_OUTPUT_LIMIT = 24000  # characters of StandardOutputContent that GetCommandInvocation returns
 _COMPUTER = re.compile(r'"computer"\s*:\s*"([^"\\]{1,64})"')
 
@@ -225,35 +229,51 @@ def evaluate(
             items.append(f"bound {thumb}, expected {expect_thumbprint.upper()}")
         checks.append(Check("binding", result, text, items))
 
-    flags = binding.get("sslFlags")
-    wanted_flags = set(REQUIRED_SSL_FLAGS)
+    # Judged by the enforcement the beacon is meant to have: observe negotiates certificates
+    # without requiring them and keeps anonymous on; require needs both closed.
+    mode = str((desired or {}).get("enforcement") or report.get("enforcement") or "require")
+    if mode not in SSL_FLAGS_BY_MODE:
+        checks.append(Check("enforcement", "fail", f"unknown enforcement {mode!r}; expected observe or require"))
+        mode = "require"
+    else:
+        checks.append(Check("enforcement", "ok", mode + (": certificates negotiated and mapped, not required (anonymous on)" if mode == "observe" else "")))
+    wanted_flags = set(SSL_FLAGS_BY_MODE[mode])
     if desired and isinstance(desired.get("access"), dict) and desired["access"].get("sslFlags"):
-        wanted_flags |= _flags(desired["access"]["sslFlags"])
-    missing = sorted(wanted_flags - _flags(flags))
+        wanted_flags = _flags(desired["access"]["sslFlags"])
+    flags = binding.get("sslFlags")
     if flags is None:
         checks.append(Check("sslFlags", "fail", "not reported"))
     else:
-        checks.append(Check("sslFlags", "fail" if missing else "ok", f"{flags or '(none)'}" + (f": missing {', '.join(missing)}" if missing else "")))
+        missing, extra = sorted(wanted_flags - _flags(flags)), sorted(_flags(flags) - wanted_flags)
+        what = [f"missing {', '.join(missing)}"] if missing else []
+        what += [f"{', '.join(extra)} set, not wanted in {mode}"] if extra else []
+        checks.append(Check("sslFlags", "fail" if what else "ok", f"{flags or '(none)'}" + (": " + "; ".join(what) if what else "")))
 
+    anonymous_wanted = ANONYMOUS_BY_MODE[mode]
     anonymous = c.get("anonymousEnabled")
     if anonymous is None:
         checks.append(Check("anonymous", "fail", "not reported"))
     else:
         on = anonymous in (True, "True", "true")
-        checks.append(Check("anonymous", "fail" if on else "ok", "ON: devices without a mapped certificate get in" if on else "off"))
+        if on == anonymous_wanted:
+            checks.append(Check("anonymous", "ok", "on (observe)" if on else "off"))
+        elif on:
+            checks.append(Check("anonymous", "fail", "ON: devices without a mapped certificate get in"))
+        else:
+            checks.append(Check("anonymous", "fail", "off in observe: devices without a certificate get 401 (observe must not lock anyone out)"))
 
     locations = [loc for loc in as_list(c.get("locations")) if isinstance(loc, dict)]
     if locations:  # issue 12 reports: every lock-down location, not only the site
         wrong = []
         for loc in locations:
             where = loc.get("location", "?")
-            if loc.get("anonymousEnabled") in (True, "True", "true"):
-                wrong.append(f"{where}: anonymous ON")
+            if loc.get("anonymousEnabled") is not None and (loc.get("anonymousEnabled") in (True, "True", "true")) != anonymous_wanted:
+                wrong.append(f"{where}: anonymous {'ON' if not anonymous_wanted else 'off'}")
             if loc.get("certificateMappingEnabled") in (False, "False", "false"):
                 wrong.append(f"{where}: certificate mapping authentication off")
-            if loc.get("sslFlags") is not None and set(REQUIRED_SSL_FLAGS) - _flags(loc.get("sslFlags")):
+            if loc.get("sslFlags") is not None and _flags(loc.get("sslFlags")) != wanted_flags:
                 wrong.append(f"{where}: sslFlags {loc.get('sslFlags') or '(none)'}")
-        checks.append(Check("locations", "fail" if wrong else "ok", f"{len(locations)} location(s)" + (": " + "; ".join(wrong) if wrong else " locked down"), wrong))
+        checks.append(Check("locations", "fail" if wrong else "ok", f"{len(locations)} location(s)" + (": " + "; ".join(wrong) if wrong else f" as {mode} wants"), wrong))
 
     mappings = [m for m in as_list(c.get("mappings")) if isinstance(m, dict)]
     lines = []

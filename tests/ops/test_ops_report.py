@@ -20,7 +20,7 @@ def test_compliant_report_passes_every_check_against_the_desired_state() -> None
     checks = evaluate(report("report-compliant.json"), NOW, golden_state())
     assert verdict(checks) == "ok", [c.to_dict() for c in checks if c.result != "ok"]
     named = by_name(checks)
-    assert set(named) == {"run", "binding", "sslFlags", "anonymous", "mappings", "HTTP.sys", "trust", "CRL"}
+    assert set(named) == {"run", "enforcement", "binding", "sslFlags", "anonymous", "mappings", "HTTP.sys", "trust", "CRL"}
     assert "until 2027-01-15 (228 days)" in named["binding"].detail
     assert named["anonymous"].detail == "off"
     assert named["mappings"].items == ["Allow 'Agents - Example Devices CA': Issuer.CN=Example Devices CA"]
@@ -189,3 +189,51 @@ def parsed_time(value):
     from scripts.ops.common import parse_time
 
     return parse_time(value["finishedAt"])
+
+
+def _observe_beacon(anonymous: bool = True, flags: str = "Ssl,SslNegotiateCert") -> dict:
+    """The compliant report as a converged observe beacon would send it (site and both applications)."""
+    data = report("report-compliant.json")
+    data["enforcement"] = "observe"
+    data["checks"]["binding"]["sslFlags"] = flags
+    data["checks"]["anonymousEnabled"] = anonymous
+    data["checks"]["locations"] = [
+        {"location": where, "anonymousEnabled": anonymous, "certificateMappingEnabled": True, "sslFlags": flags}
+        for where in ("Default Web Site", "Default Web Site/ManageSoftDL", "Default Web Site/ManageSoftRL")
+    ]
+    return data
+
+
+def _observe_state() -> dict:
+    from components.stack import prepare
+    from conftest import stack_raw
+
+    raw, region = stack_raw("dev")
+    return prepare({**raw, "enforcement": "observe"}, "dev", region).iis_state
+
+
+def test_a_healthy_observe_beacon_passes_verify() -> None:
+    """Runbook step (a): `ops verify` right after deploying in observe must say ok."""
+    checks = evaluate(_observe_beacon(), NOW, _observe_state())
+    assert verdict(checks) == "ok", [c.to_dict() for c in checks if c.result != "ok"]
+    named = by_name(checks)
+    assert named["enforcement"].detail.startswith("observe") and named["anonymous"].detail == "on (observe)"
+    assert named["locations"].result == "ok"
+
+
+@pytest.mark.parametrize("change,check,words", [
+    ({"anonymous": False}, "anonymous", "observe must not lock anyone out"),
+    ({"flags": "Ssl,SslNegotiateCert,SslRequireCert"}, "sslFlags", "SslRequireCert set, not wanted in observe"),
+    ({"flags": "Ssl"}, "sslFlags", "missing SslNegotiateCert"),
+])
+def test_an_observe_beacon_that_is_not_observe_fails(change: dict, check: str, words: str) -> None:
+    named = by_name(evaluate(_observe_beacon(**change), NOW, _observe_state()))
+    assert named[check].result == "fail" and words in named[check].detail
+    assert named["locations"].result == "fail"
+
+
+def test_a_require_beacon_with_observe_settings_fails() -> None:
+    """The same observe beacon judged against the require state: anonymous on and no SslRequireCert fail."""
+    named = by_name(evaluate(_observe_beacon(), NOW, golden_state()))
+    assert named["anonymous"].result == "fail" and "devices without a mapped certificate get in" in named["anonymous"].detail
+    assert named["sslFlags"].result == "fail" and "missing SslRequireCert" in named["sslFlags"].detail
