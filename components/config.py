@@ -314,6 +314,10 @@ def _check_unknown_keys(raw: Mapping[str, Any], bad: Report) -> None:
             bad(f"{PROJECT}:{key}", raw[key], f"a known key (see Pulumi.yaml){hint}")
 
 
+# Keys whose change a reviewer and the require guard must be able to read.
+REVIEWABLE_KEYS = frozenset({"enforcement", "requireMinReadyPercent"})
+
+
 def _parse_values(raw: Mapping[str, Any], bad: Report) -> dict[str, Any]:
     """Each key's typed value, or its default when unset; a key that fails to parse is reported
     and left out (validators skip it: `Checks.ok`)."""
@@ -324,6 +328,8 @@ def _parse_values(raw: Mapping[str, Any], bad: Report) -> dict[str, Any]:
             values[key.name] = key.default
         elif key.secret and not isinstance(value, SecretValue):
             bad(key.name, "(plain text, not shown)", f"a secret: pulumi config set --secret {key.name} ...")
+        elif key.name in REVIEWABLE_KEYS and isinstance(value, SecretValue):
+            bad(key.name, "(a secret)", f"plain text, never --secret: the switch to require is reviewed and guarded by its value (pulumi config set {key.name} ...)")
         else:
             try:
                 values[key.name] = _parse(key, value)

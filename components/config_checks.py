@@ -78,6 +78,16 @@ def domain_problem(name: str) -> str | None:
 _URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
 
 
+def redact_userinfo(url: str) -> str:
+    """The URL with any user information before the host replaced by '***' (for messages)."""
+    scheme, sep, rest = url.partition("://")
+    authority_end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    authority = rest[:authority_end]
+    if not sep or "@" not in authority:
+        return url
+    return f"{scheme}://***@{authority.rsplit('@', 1)[1]}{rest[authority_end:]}"
+
+
 def url_host_problem(url: str) -> tuple[str | None, str | None]:
     """For a CRL/AIA URL: (host, None) or (None, expectation)."""
     from urllib.parse import urlsplit
@@ -90,9 +100,13 @@ def url_host_problem(url: str) -> tuple[str | None, str | None]:
     try:
         parts = urlsplit(url)
         host = parts.hostname
-        parts.port  # raises on a bad port
+        port = parts.port  # raises on a bad port
     except ValueError:
         return None, "an http:// or https:// URL with a valid host and port"
+    if "@" in parts.netloc:  # user information: public CRL/AIA URLs need none, and it would be copied into every output
+        return None, "a URL without user information (no user@ or user:password@ before the host: CRLs and CA certificates are public)"
+    if port == 0:
+        return None, "an http:// or https:// URL whose port is 1 to 65535 (or none)"
     if parts.scheme == "ldap":
         return None, "an http:// URL: ldap:// CDPs cannot pass the firewall's domain filter; publish the CRL over http"
     if parts.scheme not in ("http", "https") or not host:
@@ -301,7 +315,7 @@ def check_egress(c: Checks) -> None:
         for url in v["crlUrls"]:
             problem = url_host_problem(url)[1]
             if problem:
-                c.bad("crlUrls", url, problem)
+                c.bad("crlUrls", redact_userinfo(url), problem)
     for key_name in EGRESS_DOMAIN_KEYS.values():
         if c.ok(key_name):
             for item in v[key_name]:

@@ -29,6 +29,8 @@ def _excerpt(text: str, match: secret_patterns.SecretMatch) -> str:
         return found[:24] + "..."
     if match.kind == secret_patterns.PASSWORD_LITERAL:
         return found[:40]
+    if match.kind == secret_patterns.URL_CREDENTIALS:
+        return found[: found.index("://") + 3] + "...:...@"  # never the credentials themselves
     return found
 
 

@@ -248,6 +248,8 @@ def _describe(match: secret_patterns.SecretMatch) -> str:
         return f"a PEM {match.label + ' ' if match.label else ''}private key"
     if match.kind == secret_patterns.PKCS12_BLOB:
         return "a base64 PKCS#12/PFX blob"
+    if match.kind == secret_patterns.URL_CREDENTIALS:
+        return "a URL with a user and password in it"
     return "a password set to a literal"
 
 

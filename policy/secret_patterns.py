@@ -27,6 +27,7 @@ from dataclasses import dataclass
 PRIVATE_KEY = "private key"
 PKCS12_BLOB = "pkcs12 blob"
 PASSWORD_LITERAL = "password"
+URL_CREDENTIALS = "url credentials"
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ BASE64_DER = re.compile(r"MI[A-P][A-Za-z0-9+/]{61,}={0,2}")
 # PFX: SEQUENCE { INTEGER 3, SEQUENCE { OID 1.2.840.113549.1.7.(1|2) ... } ... }
 _PFX_VERSION = b"\x02\x01\x03"
 _PKCS7_OID_PREFIX = bytes.fromhex("06092a864886f70d0107")
+
+# -- Credentials in a URL's authority: scheme://user:password@host (RFC 3986 userinfo with a
+# password part). A CRL or AIA URL never needs one; one copied into outputs is a leak.
+URL_WITH_PASSWORD = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:'\"<>]*:[^\s/?#@'\"<>]+@[^\s/?#'\"<>]")
 
 # -- Passwords: a password-named key/variable (DbPassword, PKI_PASSWORD, ssh_passphrase, pwd, also
 # inside escaped JSON) assigned with : or =, or a quoted literal handed to a PowerShell -Password
@@ -124,7 +129,8 @@ def literal_value(value: str) -> str | None:
 
 
 def find(text: str, *, bare_values: bool = True) -> list[SecretMatch]:
-    """Secret material in text, keys first, then PFX blobs, then passwords, each in text order.
+    """Secret material in text, keys first, then PFX blobs, then URL credentials, then passwords,
+    each in text order.
 
     bare_values: whether an unquoted value is a literal, as in YAML, .env files, connection strings
     and PowerShell arguments (the policy's user data and SSM documents). In Python source it is an
@@ -137,6 +143,7 @@ def find(text: str, *, bare_values: bool = True) -> list[SecretMatch]:
         for m in PEM_PRIVATE_KEY.finditer(text)
     ]
     found += [SecretMatch(PKCS12_BLOB, m.start(), m.end()) for m in BASE64_DER.finditer(text) if is_pfx(m.group(0))]
+    found += [SecretMatch(URL_CREDENTIALS, m.start(), m.end() - 1) for m in URL_WITH_PASSWORD.finditer(text)]
     assignment = PASSWORD_ASSIGNMENT if bare_values else PASSWORD_ASSIGNMENT_QUOTED
     for pattern in (assignment, PASSWORD_PARAMETER):
         found += [

@@ -58,6 +58,10 @@ def replace_table(readme: str) -> str:
     start, end = readme.find(README_BEGIN), readme.find(README_END)
     if start < 0 or end < 0:
         raise SystemExit(f"README.md: markers {README_BEGIN!r} ... {README_END!r} not found")
+    if readme.count(README_BEGIN) != 1 or readme.count(README_END) != 1 or end < start:
+        # Replacing across misplaced markers would duplicate or drop text on every run.
+        raise SystemExit(f"README.md: expected {README_BEGIN!r} once, then {README_END!r} once after it; "
+                         f"found {readme.count(README_BEGIN)} and {readme.count(README_END)}{', the end first' if end < start else ''}")
     return readme[:start] + readme_table() + readme[end + len(README_END):]
 
 

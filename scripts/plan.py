@@ -10,6 +10,7 @@ firewall-rules.suricata, diagram.md. Identical inputs give byte-identical files.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 from collections import Counter
@@ -27,6 +28,39 @@ STACKS = ROOT / "stacks"
 
 class PlanError(Exception):
     """Bad input: printed as one message, exit code 2."""
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _make_dirs(path: Path) -> None:
+    """mkdir -p with 0755 (or tighter under a stricter umask), whatever the umask: under umask 000
+    plain mkdir would make the plan's directories world-writable."""
+    mode = 0o755 & ~_current_umask()
+    missing = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=mode, exist_ok=True)
+        os.chmod(directory, mode)  # mkdir's mode is filtered by the umask only, never raised to it
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    """The file with 0644 (or tighter under a stricter umask), whatever the umask; an existing file is rewritten in place."""
+    mode = 0o644 & ~_current_umask()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def read_stack_file(stack: str, stacks_dir: Path = STACKS) -> dict[str, Any]:
@@ -121,9 +155,9 @@ def plan(stack: str, out_root: Path, stacks_dir: Path = STACKS) -> dict[str, Any
         "cost.json": dump_json(cost),
     }
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        _make_dirs(out)
         for name, text in files.items():
-            (out / name).write_text(text, encoding="utf-8")
+            _write_public(out / name, text.encode("utf-8"))
     except OSError as exc:
         raise PlanError(f"--out {out_root}: cannot write the plan into {out} ({exc.strerror or exc}); expected a writable directory") from None
 

@@ -84,7 +84,14 @@ def enforcement_of(document: Mapping[str, Any] | None) -> str:
     """The stack file's enforcement (absent file or key: the default, require)."""
     config = (document or {}).get("config") or {}
     value = config.get(ENFORCEMENT_KEY, "require") if isinstance(config, Mapping) else "require"
-    return str(value)
+    if value is None:  # `key:` with nothing after it: unset, as in Pulumi
+        return "require"
+    if isinstance(value, Mapping) and "secure" in value:  # encrypted: the guard could not tell a switch
+        raise GuardError(f"{ENFORCEMENT_KEY}: got an encrypted value (secure:); expected plain text observe or require "
+                         "(the switch must be reviewable: pulumi config set flexnet-beacon:enforcement require, without --secret)")
+    if not isinstance(value, str) or value not in MODES:
+        raise GuardError(f"{ENFORCEMENT_KEY}: got {value!r}; expected observe or require")
+    return value
 
 
 def decide(base: Mapping[str, Any] | None, head: Mapping[str, Any]) -> Decision:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ PLAN_FILES = {
 }
 
 
-def run_plan(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_plan(*args: str, cwd: Path = ROOT, env: dict | None = None, umask: int | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "scripts.plan", *args],
         cwd=cwd,
@@ -27,6 +28,7 @@ def run_plan(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subproces
         text=True,
         timeout=120,
         env={**os.environ, **(env or {})},
+        preexec_fn=None if umask is None else (lambda: os.umask(umask)),
     )
 
 
@@ -34,10 +36,11 @@ def run_plan(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subproces
 def two_prod_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess]:
     a, b = tmp_path_factory.mktemp("a"), tmp_path_factory.mktemp("b")
     first = run_plan("--stack", "prod", "--out", str(a))
-    second = run_plan("--stack", "prod", "--out", str(b), env={"PYTHONHASHSEED": "12345"})
+    # The second run under umask 000 (and another hash seed): same bytes, still not world-writable.
+    second = run_plan("--stack", "prod", "--out", str(b / "new"), env={"PYTHONHASHSEED": "12345"}, umask=0)
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
-    return a / "prod", b / "prod", first
+    return a / "prod", b / "new" / "prod", first
 
 
 def test_plan_writes_the_artifacts(two_prod_runs) -> None:
@@ -182,3 +185,11 @@ def test_program_stop_is_exit_2_without_traceback(tmp_path: Path, monkeypatch: p
     assert code == 2
     assert "availabilityZones: got us-east-1q; expected zones of us-east-1: us-east-1a" in err
     assert "Traceback" not in err
+
+
+def test_plan_output_is_not_world_writable_under_umask_000(two_prod_runs) -> None:
+    _, under_umask_000, _ = two_prod_runs
+    for directory in (under_umask_000.parent, under_umask_000):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o755, directory
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in under_umask_000.iterdir()}
+    assert modes and set(modes.values()) == {0o644}, modes

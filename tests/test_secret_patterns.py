@@ -114,7 +114,12 @@ SAMPLES: list[Sample] = [
     ("mismatched-quotes", lambda m: f"echo \"{PW}='{m['token']}\"", True),
     ("quoted-starting-with-at", lambda m: json.dumps({PW: "@" + m["token"]}), True),
     ("quoted-starting-with-bracket", lambda m: f"${PW} = '[{m['token']}'", True),
+    ("url-userinfo", lambda m: f"crlUrls: [\"http://crluser:{m['token']}@crl.example.com/devices.crl\"]", True),
+    ("url-userinfo-https", lambda m: f"https://svc:{m['token']}@pki.example.com/ca.cer", True),
     # --- not secrets --------------------------------------------------------------------------
+    ("url-plain", lambda m: "http://crl.example.com:8080/devices.crl", False),
+    ("url-user-only", lambda m: "ssh://git@github.com/example/repo", False),
+    ("url-at-in-path", lambda m: "https://example.com/people/@someone:x", False),
     ("placeholder-angle", lambda m: f"{PW}='<ACCOUNT {PW.upper()}>'", False),
     ("placeholder-json-angle", lambda m: json.dumps({PW: "<" + PW + ">"}), False),
     ("placeholder-template", lambda m: f"{PW}: ${{DB_{PW.upper()}}}", False),
@@ -156,6 +161,7 @@ _POLICY_KINDS = {
     "a PEM ": secret_patterns.PRIVATE_KEY,
     "a base64 PKCS#12/PFX blob": secret_patterns.PKCS12_BLOB,
     "a password set to a literal": secret_patterns.PASSWORD_LITERAL,
+    "a URL with a user and password": secret_patterns.URL_CREDENTIALS,
 }
 
 
@@ -177,7 +183,7 @@ def test_policy_and_scan_flag_the_same_samples(material: Material, build: Callab
 
 def test_sample_table_covers_every_kind(material: Material) -> None:
     kinds = {f.kind for _, build, secret in SAMPLES if secret for f in scan(build(material), "sample.txt")}
-    assert kinds == {secret_patterns.PRIVATE_KEY, secret_patterns.PKCS12_BLOB, secret_patterns.PASSWORD_LITERAL}
+    assert kinds == {secret_patterns.PRIVATE_KEY, secret_patterns.PKCS12_BLOB, secret_patterns.PASSWORD_LITERAL, secret_patterns.URL_CREDENTIALS}
 
 
 def test_policy_reports_kind_and_line(material: Material) -> None:

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from ..beacon.policy import dns_suffix, partition_for
 from .facts import aia_urls, cdp_urls, common_name, delta_crl_urls, issuing_cas, load_certificates
 from ..config import ConfigIssue, hostname_problem
+from ..config_checks import redact_userinfo
 from ..safe_files import CERTIFICATE_FILE_LIMIT, FileRefused, inside, read_regular
 
 
@@ -185,20 +186,26 @@ def crl_egress(
     for url in sorted(found):
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
+        shown = redact_userinfo(url)
+        if "@" in parts.netloc:  # credentials in a certificate's URL: never copied into outputs or rules
+            ignored.append(f"{shown} (user information in the URL: a public CRL/AIA URL has none)")
+            continue
         if parts.scheme not in ("http", "https"):
-            ignored.append(f"{url} ({parts.scheme or 'no scheme'}: only http/https CDPs pass the firewall; the beacon skips it after urlRetrievalTimeout)")
+            ignored.append(f"{shown} ({parts.scheme or 'no scheme'}: only http/https CDPs pass the firewall; the beacon skips it after urlRetrievalTimeout)")
             continue
         if not host or host.replace(".", "").isdigit() or ":" in host:
-            ignored.append(f"{url} (host is not a DNS name: the firewall filters egress by name)")
+            ignored.append(f"{shown} (host is not a DNS name: the firewall filters egress by name)")
             continue
         problem = hostname_problem(host)
         if problem:  # e.g. an underscore: no firewall domain rule can be written for it
-            ignored.append(f"{url} (host {host!r} cannot be allowlisted: {problem})")
+            ignored.append(f"{shown} (host {host!r} cannot be allowlisted: {problem})")
             continue
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError:
-            ignored.append(f"{url} (invalid port)")
+            port = 0
+        if port == 0 or parts.port == 0:
+            ignored.append(f"{shown} (invalid port)")
             continue
         urls.append(url)
         hosts.add(host)
