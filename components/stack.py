@@ -42,6 +42,7 @@ from .certs.trust import (
     crl_hosting_base_url,
     device_crl_known,
     load_certificate_files,
+    sample_issuer_problem,
 )
 
 AGENT_PATHS = {"download": "/ManageSoftDL/", "upload": "/ManageSoftRL/"}
@@ -96,6 +97,9 @@ def prepare(raw: Mapping[str, Any], stack: str, region: str | None, base: Path |
     if not issues:
         trust, trust_issues = classify(cas)
         issues += trust_issues
+    if trust is not None and samples:
+        mismatch = sample_issuer_problem(samples[0], trust)
+        issues += [mismatch] if mismatch else []
     if issues or trust is None:
         raise ConfigInvalid(issues)
     hosting = crl_hosting_base_url(cfg.crl_bucket_name, cfg.region) if cfg.crl_hosting == "s3" else ""

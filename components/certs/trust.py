@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from ..beacon.policy import dns_suffix, partition_for
@@ -116,6 +117,23 @@ def classify(cas: Sequence[LoadedCertificate]) -> tuple[ClientTrust | None, list
     if issues:
         return None, issues
     return ClientTrust(roots, intermediates, issuing), []
+
+
+def sample_issuer_problem(sample: LoadedCertificate, trust: ClientTrust) -> ConfigIssue | None:
+    """The sample device certificate must be issued (name and signature) by one of the issuing
+    CAs: its CDP and AIA become the firewall's CRL egress, so a sample of another CA would open
+    the wrong hosts and leave the real CRL unreachable (403.13 for every device)."""
+    for ca in trust.issuing:
+        if sample.certificate.issuer == ca.certificate.subject:
+            try:
+                sample.certificate.verify_directly_issued_by(ca.certificate)
+            except (InvalidSignature, ValueError, TypeError):
+                continue
+            return None
+    issuing = ", ".join(repr(c.subject) for c in trust.issuing) or "(none)"
+    return ConfigIssue("sampleDeviceCertificate", sample.source,
+                       f"a device certificate issued by one of clientCaCertificates' issuing CAs ({issuing}); "
+                       f"it was issued by {sample.certificate.issuer.rfc4514_string()!r}")
 
 
 # --- CRL egress: what the beacon must reach to check revocation --------------------------------

@@ -125,6 +125,24 @@ def test_missing_sample_certificate_names_its_key(tmp_path: Path) -> None:
     assert [i.key for i in raised.value.issues] == ["sampleDeviceCertificate"]
 
 
+@pytest.mark.parametrize("case", ["another CA", "same name, another key"])
+def test_a_sample_of_another_ca_is_a_config_error_naming_both(tmp_path: Path, case: str) -> None:
+    """operations.md's lab swap: a new CA file with the old sample would open the old CA's CRL host."""
+    ca, ca_key = cert("Devices CA")
+    other, other_key = cert("Old Lab CA" if case == "another CA" else "Devices CA")
+    sample, _ = cert("laptop", ("Old Lab CA" if case == "another CA" else "Devices CA", other_key), ca=False, cdp=["http://crl.old-lab.example/x.crl"])
+    raw = {"clientCaCertificates": json.dumps([_write(tmp_path, "ca.pem", ca)]), "sampleDeviceCertificate": _write(tmp_path, "sample.pem", sample),
+           "crlUrls": '["http://c.example.com/a.crl"]'}
+    with pytest.raises(ConfigInvalid) as raised:
+        prepare(raw, "dev", "us-east-1", base=tmp_path)
+    (issue,) = raised.value.issues
+    assert issue.key == "sampleDeviceCertificate" and "'CN=Devices CA'" in issue.expected
+    assert ("Old Lab CA" if case == "another CA" else "CN=Devices CA") in issue.expected
+    # The sample of the configured CA is accepted.
+    good, _ = cert("laptop", ("Devices CA", ca_key), ca=False, cdp=["http://crl.example.com/x.crl"])
+    assert prepare({**raw, "sampleDeviceCertificate": _write(tmp_path, "good.pem", good)}, "dev", "us-east-1", base=tmp_path).crl.hosts
+
+
 def test_dev_stack_derives_crl_egress_from_its_sample(dev: Planned) -> None:
     crl = dev.outputs["crlEgress"]
     assert crl["hosts"] == ["crl.example.com", "pki.example.com"]
