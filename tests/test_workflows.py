@@ -2,10 +2,11 @@
 
 Validated offline: YAML parse, the GitHub workflow JSON schema that check-jsonschema ships
 (`--builtin-schema vendor.github-workflows`, no network), the inputs of every action used against
-the inputs those actions declare at the pinned major version, and the review contract: make test
-before any preview, preview per stack with the policy pack and a pull-request comment, up for dev
-then prod with prod behind the `production` environment, AWS by OIDC role, no stored credentials,
-and the require guard against the deployed stack's outputs before every preview and up (the
+the inputs those actions declare at the pinned commit, the GitHub Actions security audit (zizmor,
+offline, zero findings; actions pinned to commits, images to digests, no expression expanded in
+a script), and the review contract: make test before any preview, preview per stack with the
+policy pack and a pull-request comment, up for dev then prod with prod behind the `production`
+environment, AWS by OIDC role, no stored credentials, and the require guard against the deployed stack's outputs before every preview and up (the
 fetch and guard steps are also run, with a stand-in pulumi, as GitHub would run them).
 """
 
@@ -30,24 +31,37 @@ PR = WORKFLOWS / "pull-request.yml"
 DEPLOY = WORKFLOWS / "deploy.yml"
 STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in (ROOT / "stacks").glob("Pulumi.*.yaml"))
 
-# Inputs declared in each action's action.yml at the major version the workflows pin (read from the
-# actions' repositories). A misspelt input (policy-packs, role_to_assume) is otherwise ignored by
-# GitHub with a warning, and the preview would silently run without the policy pack.
+# The release each action is pinned to: (commit, tag). A tag can be moved to other code, a commit
+# cannot; the jobs that assume the AWS roles run these actions, so the workflows name the commit
+# (`uses: owner/name@<commit> # <tag>`). Read from each action's repository, `git rev-parse
+# <tag>^{commit}`, at the newest release of the major version the workflows used (v7, v6, v2).
+ACTION_PINS: dict[str, tuple[str, str]] = {
+    "actions/checkout": ("3d3c42e5aac5ba805825da76410c181273ba90b1", "v7.0.1"),
+    "actions/setup-python": ("5fda3b95a4ea91299a34e894583c3862153e4b97", "v7.0.0"),
+    "actions/upload-artifact": ("bbbca2ddaa5d8feaa63e36b76fdaad77386f024f", "v7.0.0"),
+    "aws-actions/configure-aws-credentials": ("e6de054238d6b7531b4efff3b6587d9aade6a06c", "v6.2.3"),
+    "pulumi/auth-actions": ("141415910c3beb54e03b48e9057c204c97b956f2", "v2.1.0"),
+    "pulumi/actions": ("8e5e406f4007fca908480587cb9893c07090f58d", "v7.0.0"),
+}
+
+# Inputs declared in each action's action.yml at the pinned commit (read from the actions'
+# repositories). A misspelt input (policy-packs, role_to_assume) is otherwise ignored by GitHub
+# with a warning, and the preview would silently run without the policy pack.
 ACTION_INPUTS: dict[str, set[str]] = {
-    "actions/checkout@v7": {
+    "actions/checkout": {
         "allow-unsafe-pr-checkout", "clean", "fetch-depth", "fetch-tags", "filter", "github-server-url", "lfs", "path",
         "persist-credentials", "ref", "repository", "set-safe-directory", "show-progress", "sparse-checkout",
         "sparse-checkout-cone-mode", "ssh-key", "ssh-known-hosts", "ssh-strict", "ssh-user", "submodules", "token",
     },
-    "actions/setup-python@v7": {
+    "actions/setup-python": {
         "allow-prereleases", "architecture", "cache", "cache-dependency-path", "check-latest", "freethreaded",
         "pip-version", "python-version", "python-version-file", "token", "update-environment",
     },
-    "actions/upload-artifact@v7": {
+    "actions/upload-artifact": {
         "archive", "compression-level", "if-no-files-found", "include-hidden-files", "name", "overwrite", "path",
         "retention-days",
     },
-    "aws-actions/configure-aws-credentials@v6": {
+    "aws-actions/configure-aws-credentials": {
         "action-timeout-s", "allowed-account-ids", "audience", "aws-access-key-id", "aws-profile", "aws-region",
         "aws-secret-access-key", "aws-session-token", "custom-tags", "disable-retry", "force-skip-oidc", "http-proxy",
         "inline-session-policy", "managed-session-policies", "mask-aws-account-id", "no-proxy", "output-credentials",
@@ -56,10 +70,10 @@ ACTION_INPUTS: dict[str, set[str]] = {
         "role-to-assume", "special-characters-workaround", "sts-endpoint", "transitive-tag-keys",
         "unset-current-credentials", "use-existing-credentials", "web-identity-token-file",
     },
-    "pulumi/auth-actions@v2": {
+    "pulumi/auth-actions": {
         "cloud-url", "export-environment-variables", "organization", "requested-token-type", "scope", "token-expiration",
     },
-    "pulumi/actions@v7": {
+    "pulumi/actions": {
         "always-include-summary", "cloud-url", "color", "command", "comment-on-pr", "comment-on-pr-number",
         "comment-on-summary", "config-map", "continue-on-error", "debug", "diff", "edit-pr-comment", "exclude",
         "exclude-dependents", "exclude-protected", "expect-no-changes", "github-token", "log-flow", "log-verbosity",
@@ -196,10 +210,133 @@ def test_actions_are_pinned_and_given_only_declared_inputs(path):
         uses = step.get("uses")
         if not uses:
             continue
-        assert re.fullmatch(r"[\w.-]+/[\w.-]+@(v\d+(\.\d+){0,2}|[0-9a-f]{40})", uses), f"{job}: {uses} is not pinned"
-        assert uses in ACTION_INPUTS, f"{job}: {uses} is not in the table of known action inputs"
-        unknown = set(step.get("with") or {}) - ACTION_INPUTS[uses]
+        name, _, ref = str(uses).partition("@")
+        assert name in ACTION_PINS, f"{job}: {uses} is not in the table of pinned actions"
+        assert ref == ACTION_PINS[name][0], f"{job}: {uses} is not the pinned commit {ACTION_PINS[name][0]}"
+        unknown = set(step.get("with") or {}) - ACTION_INPUTS[name]
         assert not unknown, f"{job}: {uses} has no input(s) {sorted(unknown)}"
+
+
+USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(?P<ref>\S+?)(?:\s+#\s*(?P<comment>.*?))?\s*$", re.M)
+
+
+@pytest.mark.parametrize("path", workflow_files(), ids=lambda p: p.name)
+def test_every_uses_names_a_full_commit_and_its_release_tag(path):
+    """`uses: owner/name@<40 hex> # vX.Y.Z`, the comment being the release that commit is. Read from
+    the text (YAML drops comments); as many such lines as the parsed workflow has uses:, so none
+    hides in flow style."""
+    text = path.read_text(encoding="utf-8")
+    lines = list(USES_LINE.finditer(text))
+    parsed = [str(step["uses"]) for _, step in all_steps(load(path)) if "uses" in step]
+    assert [m["ref"] for m in lines] == parsed, f"{path.name}: every uses: on its own line, in block style"
+    for match in lines:
+        ref, comment = match["ref"], match["comment"] or ""
+        where = f"{path.name}:{text.count(chr(10), 0, match.start()) + 1}: {ref}"
+        assert re.fullmatch(r"[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}", ref), f"{where}: not pinned to a full commit SHA"
+        assert re.fullmatch(r"v\d+\.\d+\.\d+", comment), f"{where}: the comment must name the release (# vX.Y.Z), not {comment!r}"
+        name, commit = ref.split("@")
+        assert (commit, comment) == ACTION_PINS.get(name), f"{where} # {comment}: not the commit of that release in ACTION_PINS"
+
+
+def _images(document: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(where, image) for every container image a workflow runs: job containers, services, docker:// steps."""
+    for name, job in document["jobs"].items():
+        container = job.get("container")
+        if container is not None:
+            yield f"{name}.container", str(container.get("image") if isinstance(container, dict) else container)
+        for service, spec in (job.get("services") or {}).items():
+            yield f"{name}.services.{service}", str(spec.get("image") if isinstance(spec, dict) else spec)
+        for step in steps(job):
+            if str(step.get("uses", "")).startswith("docker://"):
+                yield f"{name}.{step.get('name', 'step')}", str(step["uses"])[len("docker://"):]
+
+
+@pytest.mark.parametrize("path", workflow_files(), ids=lambda p: p.name)
+def test_container_images_are_pinned_by_digest(path):
+    """A tag (python:3.11-bookworm) is whatever was last pushed under it; a digest is one image."""
+    for where, image in _images(load(path)):
+        assert re.fullmatch(r"[\w./:-]+@sha256:[0-9a-f]{64}", image), f"{path.name}:{where}: {image} is not pinned by digest"
+
+
+@pytest.mark.parametrize("path", workflow_files(), ids=lambda p: p.name)
+def test_no_expression_is_expanded_inside_a_run_script(path):
+    """`${{ }}` in run: is pasted into the script before bash reads it (a branch name or a matrix value
+    becomes code); values reach scripts through env: and a quoted shell variable."""
+    for job, step in all_steps(load(path)):
+        script = str(step.get("run", ""))
+        assert "${{" not in script, f"{path.name}:{job}: {step.get('name')!r} expands {re.findall(r'[$][{][{].*?[}][}]', script)} in run:"
+
+
+# --- the security audit (zizmor) -------------------------------------------------------------------------
+
+def _zizmor() -> str | None:
+    script = Path(sys.executable).with_name("zizmor")
+    return str(script) if script.exists() else None
+
+
+def _audit(*inputs: Path, persona: str = "regular") -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
+    """zizmor over `inputs`, offline: no GitHub token in its environment, no configuration file and no
+    ignore comment honoured (neither may silence a finding); its JSON findings."""
+    command = _zizmor()
+    if command is None:
+        if os.environ.get("CI"):
+            pytest.fail("zizmor is in requirements-dev.txt; CI must have it")
+        pytest.skip("zizmor not installed (pip install -r requirements-dev.txt)")
+    env = {k: v for k, v in os.environ.items() if k not in ("GH_TOKEN", "GITHUB_TOKEN", "ZIZMOR_GITHUB_TOKEN", "ZIZMOR_CONFIG")}
+    result = subprocess.run(
+        [command, "--offline", "--no-config", "--no-ignores", "--persona", persona, "--format", "json",
+         "--no-progress", "--color", "never", *map(str, inputs)],
+        capture_output=True, text=True, timeout=60, env=env | {"ZIZMOR_OFFLINE": "true"},
+    )
+    assert result.returncode != 1 and result.stdout.strip(), f"zizmor failed: {result.stderr[-2000:]}"
+    return result, json.loads(result.stdout)
+
+
+def _primary(finding: dict[str, Any]) -> list[dict[str, Any]]:
+    """The concrete locations zizmor marks as the finding's own (the others are context)."""
+    return [loc.get("concrete") or {} for loc in finding.get("locations") or []
+            if (loc.get("symbolic") or {}).get("kind") == "Primary"]
+
+
+def _describe(finding: dict[str, Any]) -> str:
+    where = ", ".join(f"line {(c.get('location') or {}).get('start_point', {}).get('row', -1) + 1}: {c.get('feature')!r}"
+                      for c in _primary(finding))
+    return f"{finding.get('ident')} ({(finding.get('determinations') or {}).get('severity')}) {finding.get('desc')}: {where}"
+
+
+def _pinned_dev_version(package: str) -> str:
+    for line in (ROOT / "requirements-dev.txt").read_text(encoding="utf-8").splitlines():
+        if line.startswith(f"{package}=="):
+            return line.split("==", 1)[1].strip()
+    raise AssertionError(f"requirements-dev.txt pins no {package}")
+
+
+def test_zizmor_finds_nothing_in_the_workflows():
+    """The GitHub Actions security audit at its default persona: zero findings, of any severity."""
+    result, findings = _audit(WORKFLOWS)
+    assert findings == [], "\n".join(map(_describe, findings))
+    assert result.returncode == 0, result.stderr[-2000:]
+    version = subprocess.run([_zizmor() or "zizmor", "--version"], capture_output=True, text=True, timeout=30).stdout.split()
+    assert version == ["zizmor", _pinned_dev_version("zizmor")], "the audit ran another zizmor than requirements-dev.txt pins"
+
+
+def test_zizmor_audit_is_not_vacuous(tmp_path):
+    """The same audit over a copy with one action back on its tag and one branch name expanded in
+    run: reports both, at the lines changed (so zero findings above means the workflows, not a
+    blind audit)."""
+    text = PR.read_text(encoding="utf-8")
+    checkout = f"actions/checkout@{ACTION_PINS['actions/checkout'][0]} # {ACTION_PINS['actions/checkout'][1]}"
+    assert checkout in text and 'git worktree add --detach /tmp/base "$BASE_SHA"' in text
+    broken = tmp_path / "pull-request.yml"
+    broken.write_text(text.replace(checkout, "actions/checkout@v7", 1)
+                      .replace('"$BASE_SHA"', "${{ github.event.pull_request.head.ref }}", 1), encoding="utf-8")
+    result, findings = _audit(broken)
+    assert result.returncode != 0
+    found = {(f["ident"], f["determinations"]["severity"]) for f in findings}
+    assert found == {("unpinned-uses", "High"), ("template-injection", "High")}, "\n".join(map(_describe, findings))
+    features = {f["ident"]: " ".join(str(c.get("feature")) for c in _primary(f)) for f in findings}
+    assert "actions/checkout@v7" in features["unpinned-uses"]
+    assert "github.event.pull_request.head.ref" in features["template-injection"]
 
 
 # --- credentials --------------------------------------------------------------------------------------
