@@ -810,7 +810,7 @@ def test_check_stack_client_ca_certificates(shared: Path, tmp_path: Path) -> Non
         ("config:\n  flexnet-beacon:extraMappingRules: ['Owner.CN=1']\n", "field is one of"),
         ("config:\n  flexnet-beacon:extraMappingRules: ['nonsense']\n", "extraMappingRules: got 'nonsense'; expected a rule like"),
         ("config:\n  flexnet-beacon:extraMappingRules: 5\n", "extraMappingRules: got '5'; expected a list of strings"),
-        ("config: [1, 2]\n", "expected a mapping with a 'config:' mapping"),
+        ("config: [1, 2]\n", "config is list [1, 2]; expected a mapping"),
         ("config: {\n", "not valid YAML"),
     ],
 )
