@@ -4,8 +4,12 @@ Order of evaluation (policy priorities follow the list returned by `rule_groups`
 1. ingress: pass TLS on 443 (and HTTP on 80 when allowHttp) from the allowed CIDRs to the
    beacons. Application-layer rules, because only those (and IP-only rules) pass the whole
    flow, replies included; see `ingress_rules`.
-2. egress-handshake: pass the TCP handshake to the egress ports, both directions; with strict
-   order the domain rules never see SNI or Host unless the handshake gets through.
+2. egress-handshake: pass the TCP handshake to the egress ports, both directions. Under the
+   policy's default a handshake is not established and gets through without it; the group
+   decides only under a default that drops the handshake too (aws:drop_strict), where the domain
+   rules would otherwise never see SNI or Host, and it then opens the egress ports and no other.
+   Kept so the egress rules do not depend on the default's handling of handshakes;
+   tests/network/test_firewall_flows.py replays them under aws:drop_strict with and without it.
 3. egress-domains: pass http by Host and tls by SNI for each allowlisted domain.
 Everything else falls to the policy's defaults (components/network/firewall.py):
 aws:drop_established_app_layer_to_server + aws:alert_established_app_layer_to_server, which let a

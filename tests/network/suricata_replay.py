@@ -515,7 +515,14 @@ def default_action_rules(actions: Sequence[str]) -> list[str]:
       directions were seen); the handshake itself is not established and gets through. (The
       Developer Guide now says Drop established drops the client-to-server packets and passes the
       server's; this emulation keeps the both-directions reading, a superset of what it drops.)
-    - aws:drop_strict -> `drop ip any any -> any any (...)`: every packet, the handshake included.
+    - aws:drop_strict -> `drop ip any any -> any any (flow:stateless; ...)`: every packet, the
+      handshake included. `flow:stateless` (Suricata: "packets that are and are not part of an
+      established connection", so every packet) keeps the rule from being IP-only: Suricata
+      inspects an IP-only rule on the first packet of each direction only, so once a pass rule had
+      taken a flow's SYN (the egress-handshake group's), the drop never saw its ClientHello and a
+      refused one went through (seen in a replay). AWS names the two together: "a TCP-layer rule
+      using a flow:stateless rule would still match, as would the aws:drop_strict default action"
+      (Developer Guide, "Stream exception policy").
     - aws:alert_established / aws:alert_strict -> the same with `alert`: logs, decides nothing.
     - aws:drop_established_app_layer_to_server ("Application drop established (server-directed
       only)") -> one drop rule per case of APP_LAYER_CASES, client-to-server packets of established
@@ -552,8 +559,8 @@ def default_action_rules(actions: Sequence[str]) -> list[str]:
         sid = DEFAULT_SIDS.get(action)
         if sid is None:
             raise ValueError(f"no emulation for stateful default action {action!r}")
-        established = "flow:established; " if action.endswith("_established") else ""
-        rules.append(f'{verb} ip any any -> any any (msg:"{action}"; {established}sid:{sid}; rev:1;)')
+        flow = "flow:established; " if action.endswith("_established") else "flow:stateless; "
+        rules.append(f'{verb} ip any any -> any any (msg:"{action}"; {flow}sid:{sid}; rev:1;)')
     return rules
 
 

@@ -8,14 +8,29 @@ stream engine inline. How the policy becomes a Suricata run (defaults emulated a
 action order, address groups) and how every packet's verdict is read back is in
 tests/network/suricata_replay.py.
 
+What each conversation must come to is worked out here from the CONFIGURATION (the stack file,
+the variant's overrides and the documented defaults of components/config.py), never from what the
+program made of it (its outputs, its rule variables): the beacon subnets are the first azCount
+quarters of vpcCidr, cut here with `ipaddress`; the agents are addresses in allowedIngressCidrs;
+the outsiders are addresses proven outside all of them; the allowlist is built here from the
+egress groups the configuration enables, the domains it adds and the CRL and AIA URLs of its
+certificates. (The host lists Microsoft, AWS and Flexera document are data the test shares with
+the program: components/network/egress.py, flexera.py.) So a program that widens AGENT_NET,
+widens BEACON_NET or re-enables a disabled group fails here (the mutation tests at the end).
+
 - An agent's mutual-TLS session to each beacon subnet passes whole: no packet dropped in either
   direction (the flow record counts every packet sent, the teardown completes, the flow was
-  passed by a rule, and the engine's accepted + blocked counters add up to the pcap).
-- HTTP to a beacon on 80 passes only with allowHttp; TLS on 80, non-TLS on 443, other ports and
-  agents outside allowedIngressCidrs are dropped.
+  passed by a rule, and the engine's accepted + blocked counters add up to the pcap). Agents are
+  the first and last address of every allowed CIDR; when the configuration admits everyone
+  (0.0.0.0/0) the replay says so and sends from addresses all over the address space instead.
+- Outsiders are always tried when someone is not admitted: the addresses just outside every
+  allowed CIDR and one far from all of them; their TLS and HTTP to a beacon are dropped.
+- HTTP to a beacon on 80 passes only with allowHttp; TLS on 80, non-TLS on 443, other ports,
+  and addresses of the VPC outside the beacon subnets are dropped.
 - Each allowlisted domain passes by TLS SNI and HTTP Host on the egress ports (`.example.com`:
-  the domain itself and any subdomain; an exact host: only itself); look-alikes, unlisted hosts
-  and the hosts of disabled groups are dropped.
+  the domain itself and any subdomain; an exact host: only itself); look-alikes, unlisted hosts,
+  the hosts of disabled groups and any name the rules mention without the configuration asking
+  for it are dropped.
 - ClientHellos too big for one TCP segment (a Go 1.24+ client's default X25519MLKEM768 key
   share makes it about 1.5 KB, the CloudWatch agent's and SSM Agent's among them) pass whole,
   with no packet dropped, to every allowlisted host of every shipped stack and from agents to
@@ -30,6 +45,9 @@ tests/network/suricata_replay.py.
   message parsed whole); anything else from the client's first data packet on. From there every
   client-to-server packet is dropped (and every server-to-client one, unless the default is
   server-directed only).
+- The egress-handshake rule group decides nothing under the policy's default (a handshake is not
+  established, the default lets it through); it is replayed under aws:drop_strict, where it is
+  what opens an egress connection, on the egress ports only (`test_egress_handshake_group_under_drop_strict`).
 
 One pcap and one Suricata run per stack or variant; each test reports every mismatch at once.
 """
@@ -38,22 +56,32 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
+from urllib.parse import urlsplit
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import AuthorityInformationAccessOID
 
 import suricata_replay as sr
+from components.config import KEYS_BY_NAME
+from components.network import firewall_rules
+from components.network.egress import AWS_API_SERVICES, WINDOWS_EXTRAS_DOMAINS, WINDOWS_UPDATE_DOMAINS
 from components.network.firewall import STATEFUL_DEFAULT_ACTIONS
-from components.stack import prepare
+from components.network.flexera import REGION_TLD, REGIONAL_HOSTS, REVOCATION_DOMAINS
 from conftest import Planned, stack_raw
 from scripts.offline import run_program
 from suricata_replay import needs_suricata
 
 ROOT = Path(__file__).resolve().parents[2]
-OUTSIDER = "192.0.2.200"  # TEST-NET-1: never in a variant's allowedIngressCidrs
-AGENT_ANYWHERE = "203.0.113.7"  # an agent when AGENT_NET is 0.0.0.0/0
+# Agents when the configuration admits everyone (0.0.0.0/0): far apart, both halves of the space.
+ANYONE = ("203.0.113.7", "192.0.2.200", "100.64.1.1", "11.22.33.44")
+# Where an outsider far from every allowed CIDR is looked for first (documentation ranges).
+FAR_OUTSIDERS = ("192.0.2.200", "198.51.100.200", "203.0.113.200", "100.64.0.200")
+EXTERNAL_SERVERS = ipaddress.IPv4Network("198.18.0.0/15")  # RFC 2544: the replay's internet servers
 SSH_BANNER = b"SSH-2.0-OpenSSH_9.6p1\r\n"
 RDP_CONNECT = bytes.fromhex("030000130ee00000000000010008000b000000")
 RDP_CONFIRM = bytes.fromhex("030000130ed000001234000201080001000000")
@@ -75,8 +103,6 @@ class Variant:
     # really exercises what it is for).
     also_try: tuple[str, ...] = ()
     must_drop: tuple[str, ...] = ()
-
-
 VARIANTS = [
     Variant("dev", "dev"),
     Variant("pilot", "pilot"),
@@ -135,48 +161,208 @@ VARIANTS = [
 ]
 
 
+VARIANT = {v.id: v for v in VARIANTS}
+
+
+def variant_config(variant: Variant) -> tuple[dict[str, str], str]:
+    """The stack file's config with the variant's overrides, as Pulumi hands it to the program."""
+    raw, region = stack_raw(variant.stack)
+    for key, value in variant.overrides.items():
+        raw[key] = value if isinstance(value, str) else json.dumps(value)
+    return raw, region
+
+
 # --- the policy the program declares ----------------------------------------------------------
 
 
 @dataclass
 class Policy:
     rules: list[str]  # every rule group's rules, in policy priority order
-    address_groups: dict[str, tuple[str, ...]]
+    groups: dict[str, list[str]]  # rule group resource name -> its rules, in priority order
+    address_groups: dict[str, tuple[str, ...]]  # what the engine runs with, never an expectation
     default_actions: list[str]
-    allowlist: dict[str, list[str]]
-    allow_http: bool
-    egress_ports: list[int]
 
 
 def declared_policy(variant: Variant) -> Policy:
-    raw, region = stack_raw(variant.stack)
-    for key, value in variant.overrides.items():
-        raw[key] = value if isinstance(value, str) else json.dumps(value)
-    prepared = prepare(raw, variant.stack, region)  # what the program decides before any resource
+    raw, region = variant_config(variant)
     planned = Planned(run_program(variant.stack, raw, region))
     policy = planned.one("firewallPolicy:FirewallPolicy").inputs["firewallPolicy"]
-    groups = {g.arn: g.inputs["ruleGroup"] for g in planned.of_type("ruleGroup:RuleGroup")}
-    rules: list[str] = []
+    groups = {g.arn: g for g in planned.of_type("ruleGroup:RuleGroup")}
+    by_name: dict[str, list[str]] = {}
     address_groups: dict[str, tuple[str, ...]] = {}
     for ref in sorted(policy["statefulRuleGroupReferences"], key=lambda ref: ref["priority"]):
         group = groups[ref["resourceArn"]]
-        rules += group["rulesSource"]["rulesString"].splitlines()
-        for ip_set in group["ruleVariables"]["ipSets"]:
+        body = group.inputs["ruleGroup"]
+        by_name[group.name] = body["rulesSource"]["rulesString"].splitlines()
+        for ip_set in body["ruleVariables"]["ipSets"]:
             cidrs = tuple(ip_set["ipSet"]["definitions"])
             # Suricata's address groups are global; Network Firewall's are per rule group. Same
             # meaning as long as every group that names a variable gives it the same CIDRs.
             assert address_groups.setdefault(ip_set["key"], cidrs) == cidrs, ip_set["key"]
     return Policy(
-        rules=rules,
+        rules=[rule for rules in by_name.values() for rule in rules],
+        groups=by_name,
         address_groups=address_groups,
         default_actions=list(policy["statefulDefaultActions"]),
-        allowlist=planned.outputs["egressAllowlist"],
-        allow_http=prepared.cfg.allow_http,
-        egress_ports=prepared.egress_ports,
     )
 
 
-def allowed(allowlist: dict[str, list[str]], name: str) -> bool:
+_SNI_CONTENT = re.compile(r'tls\.sni; (?:dotprefix; )?content:"([^"]+)"')
+
+
+def names_in_rules(rules: list[str]) -> list[str]:
+    """The names the rules pass by SNI: tried as probes (what they must come to is the configuration's call)."""
+    return [m[1] for rule in rules for m in _SNI_CONTENT.finditer(rule)]
+
+
+# --- what the configuration says --------------------------------------------------------------
+
+
+def setting(raw: dict[str, str], key: str) -> Any:
+    """A config value as given (arrays, integers and booleans as JSON text), else its documented default."""
+    spec = KEYS_BY_NAME[key]
+    if key not in raw:
+        return spec.default
+    return raw[key] if spec.type == "string" else json.loads(raw[key])
+
+
+def _certificate_urls(path: Path) -> list[str]:
+    """CRL distribution points (full and delta) and AIA caIssuers of every CA-issued certificate in a PEM file."""
+    urls = []
+    for cert in x509.load_pem_x509_certificates(path.read_bytes()):
+        if cert.subject == cert.issuer:
+            continue  # a root: revocation is checked against what the certificates below it name
+        for kind in (x509.CRLDistributionPoints, x509.FreshestCRL):
+            try:
+                points = cert.extensions.get_extension_for_class(kind).value
+            except x509.ExtensionNotFound:
+                continue
+            urls += [n.value for p in points for n in p.full_name or [] if isinstance(n, x509.UniformResourceIdentifier)]
+        try:
+            access = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+        except x509.ExtensionNotFound:
+            continue
+        urls += [d.access_location.value for d in access
+                 if d.access_method == AuthorityInformationAccessOID.CA_ISSUERS
+                 and isinstance(d.access_location, x509.UniformResourceIdentifier)]
+    return urls
+
+
+def revocation_endpoints(raw: dict[str, str], region: str) -> tuple[list[str], set[int]]:
+    """Hosts and ports the beacon fetches CRLs and CA certificates from: crlUrls, crlHosting s3, and
+    the URLs in clientCaCertificates and sampleDeviceCertificate; http(s) with a host name only (an
+    ldap:// entry or an IP address cannot pass a filter by name)."""
+    urls = list(setting(raw, "crlUrls"))
+    if setting(raw, "crlHosting") == "s3":
+        urls.append(f"http://{setting(raw, 'crlBucketName')}.s3.{region}.amazonaws.com/")
+    sample = setting(raw, "sampleDeviceCertificate")
+    for path in list(setting(raw, "clientCaCertificates")) + ([sample] if sample else []):
+        urls += _certificate_urls(ROOT / path)
+    hosts, ports = [], set()
+    for url in urls:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if parts.scheme not in ("http", "https") or not host or re.fullmatch(r"[\d.]+|.*:.*", host):
+            continue
+        hosts.append(host)
+        ports.add(parts.port or (80 if parts.scheme == "http" else 443))
+    return hosts, ports
+
+
+def configured_allowlist(raw: dict[str, str], region: str) -> dict[str, tuple[str, ...]]:
+    """Enabled egress group -> its domains, from the keys that describe them (docs: the egress groups)."""
+    flexera_region = setting(raw, "flexeraRegion")
+    tld = REGION_TLD.get(flexera_region)  # None: on-premises, nothing of Flexera's cloud
+    aws_suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    groups = {
+        "crl": revocation_endpoints(raw, region)[0] + setting(raw, "crlDomains"),
+        "flexera-parent": ([h.format(tld=tld) for h in REGIONAL_HOSTS] + list(REVOCATION_DOMAINS) if tld else [])
+        + setting(raw, "flexeraParentDomains"),
+        "aws-endpoints": [f"{service}.{region}.{aws_suffix}" for service in AWS_API_SERVICES]
+        + setting(raw, "awsEndpointsExtraDomains"),
+        "windows-update": list(WINDOWS_UPDATE_DOMAINS) + setting(raw, "windowsUpdateExtraDomains"),
+    }
+    if setting(raw, "windowsExtrasEgress"):
+        groups["windows-extras"] = list(WINDOWS_EXTRAS_DOMAINS)
+    disabled = set(setting(raw, "egressDisabledGroups"))
+    return {
+        group: tuple(sorted({d.lower().removesuffix(".") for d in domains}))
+        for group, domains in groups.items() if group not in disabled
+    }
+
+
+def uncovered(cidrs: list[ipaddress.IPv4Network]) -> list[ipaddress.IPv4Network]:
+    """The IPv4 space outside every CIDR of `cidrs`, as networks."""
+    rest = [ipaddress.IPv4Network("0.0.0.0/0")]
+    # CIDR blocks nest or are disjoint: a piece of `rest` holds `net` (cut), lies in it (gone) or misses it (kept).
+    for net in ipaddress.collapse_addresses(cidrs):
+        rest = [piece for r in rest if not r.subnet_of(net)
+                for piece in (r.address_exclude(net) if net.subnet_of(r) else [r])]
+    return sorted(rest)
+
+
+# Not used as an outsider: "this network", multicast, reserved and broadcast (not a host's source).
+NOT_A_SOURCE = [ipaddress.IPv4Network(n) for n in ("0.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4")]
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the firewall must do, by the configuration."""
+
+    vpc: ipaddress.IPv4Network
+    beacon_cidrs: tuple[ipaddress.IPv4Network, ...]  # the protected subnets: the first azCount quarters of vpcCidr
+    other_quarters: tuple[ipaddress.IPv4Network, ...]  # the rest of the VPC (the last holds the firewall subnets)
+    agent_cidrs: tuple[ipaddress.IPv4Network, ...]  # allowedIngressCidrs
+    allow_http: bool
+    egress_ports: tuple[int, ...]  # egressPorts and the ports of the revocation URLs
+    allowlist: dict[str, tuple[str, ...]]
+
+    @property
+    def anyone_admitted(self) -> bool:
+        return not uncovered(list(self.agent_cidrs))
+
+    @property
+    def beacons(self) -> list[str]:
+        return [_host(net, 10) for net in self.beacon_cidrs]
+
+    def ingress_sources(self) -> tuple[list[str], list[str]]:
+        """(agents, outsiders). Agents: the first and last address of each allowed CIDR, or ANYONE if
+        everyone is admitted. Outsiders: the address on each side of every allowed CIDR that no other
+        allowed CIDR holds, and one far from all of them; never in the VPC or the replay's servers."""
+        if self.anyone_admitted:
+            return list(ANYONE), []
+        agents = list(dict.fromkeys(str(a) for net in self.agent_cidrs for a in (net.network_address, net.broadcast_address)))
+        outside = uncovered(list(self.agent_cidrs))
+        near = []
+        for net in ipaddress.collapse_addresses(self.agent_cidrs):
+            if int(net.network_address) > 0:
+                near.append(net.network_address - 1)
+            if int(net.broadcast_address) < 2**32 - 1:
+                near.append(net.broadcast_address + 1)
+        far = [ipaddress.IPv4Address(a) for a in FAR_OUTSIDERS] + [net[min(1, net.num_addresses - 1)] for net in outside]
+        usable = [a for a in near + far
+                  if any(a in net for net in outside) and not any(a in net for net in [self.vpc, EXTERNAL_SERVERS, *NOT_A_SOURCE])]
+        outsiders = [a for a in usable if a in near] + [a for a in usable if a not in near][:1]
+        return agents, list(dict.fromkeys(str(a) for a in outsiders))
+
+
+def expected_from_config(variant: Variant) -> Expected:
+    raw, region = variant_config(variant)
+    vpc = ipaddress.IPv4Network(setting(raw, "vpcCidr"))
+    quarters = list(vpc.subnets(prefixlen_diff=2))
+    az_count = setting(raw, "azCount")
+    return Expected(
+        vpc=vpc,
+        beacon_cidrs=tuple(quarters[:az_count]),
+        other_quarters=tuple(quarters[az_count:]),
+        agent_cidrs=tuple(ipaddress.IPv4Network(c) for c in setting(raw, "allowedIngressCidrs")),
+        allow_http=setting(raw, "allowHttp"),
+        egress_ports=tuple(sorted(set(setting(raw, "egressPorts")) | revocation_endpoints(raw, region)[1])),
+        allowlist=configured_allowlist(raw, region),
+    )
+
+
+def allowed(allowlist: Mapping[str, Sequence[str]], name: str) -> bool:
     """The documented meaning of an allowlist entry: `.example.com` is the domain and every subdomain."""
     name = name.lower()
     for entries in allowlist.values():
@@ -186,12 +372,12 @@ def allowed(allowlist: dict[str, list[str]], name: str) -> bool:
     return False
 
 
-def _host(cidr: str, offset: int) -> str:
-    net = ipaddress.ip_network(cidr)
+def _host(net: ipaddress.IPv4Network, offset: int) -> str:
     return str(net.network_address + min(offset, net.num_addresses - 1))
 
 
 # --- the conversations ------------------------------------------------------------------------
+
 
 
 @dataclass
@@ -203,6 +389,7 @@ class Plan:
     payload: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> ("tls", sni) / ("http", host) / ("raw", "")
     next_port: int = 40000
     next_server: int = 0
+    notes: list[str] = field(default_factory=list)  # what the replay wants said (who is an outsider)
 
     def _add(self, name: str, client: str, server: str, dport: int, messages, passes: bool, payload: tuple[str, str]) -> None:
         self.conversations.append(sr.Conversation(name, client, self.next_port, server, dport, messages))
@@ -224,15 +411,22 @@ class Plan:
         return str(ipaddress.ip_address("198.18.0.0") + self.next_server)  # RFC 2544 range: outside every HOME_NET
 
 
+
+
 BEACON_NAME = "beacon.example.com"
 
 
-def conversations_for(variant: Variant, policy: Policy) -> Plan:
+def conversations_for(variant: Variant, policy: Policy, expected: Expected) -> Plan:
     plan = Plan()
-    beacons = [_host(cidr, 10) for cidr in policy.address_groups["BEACON_NET"]]
-    agent_cidrs = policy.address_groups["AGENT_NET"]
-    agents = [AGENT_ANYWHERE if ipaddress.ip_network(c).prefixlen == 0 else _host(c, 7) for c in agent_cidrs]
+    beacons = expected.beacons
+    agents, outsiders = expected.ingress_sources()
     agent = agents[0]
+    if expected.anyone_admitted:
+        plan.notes.append(f"allowedIngressCidrs {[str(c) for c in expected.agent_cidrs]} admit everyone: "
+                          f"agents from {', '.join(ANYONE)}, no outsider exists")
+    else:
+        assert outsiders, f"{variant.id}: no address outside {expected.agent_cidrs}"
+        plan.notes.append(f"outsiders {', '.join(outsiders)} (outside {[str(c) for c in expected.agent_cidrs]})")
 
     # Ingress: every allowed source to every beacon subnet, a whole mutual-TLS session.
     for beacon in beacons:
@@ -243,7 +437,7 @@ def conversations_for(variant: Variant, policy: Policy) -> Plan:
         for layout, split in SPLIT_LAYOUTS.items():
             plan.tls(f"agent tls, {SPLIT} ({layout}) -> {beacon}:443", agent, beacon, 443, BEACON_NAME, True,
                      hello=sr.split_client_hello(BEACON_NAME, **split))
-        plan.http(f"agent http -> {beacon}:80", agent, beacon, 80, BEACON_NAME, policy.allow_http, path="/ManageSoftDL/")
+        plan.http(f"agent http -> {beacon}:80", agent, beacon, 80, BEACON_NAME, expected.allow_http, path="/ManageSoftDL/")
     beacon = beacons[0]
     plan.tls("agent tls -> beacon:80", agent, beacon, 80, BEACON_NAME, False)
     plan.http("agent http (not tls) -> beacon:443", agent, beacon, 443, BEACON_NAME, False, path="/ManageSoftDL/")
@@ -252,26 +446,31 @@ def conversations_for(variant: Variant, policy: Policy) -> Plan:
     plan.tls("agent tls -> beacon:8443", agent, beacon, 8443, BEACON_NAME, False)
     plan.raw("agent ssh -> beacon:22", agent, beacon, 22, SSH_BANNER, SSH_BANNER, False)
     plan.raw("agent rdp -> beacon:3389", agent, beacon, 3389, RDP_CONNECT, RDP_CONFIRM, False)
-    if not any(ipaddress.ip_address(OUTSIDER) in ipaddress.ip_network(c) for c in agent_cidrs):
-        plan.tls("outsider tls -> beacon:443", OUTSIDER, beacon, 443, BEACON_NAME, False)
-        plan.http("outsider http -> beacon:80", OUTSIDER, beacon, 80, BEACON_NAME, False)
+    for quarter in expected.other_quarters:  # the VPC outside the beacon subnets: no beacon there
+        host = _host(quarter, 10)
+        plan.tls(f"agent tls -> {host}:443 (VPC, not a beacon subnet)", agent, host, 443, BEACON_NAME, False)
+    for outsider in outsiders:
+        plan.tls(f"outsider {outsider} tls -> beacon:443", outsider, beacon, 443, BEACON_NAME, False)
+        plan.http(f"outsider {outsider} http -> beacon:80", outsider, beacon, 80, BEACON_NAME, False)
 
     # Egress: the allowlist's names, their look-alikes, unlisted hosts, on every egress port.
-    tls_ports = [p for p in policy.egress_ports if p != 80]
-    http_ports = [p for p in policy.egress_ports if p != 443]
+    tls_ports = [p for p in expected.egress_ports if p != 80]
+    http_ports = [p for p in expected.egress_ports if p != 443]
     names: list[str] = []
-    for entries in policy.allowlist.values():
+    for entries in expected.allowlist.values():
         for entry in entries:
             bare = entry.lstrip(".")
             names += [f"x.{bare}", bare] if entry.startswith(".") else [bare, f"x.{bare}"]
             names += [f"evil{bare}", f"{bare}.evil.net"]
     names += list(variant.also_try) + ["unlisted.example.net", "example.com"]
-    first_exact = next((e for entries in policy.allowlist.values() for e in entries if not e.startswith(".")), None)
+    # Whatever the rules pass by name is tried too: a name the configuration does not ask for is refused.
+    names += [n for entry in names_in_rules(policy.rules) for n in (entry.lstrip("."), f"x.{entry.lstrip('.')}")]
+    first_exact = next((e for entries in expected.allowlist.values() for e in entries if not e.startswith(".")), None)
     mixed_case = [first_exact.upper()] if first_exact else []  # SNI is not normalised (nocase); Host is
     names = list(dict.fromkeys(names + mixed_case))
     for i, name in enumerate(names):
         source = beacons[i % len(beacons)]
-        verdict = allowed(policy.allowlist, name)
+        verdict = allowed(expected.allowlist, name)
         for port in tls_ports:
             plan.tls(f"egress tls {name}:{port}", source, plan.external_server(), port, name, verdict,
                      client_name="beacon.internal", server_name=name.lower())
@@ -283,14 +482,14 @@ def conversations_for(variant: Variant, policy: Policy) -> Plan:
             plan.http(f"egress http {name}:{port}", source, plan.external_server(), port, name, verdict)
     # Go's own layout, the server acknowledging the first segment before the second arrives, to
     # the AWS endpoints the agents call; and non-TLS bytes to an allowed port.
-    for entry in policy.allowlist.get("aws-endpoints", []):
+    for entry in expected.allowlist.get("aws-endpoints", ()):
         name = entry.lstrip(".")
         plan.tls(f"egress tls {name}:443, {SPLIT} (Go layout, ACK between)", beacons[0], plan.external_server(), 443, name,
                  True, client_name="beacon.internal", hello=sr.split_client_hello(name, cut_sni=False, ack_between=True))
     for port in tls_ports:
         plan.raw(f"egress garbage (not tls) :{port}", beacons[0], plan.external_server(), port, GARBAGE, GARBAGE[::-1], False)
     for name in variant.must_drop:
-        assert not allowed(policy.allowlist, name), f"{variant.id}: {name} is allowed, the variant is not testing what it says"
+        assert not allowed(expected.allowlist, name), f"{variant.id}: {name} is allowed, the variant is not testing what it says"
     return plan
 
 
@@ -313,12 +512,7 @@ def payload_problems(verdict: sr.FlowVerdict, payload: tuple[str, str]) -> list[
     return []
 
 
-def check(variant: Variant, workdir: Path) -> tuple[Policy, sr.Replay, Plan, list[str]]:
-    policy = declared_policy(variant)
-    emulated = sr.emulation(policy.default_actions)
-    assert emulated.action, f"the policy has no stateful drop default: {policy.default_actions}"
-    plan = conversations_for(variant, policy)
-    run = sr.replay(workdir, plan.conversations, sr.policy_rules(policy.rules, policy.default_actions), policy.address_groups)
+def verdict_problems(plan: "Plan", run: sr.Replay, emulated: sr.DefaultEmulation) -> list[str]:
     problems = run.accounting_problems()
     for name, passes in plan.expect_pass.items():
         verdict = run[name]
@@ -331,24 +525,38 @@ def check(variant: Variant, workdir: Path) -> tuple[Policy, sr.Replay, Plan, lis
             found += payload_problems(verdict, plan.payload[name])
         if found:
             problems.append(f"{name}: expected {'pass' if passes else 'drop'}: {'; '.join(found)}\n    {verdict.describe()}")
-    return policy, run, plan, problems
+    return problems
+
+
+def check(variant: Variant, workdir: Path) -> tuple[Policy, Expected, sr.Replay, Plan, list[str]]:
+    policy = declared_policy(variant)
+    expected = expected_from_config(variant)
+    emulated = sr.emulation(policy.default_actions)
+    assert emulated.action, f"the policy has no stateful drop default: {policy.default_actions}"
+    plan = conversations_for(variant, policy, expected)
+    run = sr.replay(workdir, plan.conversations, sr.policy_rules(policy.rules, policy.default_actions), policy.address_groups)
+    return policy, expected, run, plan, verdict_problems(plan, run, emulated)
 
 
 @needs_suricata
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.id for v in VARIANTS])
 def test_whole_conversations_pass_or_drop_as_the_policy_says(variant: Variant, tmp_path: Path) -> None:
-    policy, run, plan, problems = check(variant, tmp_path)
-    problems += split_client_hello_problems(variant, policy, run, plan)
+    policy, expected, run, plan, problems = check(variant, tmp_path)
+    problems += split_client_hello_problems(variant, expected, policy, run, plan)
     passed = sum(plan.expect_pass.values())
     print(
         f"{variant.id}: {len(plan.conversations)} conversations ({passed} pass, {len(plan.conversations) - passed} drop), "
-        f"{run.total_packets} packets, suricata {run.seconds:.2f}s"
+        f"{run.total_packets} packets, suricata {run.seconds:.2f}s; " + "; ".join(plan.notes)
     )
     assert not problems, f"{variant.id}: {len(problems)} of {len(plan.conversations)} conversations wrong:\n" + "\n".join(problems)
-    # The contract's centre, asserted on its own as well: agents' TLS to every beacon subnet.
+    # The contract's centre, asserted on its own as well: agents' TLS to every beacon subnet, and
+    # outsiders refused whenever the configuration leaves anyone out.
     agent_sessions = [n for n in plan.expect_pass if n.startswith("agent ") and ":443" in n and plan.expect_pass[n]]
-    assert len(agent_sessions) >= 2 * len(policy.address_groups["BEACON_NET"])
+    assert len(agent_sessions) >= 2 * len(expected.beacon_cidrs)
     assert all(not run[n].dropped and run[n].flow["action"] == "pass" for n in agent_sessions)
+    outsider_sessions = [n for n in plan.expect_pass if n.startswith("outsider ")]
+    assert bool(outsider_sessions) != expected.anyone_admitted
+    assert not any(plan.expect_pass[n] or run[n].flow.get("action") == "pass" for n in outsider_sessions)
 
 
 SHIPPED_STACKS = sorted(path.name.split(".")[1] for path in (ROOT / "stacks").glob("Pulumi.*.yaml"))
@@ -359,7 +567,7 @@ def test_every_shipped_stack_is_replayed() -> None:
     assert SHIPPED_STACKS and set(SHIPPED_STACKS) <= plain, f"stacks without a plain variant: {sorted(set(SHIPPED_STACKS) - plain)}"
 
 
-def allowlisted_hosts(allowlist: dict[str, list[str]]) -> list[str]:
+def allowlisted_hosts(allowlist: dict[str, tuple[str, ...]]) -> list[str]:
     """Names each allowlist entry admits, as the replay sends them: `d` and `x.d` for `.d`, else the host."""
     hosts: list[str] = []
     for entries in allowlist.values():
@@ -369,7 +577,7 @@ def allowlisted_hosts(allowlist: dict[str, list[str]]) -> list[str]:
     return list(dict.fromkeys(hosts))
 
 
-def split_client_hello_problems(variant: Variant, policy: Policy, run: sr.Replay, plan: Plan) -> list[str]:
+def split_client_hello_problems(variant: Variant, expected: Expected, policy: Policy, run: sr.Replay, plan: Plan) -> list[str]:
     """Issue 19, point 5: a ClientHello in two TCP segments costs no retransmission.
 
     For every allowlisted host on every TLS egress port and from an agent to every beacon subnet,
@@ -379,10 +587,9 @@ def split_client_hello_problems(variant: Variant, policy: Policy, run: sr.Replay
     by the rule that needs it parsed whole; non-TLS bytes are refused (problems_if_blocked).
     """
     emulated = sr.emulation(policy.default_actions)
-    tls_ports = [p for p in policy.egress_ports if p != 80]
-    beacons = [_host(cidr, 10) for cidr in policy.address_groups["BEACON_NET"]]
-    wanted = {f"egress tls {h}:{p}, {SPLIT} (SNI cut)" for h in allowlisted_hosts(policy.allowlist) for p in tls_ports}
-    wanted |= {f"agent tls, {SPLIT} ({layout}) -> {b}:443" for b in beacons for layout in SPLIT_LAYOUTS}
+    tls_ports = [p for p in expected.egress_ports if p != 80]
+    wanted = {f"egress tls {h}:{p}, {SPLIT} (SNI cut)" for h in allowlisted_hosts(expected.allowlist) for p in tls_ports}
+    wanted |= {f"agent tls, {SPLIT} ({layout}) -> {b}:443" for b in expected.beacons for layout in SPLIT_LAYOUTS}
     problems = [f"no split-ClientHello conversation {n!r} (or not expected to pass)"
                 for n in sorted(wanted) if not plan.expect_pass.get(n)]
     split = [n for n in plan.expect_pass if SPLIT in n]
@@ -408,6 +615,8 @@ def split_client_hello_problems(variant: Variant, policy: Policy, run: sr.Replay
     return problems
 
 
+
+
 BOTH_DIRECTIONS_DEFAULTS = ["aws:drop_established", "aws:alert_established"]  # the policy's defaults before issue 19
 BIDIRECTIONAL_APP_LAYER = ["aws:drop_established_app_layer", "aws:alert_established_app_layer"]
 
@@ -428,8 +637,9 @@ def test_why_the_default_is_application_layer_server_directed(tmp_path: Path) ->
     """
     policy = declared_policy(VARIANTS[0])
     assert policy.default_actions == STATEFUL_DEFAULT_ACTIONS
-    host = policy.allowlist["aws-endpoints"][0]
-    source = _host(policy.address_groups["BEACON_NET"][0], 10)
+    expected = expected_from_config(VARIANTS[0])
+    host = expected.allowlist["aws-endpoints"][0]
+    source = expected.beacons[0]
     conversations = [
         sr.Conversation(name, source, 40000 + i, f"198.18.1.{i + 1}", 443,
                         sr.tls_session(sni, client_name="beacon.internal", hello=sr.split_client_hello(sni, ack_between=True)))
@@ -467,9 +677,9 @@ def test_replay_catches_a_pass_that_covers_one_direction_only(tmp_path: Path) ->
     any protocol on 443: an SSH banner gets through, which `pass tls` refuses (the replays above).
     """
     policy = declared_policy(VARIANTS[0])
-    beacon = _host(policy.address_groups["BEACON_NET"][0], 10)
-    session = sr.Conversation("agent tls", AGENT_ANYWHERE, 40000, beacon, 443, sr.tls_session("beacon.example.com"))
-    ssh = sr.Conversation("agent ssh", AGENT_ANYWHERE, 40001, beacon, 443, sr.raw_exchange(SSH_BANNER, SSH_BANNER))
+    beacon = expected_from_config(VARIANTS[0]).beacons[0]
+    session = sr.Conversation("agent tls", ANYONE[0], 40000, beacon, 443, sr.tls_session("beacon.example.com"))
+    ssh = sr.Conversation("agent ssh", ANYONE[0], 40001, beacon, 443, sr.raw_exchange(SSH_BANNER, SSH_BANNER))
     rules = sr.policy_rules([PRE_FIX_INGRESS], BOTH_DIRECTIONS_DEFAULTS)
     run = sr.replay(tmp_path / "both", [session], rules, policy.address_groups)
     assert not run.accounting_problems()
@@ -482,7 +692,192 @@ def test_replay_catches_a_pass_that_covers_one_direction_only(tmp_path: Path) ->
     assert not run["agent ssh"].dropped, run["agent ssh"].describe()
 
 
+# --- the egress-handshake group, under the default it exists for ------------------------------
+
+STRICT_DEFAULTS = ["aws:drop_strict", "aws:alert_strict"]
+HANDSHAKE_GROUP = "-egress-handshake"  # the end of its resource name
+
+
+def handshake_refused_problems(verdict: sr.FlowVerdict, sid: int) -> list[str]:
+    """Why this is not a connection refused at the TCP handshake (empty: it was). The SYN, the SYN-ACK
+    and the ACK are each dropped by the default's rule, so no real client gets a connection; the
+    replay sends the rest regardless, and what happens to it proves nothing."""
+    wrong = [verdict.label(i) for i in range(3) if verdict.dropped.get(i, {}).get("alert", {}).get("signature_id") != sid]
+    return [f"handshake packets not dropped by the default (sid {sid}): {', '.join(wrong)}"] if wrong else []
+
+
+@needs_suricata
+def test_egress_handshake_group_under_drop_strict(tmp_path: Path) -> None:
+    """The egress-handshake group decides nothing under the policy's default, which lets a TCP
+    handshake through (it is not established). Under aws:drop_strict, which drops every packet
+    no rule passes, it is what opens an egress connection, and only on the egress ports:
+
+    - with the policy's rules: TLS and HTTP to a host of every enabled group on every egress port
+      (80, 443 and the CRL's 8080 in this variant) pass whole; to an unlisted host, and non-TLS
+      bytes, the handshake gets through and the client's first data packet is the first dropped;
+      an allowlisted host on a port that is no egress port is refused at the handshake;
+    - without the group's rules, every one of those conversations is refused at the handshake.
+
+    What else drop_strict would cost, and why it is not the policy's default: the ingress group
+    has no handshake rule (an agent's SYN is dropped), and the first segment of a split
+    ClientHello is dropped even to an allowlisted host (its SNI is not readable yet).
+    """
+    variant = VARIANT["dev-egress-8080-extra-crl"]
+    policy, expected = declared_policy(variant), expected_from_config(variant)
+    (handshake_group,) = [name for name in policy.groups if name.endswith(HANDSHAKE_GROUP)]
+    without_group = [rule for name, rules in policy.groups.items() if name != handshake_group for rule in rules]
+    strict = sr.emulation(STRICT_DEFAULTS)
+    sid = strict.sids["any"]
+    beacon = expected.beacons[0]
+    tls_ports = [p for p in expected.egress_ports if p != 80]
+    http_ports = [p for p in expected.egress_ports if p != 443]
+    assert 8080 in tls_ports and 8080 in http_ports, expected.egress_ports
+
+    plan = Plan()
+    hosts = [entries[0].lstrip(".") for entries in expected.allowlist.values() if entries]  # the group's rules know ports, not names
+    for host in hosts + ["unlisted.example.net"]:
+        passes = allowed(expected.allowlist, host)
+        for port in tls_ports:
+            plan.tls(f"egress tls {host}:{port}", beacon, plan.external_server(), port, host, passes, client_name="beacon.internal")
+        for port in http_ports:
+            plan.http(f"egress http {host}:{port}", beacon, plan.external_server(), port, host, passes)
+    for port in tls_ports:
+        plan.raw(f"egress garbage (not tls) :{port}", beacon, plan.external_server(), port, GARBAGE, GARBAGE[::-1], False)
+    opened = list(plan.expect_pass)
+    assert sum(plan.expect_pass.values()) >= 4 * len(tls_ports + http_ports)
+    off_port = next(p for p in range(8443, 9000) if p not in expected.egress_ports)
+    closed = [
+        sr.Conversation(f"egress tls {hosts[0]}:{off_port} (no egress port)", beacon, 41000, plan.external_server(), off_port,
+                        sr.tls_session(hosts[0], client_name="beacon.internal")),
+        sr.Conversation("agent tls -> beacon:443", ANYONE[0], 41001, beacon, 443, sr.tls_session(BEACON_NAME)),
+    ]
+    split = sr.Conversation(f"egress tls {hosts[0]}:443, {SPLIT}", beacon, 41002, plan.external_server(), 443,
+                            sr.tls_session(hosts[0], client_name="beacon.internal", hello=sr.split_client_hello(hosts[0])))
+    conversations = plan.conversations + closed + [split]
+
+    run = sr.replay(tmp_path / "with", conversations, sr.policy_rules(policy.rules, STRICT_DEFAULTS), policy.address_groups)
+    problems = verdict_problems(plan, run, strict)
+    problems += [f"{c.name}: {p}" for c in closed for p in handshake_refused_problems(run[c.name], sid)]
+    verdict = run[split.name]
+    if sorted(verdict.dropped) != [verdict.first_data]:
+        problems.append(f"{split.name}: expected only the first segment dropped: {verdict.describe()}")
+    assert not problems, "with the egress-handshake group, under drop_strict:\n" + "\n".join(problems)
+
+    run = sr.replay(tmp_path / "without", plan.conversations, sr.policy_rules(without_group, STRICT_DEFAULTS), policy.address_groups)
+    problems = run.accounting_problems() + [f"{n}: {p}" for n in opened for p in handshake_refused_problems(run[n], sid)]
+    assert not problems, "without the egress-handshake group, under drop_strict:\n" + "\n".join(problems)
+
+
+# --- the replay fails a program that strays from the configuration ----------------------------
+
+
+def _widen_agent_net(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = firewall_rules.ingress_rules
+    monkeypatch.setattr(firewall_rules, "ingress_rules", lambda agents, beacons, allow_http: real(["0.0.0.0/0"], beacons, allow_http))
+
+
+def _widen_beacon_net(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = firewall_rules.ingress_rules
+    monkeypatch.setattr(firewall_rules, "ingress_rules", lambda agents, beacons, allow_http: real(agents, ["10.0.0.0/8"], allow_http))
+
+
+def _re_enable_windows_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    import components.stack as stack
+
+    real = stack.egress_allowlist
+    monkeypatch.setattr(stack, "egress_allowlist",
+                        lambda cfg, crl_hosts=(): {**real(cfg, crl_hosts), "windows-update": sorted(WINDOWS_UPDATE_DOMAINS)})
+
+
+def _names_windows_update(plan: Plan, name: str) -> bool:
+    kind, host = plan.payload[name]
+    return kind != "raw" and allowed({"windows-update": WINDOWS_UPDATE_DOMAINS}, host)
+
+
+# mutation -> (variant whose configuration it contradicts, the conversations that must then fail)
+MUTATIONS = {
+    "AGENT_NET 0.0.0.0/0 while allowedIngressCidrs are 203.0.113.0/24, 198.51.100.0/24":
+        (_widen_agent_net, "prod-http-restricted", lambda plan, name: name.startswith("outsider ")),
+    "BEACON_NET 10.0.0.0/8 instead of the protected subnets":
+        (_widen_beacon_net, "dev", lambda plan, name: "not a beacon subnet" in name),
+    "windows-update allowed while egressDisabledGroups names it":
+        (_re_enable_windows_update, "prod-groups-disabled", _names_windows_update),
+}
+
+
+@needs_suricata
+@pytest.mark.parametrize("mutation", list(MUTATIONS))
+def test_the_replay_fails_a_program_that_strays_from_the_configuration(
+    mutation: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The expectations come from the configuration: a program that admits more than it says
+    fails exactly the conversations the configuration refuses and the mutation lets through."""
+    mutate, variant_id, should_fail = MUTATIONS[mutation]
+    mutate(monkeypatch)
+    _, _, _, plan, problems = check(VARIANT[variant_id], tmp_path)
+    failed = {problem.split(": expected ")[0] for problem in problems}
+    must_fail = {name for name in plan.expect_pass if should_fail(plan, name)}
+    assert must_fail and not any(plan.expect_pass[name] for name in must_fail), must_fail
+    assert failed == must_fail, f"{mutation}: failed {sorted(failed)}, expected {sorted(must_fail)}"
+
+
+# --- the expectations themselves (no Suricata needed) -----------------------------------------
+
+
+def test_expectations_come_from_the_configuration() -> None:
+    dev, prod = expected_from_config(VARIANT["dev"]), expected_from_config(VARIANT["prod"])
+    # The layout: the first azCount quarters of vpcCidr are the beacon subnets.
+    assert [str(n) for n in dev.beacon_cidrs] == ["10.80.0.0/24"] and dev.beacons == ["10.80.0.10"]
+    assert [str(n) for n in prod.beacon_cidrs] == ["10.81.0.0/24", "10.81.1.0/24"]
+    assert [str(n) for n in prod.other_quarters] == ["10.81.2.0/24", "10.81.3.0/24"]
+    # The CRL group: dev's from its sample certificate's CDP and AIA (an ldap:// CDP is no host).
+    assert dev.allowlist["crl"] == ("crl.example.com", "pki.example.com") and dev.egress_ports == (80, 443)
+    crl443 = expected_from_config(VARIANT["dev-egress-443-only"])
+    assert crl443.allowlist["crl"] == ("crl.example.com",) and crl443.egress_ports == (443,)
+    assert expected_from_config(VARIANT["dev-egress-8080-extra-crl"]).egress_ports == (80, 443, 8080)
+    groups = expected_from_config(VARIANT["prod-groups-disabled"]).allowlist
+    assert set(groups) == {"crl", "aws-endpoints"}
+    assert "windows-extras" in expected_from_config(VARIANT["windows-extras-on"]).allowlist
+    assert "windows-extras" not in prod.allowlist
+    eu = expected_from_config(VARIANT["flexera-eu-only"]).allowlist["flexera-parent"]
+    assert "beacon.flexnetmanager.eu" in eu and not any(d.endswith(".com") and "flexera" in d for d in eu)
+    assert "ssm.us-east-1.amazonaws.com" in prod.allowlist["aws-endpoints"]
+
+
+def test_outsiders_are_always_there_unless_everyone_is_admitted() -> None:
+    for variant in VARIANTS:
+        expected = expected_from_config(variant)
+        agents, outsiders = expected.ingress_sources()
+        everyone = any(c.prefixlen == 0 for c in expected.agent_cidrs)
+        assert expected.anyone_admitted == everyone, variant.id
+        if everyone:
+            assert agents == list(ANYONE) and outsiders == [], variant.id
+            continue
+        assert outsiders, variant.id
+        for outsider in map(ipaddress.ip_address, outsiders):
+            assert not any(outsider in c for c in expected.agent_cidrs) and outsider not in expected.vpc
+        for agent in map(ipaddress.ip_address, agents):
+            assert any(agent in c for c in expected.agent_cidrs)
+    restricted = expected_from_config(VARIANT["prod-http-restricted"])
+    agents, outsiders = restricted.ingress_sources()
+    assert agents == ["203.0.113.0", "203.0.113.255", "198.51.100.0", "198.51.100.255"]
+    # just outside each CIDR on both sides (a /23 in the rules would admit one of them), and one far away
+    assert outsiders == ["198.51.99.255", "198.51.101.0", "203.0.112.255", "203.0.114.0", "192.0.2.200"]
+
+    def sources(*cidrs: str) -> tuple[list[str], list[str]]:
+        from dataclasses import replace
+
+        return replace(restricted, agent_cidrs=tuple(ipaddress.IPv4Network(c) for c in cidrs)).ingress_sources()
+
+    assert sources("0.0.0.0/1", "128.0.0.0/1") == (list(ANYONE), [])  # everyone, without a 0.0.0.0/0
+    assert sources("10.0.1.0/24", "10.0.2.0/24")[1] == ["10.0.0.255", "10.0.3.0", "192.0.2.200"]  # not the 10.0.2.0 between
+    # every documentation address taken: the far outsider comes from the space left, a usable source
+    far = ipaddress.ip_address(sources("192.0.0.0/8", "198.51.100.0/24", "203.0.113.0/24", "100.64.0.0/10")[1][-1])
+    assert far.is_global and not any(far in ipaddress.ip_network(c) for c in ("192.0.0.0/8", "100.64.0.0/10"))
+
+
 # --- the harness itself (no Suricata needed) --------------------------------------------------
+
 
 
 def _assert_consistent(packets: list[sr.Packet], max_segment: int = sr.MSS) -> None:
@@ -572,9 +967,10 @@ def test_default_actions_are_emulated_as_final_rules() -> None:
         'drop ip any any -> any any (msg:"aws:drop_established"; flow:established; sid:9000002; rev:1;)',
         'alert ip any any -> any any (msg:"aws:alert_established"; flow:established; sid:9000004; rev:1;)',
     ]
+    # flow:stateless: every packet, and not an IP-only rule (see default_action_rules)
     assert sr.default_action_rules(["aws:drop_strict", "aws:alert_strict"]) == [
-        'drop ip any any -> any any (msg:"aws:drop_strict"; sid:9000001; rev:1;)',
-        'alert ip any any -> any any (msg:"aws:alert_strict"; sid:9000003; rev:1;)',
+        'drop ip any any -> any any (msg:"aws:drop_strict"; flow:stateless; sid:9000001; rev:1;)',
+        'alert ip any any -> any any (msg:"aws:alert_strict"; flow:stateless; sid:9000003; rev:1;)',
     ]
     with pytest.raises(ValueError, match="no emulation"):
         sr.default_action_rules(["aws:pass"])
