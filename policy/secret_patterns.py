@@ -52,8 +52,8 @@ BASE64_DER = re.compile(r"MI[A-P][A-Za-z0-9+/]{61,}={0,2}")
 _PFX_VERSION = b"\x02\x01\x03"
 _PKCS7_OID_PREFIX = bytes.fromhex("06092a864886f70d0107")
 
-# -- Credentials in a URL's authority: scheme://user:password@host (RFC 3986 userinfo with a
-# password part). A CRL or AIA URL never needs one; one copied into outputs is a leak.
+# -- Credentials in a URL's authority: a user, a colon and a password before '@host' (RFC 3986
+# userinfo with a password part). A CRL or AIA URL never needs one; one copied into outputs is a leak.
 URL_WITH_PASSWORD = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#@:'\"<>]*:[^\s/?#@'\"<>]+@[^\s/?#'\"<>]")
 
 # -- Passwords: a password-named key/variable (DbPassword, PKI_PASSWORD, ssh_passphrase, pwd, also

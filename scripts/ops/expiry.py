@@ -4,6 +4,11 @@ as published at its CDP URL (an expired CRL makes IIS answer 403.13 to every dev
 
 Items: {kind, name, until, daysLeft, state, detail, source}. state: ok | window | expired |
 unreachable | invalid. Sorted by time left; unreachable/invalid CRLs first.
+
+One device per name: a device renewed with `pki renew` is judged by its current certificate; the
+certificates renew superseded (index.json: the entry's "previous") that are still valid are listed
+as kind superseded-certificate until the end of their grace period, never judged as expiring
+(the device no longer depends on them once it has its new kit).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from .common import PROJECT, InputError, days_left, iso, parse_time
 
 METRIC_NAMESPACE = "FlexNetBeacon"
 KINDS = ("server-certificate", "ca-certificate", "device-certificate", "crl")
+SUPERSEDED = "superseded-certificate"  # listed, never judged (not in KINDS: no DaysLeft metric)
 FETCH_LIMIT = 20 * 1024 * 1024
 
 
@@ -60,7 +66,7 @@ def judge(items: Iterable[Item], now: dt.datetime, warn_days: float, crl_warn_da
         if item.until is not None:
             item.days = days_left(item.until, now)
             window = crl_warn_days if item.kind == "crl" else warn_days
-            if item.state == "ok":
+            if item.state == "ok" and item.kind != SUPERSEDED:
                 if item.days < 0:
                     item.state = "expired"
                 elif item.days < window:
@@ -102,7 +108,10 @@ def pki_items(directory: str) -> tuple[list[Item], list[x509.Certificate], list[
                 cas.append(cert)
                 items.append(certificate_item("ca-certificate", cert, str(path)))
     for name, entry in sorted((index.get("certificates") or {}).items()):
-        if not isinstance(entry, dict) or entry.get("status") != "valid":
+        if not isinstance(entry, dict):
+            continue
+        items += superseded_items(name, entry, str(index_path))
+        if entry.get("status") != "valid":
             continue
         until = parse_time(entry.get("notAfter"))
         kind = "device-certificate" if entry.get("kind") == "client" else "server-certificate"
@@ -119,6 +128,19 @@ def pki_items(directory: str) -> tuple[list[Item], list[x509.Certificate], list[
             except (OSError, ValueError) as exc:
                 local.append((str(path), Item("crl", str(path), None, str(path), "invalid", f"unreadable CRL ({exc})")))
     return items, cas, urls, local
+
+
+def superseded_items(name: str, entry: dict[str, Any], source: str) -> list[Item]:
+    """The still valid certificates `pki renew` superseded for this name, each until the end of
+    its grace period (or its notAfter, if sooner)."""
+    items = []
+    for record in entry.get("previous") or ():
+        if not isinstance(record, dict) or record.get("status") != "valid":
+            continue
+        ends = [t for t in (parse_time(record.get("graceUntil")), parse_time(record.get("notAfter"))) if t is not None]
+        detail = f"serial {record.get('serial')}, superseded by serial {entry.get('serial')} (renew); `pki crl` revokes it once its grace ends"
+        items.append(Item(SUPERSEDED, name, min(ends) if ends else None, f"{source} (previous)", detail=detail))
+    return items
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,7 +231,7 @@ def metric_data(items: Sequence[Item], stack: str, now: dt.datetime) -> list[dic
                 "Unit": "None",
             })
     for item in items:
-        if item.kind == "device-certificate" or item.days is None:
+        if item.kind in ("device-certificate", SUPERSEDED) or item.days is None:
             continue
         data.append({
             "MetricName": "DaysLeft",

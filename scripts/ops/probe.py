@@ -21,6 +21,7 @@ import ipaddress
 import re
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -241,19 +242,26 @@ def _inconclusive(identity: Identity, label: str, why: str) -> Row:
     return Row(identity, label, "inconclusive", why)
 
 
-def attempt(target: Target, ca: str, identity: Identity, tls12: bool = False, timeout: float = 10.0) -> Row:
+def attempt(target: Target, ca: str, identity: Identity, tls12: bool = False, timeout: float = 10.0, deadline: float | None = None) -> Row:
     """One row. A refusal counts only after the beacon completed its part of TLS (see
-    :class:`Handshake`); whatever else stops the connection is inconclusive, never "refused"."""
+    :class:`Handshake`); whatever else stops the connection is inconclusive, never "refused".
+    deadline (time.monotonic()): no wait goes past it, so many rows together stay bounded even
+    against a beacon that answers a byte at a time (each wait is at most ``timeout`` anyway)."""
     label = "TLS 1.2" if tls12 else "default"
     ctx = _context(ca, identity, tls12)
     seen = _observe(ctx)
+
+    def wait() -> float:  # the time the next connect, handshake (a whole one, in CPython) or read may take
+        return timeout if deadline is None else max(min(timeout, deadline - time.monotonic()), 0.001)
+
     try:
-        raw = socket.create_connection((target.connect, target.port), timeout=timeout)
+        raw = socket.create_connection((target.connect, target.port), timeout=wait())
     except (OSError, UnicodeError) as exc:
         raise OpsError(f"cannot connect to {target.connect}:{target.port} ({getattr(exc, 'strerror', None) or exc}): is the beacon up and port {target.port} open to this address?") from None
     data = b""
     with raw:
         try:
+            raw.settimeout(wait())
             tls = ctx.wrap_socket(raw, server_hostname=target.host)
         except ssl.SSLCertVerificationError as exc:
             raise OpsError(
@@ -283,6 +291,7 @@ def attempt(target: Target, ca: str, identity: Identity, tls12: bool = False, ti
             try:
                 tls.sendall(request.encode("ascii"))
                 while len(data) < READ_LIMIT:
+                    tls.settimeout(wait())
                     chunk = tls.recv(8192)
                     if not chunk:
                         break

@@ -77,6 +77,7 @@ class Profile:
     ips: Sequence[str] = ()
     crl_urls: Sequence[str] = ()
     aia_urls: Sequence[str] = ()
+    name_constraints: x509.NameConstraints | None = None  # critical (RFC 5280 4.2.1.10)
     extra: list[x509.ExtensionType] = field(default_factory=list)
 
 
@@ -123,6 +124,8 @@ class CertificateTemplate:
             tail.append(x509.Extension(extra.oid, False, extra))
         self.tail = tail
         self.middle: list[x509.Extension[x509.ExtensionType]] = []
+        if profile.name_constraints is not None:
+            self.middle.append(x509.Extension(x509.NameConstraints.oid, True, profile.name_constraints))
         if profile.eku:
             self.middle.append(x509.Extension(x509.ExtendedKeyUsage.oid, False, x509.ExtendedKeyUsage(list(profile.eku))))
         if profile.dns or profile.ips:
@@ -214,6 +217,16 @@ def build_certificate(
 
 
 SERVER_EKU = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+SERVER_CA_EKU = (ExtendedKeyUsageOID.SERVER_AUTH,)  # Windows intersects a chain's EKUs: the CA can vouch for TLS servers only
+
+
+def server_name_constraints(domains: Sequence[str]) -> x509.NameConstraints:
+    """Permitted dNSName subtrees = the domains (each name and every name below it); every IPv4
+    and IPv6 address excluded, so no certificate under the CA can vouch for an address."""
+    return x509.NameConstraints(
+        permitted_subtrees=[x509.DNSName(d) for d in domains],
+        excluded_subtrees=[x509.IPAddress(ipaddress.ip_network("0.0.0.0/0")), x509.IPAddress(ipaddress.ip_network("::/0"))],
+    )
 CLIENT_EKU = (ExtendedKeyUsageOID.CLIENT_AUTH,)
 
 
@@ -427,13 +440,33 @@ def pem_armor(der: bytes, label: str) -> bytes:
     return b"-----BEGIN " + label.encode() + b"-----\n" + b"\n".join(lines) + b"\n-----END " + label.encode() + b"-----\n"
 
 
+# The PKCS#12 parameters, as `openssl pkcs12 -info` reports them. tests/pki/test_kit_pfx.py checks
+# them against openssl's output and checks that docs/pki.md and docs/onboarding.md state pfx_scheme().
+PFX_BAG_ROUNDS = 50_000  # PBKDF2-HMAC-SHA256 iterations of the key bag and of the certificate bag
+PFX_MAC_ITERATIONS = 2048  # the MAC's PKCS#12-KDF iterations: fixed by cryptography (not settable)
+PFX_LEGACY_ROUNDS = 2048  # PKCS#12-KDF iterations of the legacy 3DES bags
+PKCS8_KEY_ROUNDS = 2048  # PBKDF2-HMAC-SHA256 iterations of BestAvailableEncryption for PKCS#8: fixed by cryptography
+PKCS8_KEY_SCHEME = f"PKCS#8, AES-256-CBC with PBKDF2-HMAC-SHA256, {PKCS8_KEY_ROUNDS:,} iterations"  # an encrypted unix/device.key
+PFX_MODERN_FROM = "Windows 10 1709 and Windows Server 2019"  # PBES2 AES-256/SHA-256 PFX (Microsoft: PKCS12_PBES2_EXPORT_PARAMS)
+PFX_LEGACY_FOR = "Windows 10 1607 and 1703, Windows Server 2016 and older"
+
+
+def pfx_scheme(legacy: bool) -> str:
+    """The PFX encryption in words (command output and the docs)."""
+    if legacy:
+        return (f"3DES (pbeWithSHA1And3-KeyTripleDES-CBC, {PFX_LEGACY_ROUNDS:,} iterations) for key and certificate, "
+                f"SHA-1 MAC with {PFX_MAC_ITERATIONS:,} iterations")
+    return (f"AES-256-CBC with PBKDF2-HMAC-SHA256, {PFX_BAG_ROUNDS:,} iterations, for key and certificate, "
+            f"SHA-256 MAC with {PFX_MAC_ITERATIONS:,} iterations")
+
+
 def pkcs12_bytes(name: str, key: Any, cert: x509.Certificate, chain: Sequence[x509.Certificate], password: bytes, legacy: bool) -> bytes:
-    """Windows-importable PKCS#12. Modern: PBES2 AES-256-CBC, PBKDF2/HMAC-SHA256 and a SHA-256 MAC
-    (Windows 10 1709 / Server 2019 and later). Legacy: 3DES (PBE-SHA1-3DES) and a SHA-1 MAC for
-    older Windows (Server 2016 and earlier)."""
+    """Windows-importable PKCS#12 (pfx_scheme). Modern: PBES2 AES-256-CBC, PBKDF2/HMAC-SHA256 and
+    a SHA-256 MAC (PFX_MODERN_FROM and later). Legacy: 3DES (PBE-SHA1-3DES) and a SHA-1 MAC for
+    PFX_LEGACY_FOR."""
     builder = serialization.PrivateFormat.PKCS12.encryption_builder()
     if legacy:
-        builder = builder.kdf_rounds(2048).key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC).hmac_hash(hashes.SHA1())
+        builder = builder.kdf_rounds(PFX_LEGACY_ROUNDS).key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC).hmac_hash(hashes.SHA1())
     else:
-        builder = builder.kdf_rounds(50000).key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC).hmac_hash(hashes.SHA256())
+        builder = builder.kdf_rounds(PFX_BAG_ROUNDS).key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC).hmac_hash(hashes.SHA256())
     return pkcs12.serialize_key_and_certificates(name.encode("utf-8"), key, cert, list(chain), builder.build(password))

@@ -2,8 +2,13 @@
 
     python -m scripts.pki bundle NAME... | --all-clients | --prefix P
         (--stack NAME | --stack-config FILE | --stack-outputs FILE | --beacon-host HOST ...)
-        [--out DIR] [--server-ca FILE] [--unix-client-cert PATH --unix-client-key PATH]
-        [--random-passwords] [--legacy] [--force] [--jobs N]
+        [--platform windows|unix|all] [--encrypt-key] [--out DIR] [--server-ca FILE]
+        [--unix-client-cert PATH --unix-client-key PATH] [--random-passwords] [--legacy] [--force] [--jobs N]
+
+Kit format 2 (bundle_files.py): windows/ and/or unix/ by --platform (default windows: a Windows
+kit holds no unencrypted key), signed by the PKI's kit signer (kit_signing.py, made on first
+use): manifest.sig over manifest.json, windows/install.json.sig over install.json, which lists
+the hash of every file install.ps1 reads.
 
 Each kit is written into a temporary directory next to the others and renamed into place whole,
 so bundles/<name>/ either does not exist or is complete; an interrupted run leaves at most
@@ -13,7 +18,7 @@ kits made with other settings unless --force, and writes the rest. PFX passwords
 (one for all), else one random password per device, recorded in DIR/passwords.csv (0600, next
 to bundles/, never inside a kit) before the kit that uses it is written.
 
-The PFX encryption (PBKDF2, 50,000 rounds) dominates: kits are made by worker processes
+The PFX encryption (two PBKDF2 derivations of 50,000 rounds) dominates: kits are made by worker processes
 (parallel.Workers), each writing and renaming whole kits; the files are made durable by one
 filesystem sync at the end.
 """
@@ -21,11 +26,7 @@ filesystem sync at the end.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import os
-import secrets
-import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -36,9 +37,11 @@ from cryptography.hazmat.primitives import serialization
 
 from components.certs import facts as cert_facts
 
-from . import beacons, build, parallel
+from . import beacons, build, bundle_dirs, parallel
 from . import bundle_files as kit
-from .files import PRIVATE_DIR, PRIVATE_FILE, PUBLIC_FILE, atomic_write, fsync_dir, sync_filesystem
+from . import kit_signing
+from .entries import SERVER_CA
+from .files import PRIVATE_FILE, PUBLIC_FILE, atomic_write, fsync_dir, sync_filesystem
 from .inputs import PASSWORD_ENV, non_negative_int, now_utc, parse_at
 from .progress import Progress, note, out
 from .store import Pki, PkiError, check_name, key_pem
@@ -54,12 +57,22 @@ def add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", help="the valid client certificates whose name starts with this")
     beacons.add_target_arguments(parser)
     parser.add_argument("--out", metavar="DIR", help="write DIR/bundles/<name>/ and DIR/passwords.csv (default: the PKI directory)")
-    parser.add_argument("--server-ca", action="append", default=[], metavar="FILE", help="root CA (PEM/DER) of the beacons' server certificate, when this PKI did not issue it")
+    parser.add_argument("--server-ca", action="append", default=[], metavar="FILE", help="name-constrained root CA (PEM/DER) of the beacons' server certificate, when this PKI did not issue it")
+    parser.add_argument("--server-trust", choices=("kit", "preinstalled"), default="kit",
+                        help="kit (default): the kit installs the beacons' name-constrained server root; preinstalled: the devices already trust the beacons' CA (public, or pushed by Group Policy), the kit installs no root")
     parser.add_argument("--unix-client-cert", metavar="PATH", help="where your UNIX agent reads its client certificate (not documented by Flexera: no default)")
     parser.add_argument("--unix-client-key", metavar="PATH", help="where your UNIX agent reads its client key (not documented by Flexera: no default)")
     parser.add_argument("--random-passwords", action="store_true", help=f"one random PFX password per device even when {PASSWORD_ENV} is set")
     parser.add_argument("--allow-short-password", action="store_true", help=f"accept a {PASSWORD_ENV} shorter than {MIN_SHARED_PASSWORD} characters")
-    parser.add_argument("--legacy", action="store_true", help="3DES + SHA-1 MAC PFX for Windows Server 2016 and older")
+    parser.add_argument("--platform", choices=kit.PLATFORMS, default="windows",
+                        help="which kit: windows (default: most FlexNet fleets are Windows, and a Windows kit then holds no unencrypted "
+                             "private key, only the PFX), unix, or all (both; the UNIX key is then always encrypted)")
+    parser.add_argument("--encrypt-key", action="store_true",
+                        help="encrypt unix/device.key (PKCS#8, AES-256-CBC, PBKDF2) with the device's PFX password (PKI_PASSWORD or passwords.csv); "
+                             "always on with --platform all")
+    parser.add_argument("--legacy", action="store_true",
+                        help=f"3DES + SHA-1 MAC PFX for {build.PFX_LEGACY_FOR}: they cannot import the default AES-256/SHA-256 PFX "
+                             f"(supported from {build.PFX_MODERN_FROM})")
     parser.add_argument("--force", action="store_true", help="rebuild kits that exist with other settings")
     parser.add_argument("--jobs", type=non_negative_int, metavar="N", help="worker processes (default: one per CPU, up to 8; 1 = none)")
 
@@ -118,8 +131,32 @@ def _san_covers(pattern: str, host: str) -> bool:
     return pattern == host
 
 
+_PREINSTALLED_HINT = "--server-trust preinstalled when the devices already trust the beacons' CA (a public CA, or an enterprise root pushed by Group Policy): the kit then installs no root"
+
+
+def _unconstrained_problem(root: x509.Certificate, hosts: list[str]) -> str | None:
+    """Why this root must not go into the devices' LocalMachine\\Root: no permitted dNSName
+    constraints (it could vouch for any name), or subtrees that leave a beacon out."""
+    constraints = kit.dns_constraints(root)
+    if constraints is None:
+        return "has no permitted dNSName name constraints, so in LocalMachine\\Root it could vouch for any name on every device"
+    permitted, excluded = constraints
+    outside = [h for h in hosts if not any(kit.dns_subtree_covers(b, h) for b in permitted) or any(kit.dns_subtree_covers(b, h) for b in excluded)]
+    if outside:
+        return f"is constrained to {', '.join(permitted)}, which does not cover the beacon(s) {', '.join(outside)}"
+    return None
+
+
 def _server_trust(args: argparse.Namespace, pki: Pki, hosts: list[str], chain: list[x509.Certificate]) -> tuple[list[x509.Certificate], str]:
-    """The CA certificates the agents need to trust the beacons' server certificate."""
+    """The CA certificates a kit installs so that the agents trust the beacons' server
+    certificate. A root among them goes into LocalMachine\\Root, which makes it vouch for every
+    TLS server the device talks to: only a root whose permitted dNSName subtrees cover every
+    beacon host (and nothing wider than the beacons' domains) is accepted; none at all with
+    --server-trust preinstalled. ``chain`` (the device CA's) is never part of it."""
+    if getattr(args, "server_trust", "kit") == "preinstalled":
+        if args.server_ca:
+            raise PkiError("--server-ca and --server-trust preinstalled exclude each other: preinstalled means the kit installs no root")
+        return [], "preinstalled on the devices (the kit installs no root)"
     if args.server_ca:
         certs: list[x509.Certificate] = []
         for item in args.server_ca:
@@ -129,14 +166,35 @@ def _server_trust(args: argparse.Namespace, pki: Pki, hosts: list[str], chain: l
                 raise PkiError(f"--server-ca {item}: unreadable ({exc.strerror})") from None
             except ValueError as exc:
                 raise PkiError(f"--server-ca {item}: {exc}") from None
-        if not any(cert_facts.is_self_signed(c) for c in certs):
+        roots = [c for c in certs if cert_facts.is_self_signed(c)]
+        if not roots:
             raise PkiError("--server-ca: no self-signed root CA among the certificates (the agents trust a root)")
-        return certs, "--server-ca"
+        for root in roots:
+            problem = _unconstrained_problem(root, hosts)
+            if problem:
+                raise PkiError(f"--server-ca: root {root.subject.rfc4514_string()!r} {problem}; give a name-constrained root "
+                               f"(init-server-ca makes one), or {_PREINSTALLED_HINT}")
+        return certs, "--server-ca (name-constrained)"
     servers = {n: i for n, i in pki.certificates.items() if i.get("kind") == "server" and i.get("status") == "valid"}
-    missing = [h for h in hosts if not any(_san_covers(d, h) for i in servers.values() for d in (i.get("san") or {}).get("dns", []))]
+
+    def covering(host: str, by_server_ca: bool) -> list[str]:
+        return [n for n, i in servers.items() if (i.get("ca") == SERVER_CA) == by_server_ca and any(_san_covers(d, host) for d in (i.get("san") or {}).get("dns", []))]
+
+    missing = [h for h in hosts if not covering(h, True) and not covering(h, False)]
     if missing:
-        raise PkiError(f"which CA issued the beacons' server certificate? this PKI issued none for {', '.join(missing)}: give --server-ca FILE (its root CA), so the agents can trust the beacon")
-    return [chain[-1]], "this PKI (it issued the beacons' server certificate)"
+        raise PkiError(f"which CA issued the beacons' server certificate? this PKI issued none for {', '.join(missing)}: give --server-ca FILE "
+                       f"(its name-constrained root CA), so the agents can trust the beacon, or {_PREINSTALLED_HINT}")
+    by_device_ca = [(h, covering(h, False)[0]) for h in hosts if not covering(h, True)]
+    if by_device_ca:
+        host, name = by_device_ca[0]
+        raise PkiError(f"the server certificate {name!r} of {host} was signed by the device CA, which has no name constraints: a kit must not put it "
+                       f"into the devices' LocalMachine\\Root. Run init-server-ca --server-domain DOMAIN, issue-server again and rotate the beacons' "
+                       f"certificate (ops rotate-server-cert); or {_PREINSTALLED_HINT}")
+    server_ca = pki.load_cert(pki.server_ca_pem)
+    problem = _unconstrained_problem(server_ca, hosts)
+    if problem:  # issue-server keeps certificates inside the domains; a hand-made file may not
+        raise PkiError(f"{pki.server_ca_pem}: the server CA {problem}")
+    return [server_ca], f"this PKI's server CA (name-constrained to {', '.join(kit.dns_constraints(server_ca)[0])})"  # type: ignore[index]
 
 
 def _check_stack_trusts(target: beacons.Target, chain: list[x509.Certificate]) -> None:
@@ -152,6 +210,16 @@ def _check_stack_trusts(target: beacons.Target, chain: list[x509.Certificate]) -
     issuing = chain[0]
     if cert_facts.thumbprint(issuing) not in trusted:
         raise PkiError(f"stack {target.stack} does not trust this PKI's issuing CA {issuing.subject.rfc4514_string()!r} (not in its clientCaCertificates): its beacons would refuse these devices (403.16)")
+
+
+def kit_ca_files(device_chain: list[x509.Certificate], server_certs: list[x509.Certificate]) -> list[tuple[str, str, x509.Certificate]]:
+    """The CA files of a Windows kit: (file, store, certificate) for the device certificate's chain
+    and the beacons' server trust, each once. verify-bundle expects exactly these."""
+    wanted: list[x509.Certificate] = []
+    for cert in device_chain + server_certs:
+        if cert not in wanted:
+            wanted.append(cert)
+    return kit.ca_files(wanted)
 
 
 @dataclass
@@ -170,6 +238,14 @@ class Plan:
     legacy: bool
     unix_cert: str | None
     unix_key: str | None
+    platform: str
+    encrypt_key: bool
+    signer: kit_signing.Signer
+
+    @property
+    def needs_password(self) -> bool:
+        """A PFX, or an encrypted UNIX key: both take the device's password."""
+        return "windows" in kit.PLATFORM_DIRS[self.platform] or self.encrypt_key
 
     @cached_property
     def intermediates_pem(self) -> bytes:
@@ -183,95 +259,70 @@ class Plan:
         key = self.pki.load_key(self.pki.private / f"{name}.key")
         if key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) != cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
             raise PkiError(f"{self.pki.private / (name + '.key')} is not the key of {self.pki.issued / (name + '.pem')}")
-        password = self.shared_password if self.shared_password is not None else self.passwords[name].encode("utf-8")
+        password = None
+        if self.needs_password:
+            password = self.shared_password if self.shared_password is not None else self.passwords[name].encode("utf-8")
         host = kit.bootstrap_host(name, self.target.hosts)
-        files: dict[str, tuple[bytes, int]] = {
-            "windows/device.pfx": (build.pkcs12_bytes(name, key, cert, [], password, self.legacy), PRIVATE_FILE),
-            "windows/install.ps1": (kit.template_bytes(), PUBLIC_FILE),
-            "windows/install.json": (kit.install_json(name, self.target.stack, cert, self.windows_cas, self.target.hosts), PUBLIC_FILE),
-            "windows/mgssetup.ini": (kit.mgssetup_ini(host), PUBLIC_FILE),
-            "unix/device.pem": (kit.pem(cert) + self.intermediates_pem, PUBLIC_FILE),
-            "unix/device.key": (key_pem(key), PRIVATE_FILE),
-            "unix/cert.pem": (self.unix_ca, PUBLIC_FILE),
-            f"unix/{kit.ROLLOUT_NAME}": (kit.rollout_response(host), PUBLIC_FILE),
-            "unix/UNIXConfig.ini": (kit.unix_config_ini(), PUBLIC_FILE),
-            "unix/INSTALL.txt": (kit.unix_install_text(name, self.target.stack, self.unix_cert, self.unix_key), PUBLIC_FILE),
-        }
-        for file, _, ca in self.windows_cas:
-            files[f"windows/{file}"] = (kit.der(ca), PUBLIC_FILE)
+        files: dict[str, tuple[bytes, int]] = {}
+        if "windows" in kit.PLATFORM_DIRS[self.platform]:
+            assert password is not None
+            listed = {"device.pfx": build.pkcs12_bytes(name, key, cert, [], password, self.legacy), "mgssetup.ini": kit.mgssetup_ini(host)}
+            for file, _, ca in self.windows_cas:
+                listed[file] = kit.der(ca)
+            where = f"{self.pki.index_path}: certificates.{name}"
+            install = kit.install_json(name, self.target.stack, cert, self.windows_cas, self.target.hosts,
+                                       kit.supersedes(self.pki.certificates[name], where), listed)
+            for file, data in listed.items():
+                files[f"windows/{file}"] = (data, PRIVATE_FILE if file == "device.pfx" else PUBLIC_FILE)
+            files[f"windows/{kit.INSTALL_PS1}"] = (kit.template_bytes(), PUBLIC_FILE)
+            files[f"windows/{kit.INSTALL_JSON}"] = (install, PUBLIC_FILE)
+            files[f"windows/{kit.INSTALL_SIG}"] = (self.signer.sign(install), PUBLIC_FILE)
+            files[f"windows/{kit.SIGNER_CER}"] = (self.signer_der, PUBLIC_FILE)
+        if "unix" in kit.PLATFORM_DIRS[self.platform]:
+            files.update({
+                "unix/device.pem": (kit.pem(cert) + self.intermediates_pem, PUBLIC_FILE),
+                "unix/device.key": (key_pem(key) if not self.encrypt_key else _encrypted_key_pem(key, password), PRIVATE_FILE),
+                f"unix/{kit.ROLLOUT_NAME}": (kit.rollout_response(host), PUBLIC_FILE),
+                "unix/UNIXConfig.ini": (kit.unix_config_ini(), PUBLIC_FILE),
+                "unix/INSTALL.txt": (kit.unix_install_text(name, self.target.stack, self.unix_cert, self.unix_key, self.encrypt_key,
+                                                           server_ca=bool(self.unix_ca)), PUBLIC_FILE),
+            })
+            if self.unix_ca:  # preinstalled server trust: no cert.pem, which would replace the agent's CA file with nothing
+                files["unix/cert.pem"] = (self.unix_ca, PUBLIC_FILE)
         entries = {**self.settings, "device": name, "serial": cert_facts.serial_hex(cert.serial_number), "thumbprint": cert_facts.thumbprint(cert),
                    "notAfter": cert_facts.iso(cert.not_valid_after_utc), "subject": cert.subject.rfc4514_string(), "bootstrapBeacon": host}
-        files["manifest.json"] = (kit.manifest(entries, {k: v[0] for k, v in files.items()}), PUBLIC_FILE)
+        manifest = kit.manifest(entries, {k: v[0] for k, v in files.items()})
+        files[kit.MANIFEST] = (manifest, PUBLIC_FILE)
+        files[kit.MANIFEST_SIG] = (self.signer.sign(manifest), PUBLIC_FILE)
         return files
+
+    @cached_property
+    def signer_der(self) -> bytes:
+        return kit.der(self.signer.cert)
 
     def write(self, name: str) -> None:
         """Build the kit in root/.tmp-XXXX and rename it to root/<name> (replacing a stale one)."""
         final = kit.bundle_dir(self.root, name)
         files = self.files(name)
-        tmp = self.root / f".tmp-{secrets.token_hex(8)}"
-        try:
-            os.mkdir(tmp, PRIVATE_DIR)
-            for sub in ("windows", "unix"):
-                os.mkdir(tmp / sub, PRIVATE_DIR)
-            for relative, (data, mode) in sorted(files.items(), key=lambda item: item[0] == "manifest.json"):
-                _write_new(tmp / relative, data, mode)
-            if os.path.lexists(final):
-                old = self.root / f".old-{secrets.token_hex(8)}"
-                os.rename(final, old)  # a symbolic link planted there is moved, never followed
-                os.rename(tmp, final)
-                _remove(old)
-            else:
-                os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        last = (kit.MANIFEST, kit.MANIFEST_SIG)  # written last: a rerun takes a kit with them as whole
+        ordered = sorted(files.items(), key=lambda item: last.index(item[0]) + 1 if item[0] in last else 0)
+        bundle_dirs.place_kit(self.root, final, kit.PLATFORM_DIRS[self.platform], [(path, data, mode) for path, (data, mode) in ordered])
 
 
-def _remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink(missing_ok=True)
-    else:
-        shutil.rmtree(path, ignore_errors=True)
+def _encrypted_key_pem(key: Any, password: bytes | None) -> bytes:
+    """unix/device.key encrypted: PKCS#8 "ENCRYPTED PRIVATE KEY", PBES2 AES-256-CBC with
+    PBKDF2-HMAC-SHA256 (build.PKCS8_KEY_ROUNDS iterations, cryptography's fixed choice)."""
+    assert password is not None
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(password))
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-
-
-def _bundles_root(args: argparse.Namespace, pki: Pki) -> Path:
-    base = Path(args.out) if args.out else pki.root
-    root = base / "bundles"
-    if root.is_symlink():
-        raise PkiError(f"{root}: a symbolic link; give a real directory with --out")
-    root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-    return root
-
-
-@contextlib.contextmanager
-def _locked(root: Path) -> Any:
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PkiError(f"{root}: another bundle run is writing here") from None
-        yield
-    finally:
-        os.close(fd)
-
-
-def _sort_out(plan: Plan, names: list[str], force: bool) -> tuple[list[str], int]:
-    """(names to write, complete kits skipped); stale kits are an error without --force."""
+def _sort_out(plan: Plan, names: list[str], force: bool) -> tuple[list[str], int, int]:
+    """(names to write, complete kits skipped, kits replaced because the name has a new
+    certificate, e.g. after `renew`); kits made with other settings are an error without --force.
+    Kits of an older format (no manifest of this KIT_VERSION) are rebuilt."""
     todo: list[str] = []
     stale: list[tuple[str, list[str]]] = []
-    skipped = 0
+    skipped = renewed = 0
     serials = {n: plan.pki.certificates[n]["serial"] for n in names}
     for name in names:
         folder = kit.bundle_dir(plan.root, name)
@@ -279,60 +330,73 @@ def _sort_out(plan: Plan, names: list[str], force: bool) -> tuple[list[str], int
             todo.append(name)
             continue
         found = kit.read_manifest(folder) if folder.is_dir() and not folder.is_symlink() else None
-        same = found is not None and found.get("serial") == serials[name] and all(found.get(k) == v for k, v in plan.settings.items())
-        if same and found is not None and kit.files_intact(folder, found) and (plan.shared_password is not None or name in plan.passwords):
+        settled = found is not None and all(found.get(k) == v for k, v in plan.settings.items())
+        same = settled and found is not None and found.get("serial") == serials[name]
+        if same and found is not None and kit.files_intact(folder, found) and (not plan.needs_password or plan.shared_password is not None or name in plan.passwords):
             skipped += 1
         elif same or force or found is None:
             todo.append(name)  # damaged (e.g. a crash before the final sync) or asked for: rebuilt
+        elif settled:
+            todo.append(name)  # the same settings for a new certificate of the name: the old kit is superseded
+            renewed += 1
         else:
-            differ = [k for k, v in plan.settings.items() if found.get(k) != v] + (["serial"] if found.get("serial") != serials[name] else [])
+            differ = [k for k, v in plan.settings.items() if found.get(k) != v]
             stale.append((name, differ))
     if stale:
         name, differ = stale[0]
         raise PkiError(f"{len(stale)} kit(s) exist with other settings (e.g. {plan.root / name}: {', '.join(differ)} differ); run with --force to rebuild them")
-    return todo, skipped
+    return todo, skipped, renewed
 
 
 def cmd_bundle(args: argparse.Namespace, pki: Pki) -> int:
     pki.require_ca()
     target = beacons.resolve(args)
     names = _select(args, pki)
+    for name in names:  # a hand-edited "previous" stops the run here, before any kit is written
+        kit.supersedes(pki.certificates[name], f"{pki.index_path}: certificates.{name}")
     unix_cert = kit.check_unix_path(args.unix_client_cert, "--unix-client-cert")
     unix_key = kit.check_unix_path(args.unix_client_key, "--unix-client-key")
+    if args.encrypt_key and args.platform == "windows":
+        raise PkiError("--encrypt-key: a Windows kit has no key file to encrypt (its key is in the PFX); use it with --platform unix (--platform all always encrypts)")
+    encrypt_key = bool(args.encrypt_key) or args.platform == "all"  # no kit holds an unencrypted key next to a PFX
+    needs_password = args.platform != "unix" or encrypt_key
     chain = pki.chain()
     _check_stack_trusts(target, chain)
     server_certs, server_source = _server_trust(args, pki, target.hosts, chain)
-    windows_chain: list[x509.Certificate] = []
-    for cert in chain + server_certs:
-        if cert not in windows_chain:
-            windows_chain.append(cert)
     shared: bytes | None = None
-    if PASSWORD_ENV in os.environ and not args.random_passwords:
+    if needs_password and PASSWORD_ENV in os.environ and not args.random_passwords:
         shared = os.environ[PASSWORD_ENV].encode("utf-8")
         if not shared:
             raise PkiError(f"{PASSWORD_ENV} is set but empty; refusing an empty PFX password (unset it for random per-device passwords)")
         if len(os.environ[PASSWORD_ENV]) < MIN_SHARED_PASSWORD and not args.allow_short_password:
             raise PkiError(f"{PASSWORD_ENV}: {len(os.environ[PASSWORD_ENV])} characters; expected at least {MIN_SHARED_PASSWORD} (it protects every kit's key against offline guessing; unset it for random per-device passwords, or pass --allow-short-password)")
-    root = _bundles_root(args, pki)
+    signer, created = kit_signing.load_or_create(pki, now_utc())
+    if created:
+        cert_path, key_path = kit_signing.signer_paths(pki)
+        note(f"note: made the kit signer of this PKI: {cert_path} (key {key_path}, 0600), thumbprint {signer.thumbprint}")
+    root = bundle_dirs.bundles_root(Path(args.out) if args.out else pki.root)
     passwords_path = root.parent / "passwords.csv"
     settings = {
-        "kitVersion": kit.KIT_VERSION, "stack": target.stack, "beacons": target.hosts, "legacy": bool(args.legacy),
-        "password": PASSWORD_ENV if shared is not None else "passwords.csv",
+        "kitVersion": kit.KIT_VERSION, "platform": args.platform, "signer": signer.thumbprint, "stack": target.stack, "beacons": target.hosts,
+        "legacy": bool(args.legacy), "encryptKey": encrypt_key,
+        "password": None if not needs_password else PASSWORD_ENV if shared is not None else "passwords.csv",
         "serverTrust": [cert_facts.thumbprint(c) for c in server_certs],
         "unixClientCertificatePath": unix_cert, "unixClientKeyPath": unix_key,
     }
     unix_ca = b"".join(kit.pem(c) for c in server_certs if cert_facts.is_self_signed(c))
-    with _locked(root):
-        for leftover in [*root.glob(".tmp-*"), *root.glob(".old-*")]:  # what an interrupted run left
-            _remove(leftover)
-        plan = Plan(pki, root, target, chain, kit.ca_files(windows_chain), unix_ca, settings,
-                    kit.read_passwords(passwords_path) if shared is None else {}, shared, bool(args.legacy), unix_cert, unix_key)
-        todo, skipped = _sort_out(plan, names, args.force)
-        if todo and shared is None:
+    with bundle_dirs.locked(root):
+        bundle_dirs.remove_leftovers(root)  # what an interrupted run left
+        passwords = kit.read_passwords(passwords_path) if needs_password and shared is None else {}
+        plan = Plan(pki, root, target, chain, kit_ca_files(chain, server_certs), unix_ca, settings, passwords, shared, bool(args.legacy),
+                    unix_cert, unix_key, args.platform, encrypt_key, signer)
+        todo, skipped, renewed = _sort_out(plan, names, args.force)
+        if todo and needs_password and shared is None:
             for name in todo:  # recorded (durably) before any kit that uses them exists
                 plan.passwords[name] = kit.new_password()
             atomic_write(passwords_path, kit.passwords_csv(plan.passwords), PRIVATE_FILE)
         done = _run(plan, todo, args.jobs)
+    if renewed:
+        note(f"note: {renewed} kit(s) replaced: their device has a new certificate (serial) since the kit was made")
     _report(args, plan, todo, done, skipped, passwords_path, server_source)
     return 0
 
@@ -369,13 +433,19 @@ def _report(args: argparse.Namespace, plan: Plan, todo: list[str], done: int, sk
     if len(todo) <= LIST_EACH_UP_TO:
         for name in todo:
             out(f"wrote {plan.root / name}/")
-    scheme = "legacy 3DES/SHA-1" if args.legacy else "AES-256-CBC, PBKDF2-HMAC-SHA256 50,000 rounds"
-    where = f"PFX password from {PASSWORD_ENV}" if plan.shared_password is not None else f"one random PFX password per device in {passwords_path} (0600; keep it apart from the kits)"
-    out(f"{done} kit(s) written, {skipped} complete kit(s) skipped, in {plan.root}/ ({scheme}; {where})")
+    parts = [f"platform {plan.platform}"]
+    if "windows" in kit.PLATFORM_DIRS[plan.platform]:
+        parts.append(f"PFX {build.pfx_scheme(bool(args.legacy))}")
+    if "unix" in kit.PLATFORM_DIRS[plan.platform]:
+        parts.append("unix/device.key encrypted (see unix/INSTALL.txt)" if plan.encrypt_key else "unix/device.key unencrypted (0600)")
+    if plan.needs_password:
+        parts.append(f"password from {PASSWORD_ENV}" if plan.shared_password is not None else f"one random password per device in {passwords_path} (0600; keep it apart from the kits)")
+    out(f"{done} kit(s) written, {skipped} complete kit(s) skipped, in {plan.root}/ ({'; '.join(parts)})")
+    out(f"signer thumbprint: {plan.signer.thumbprint} (deploy install.ps1 with -SignerThumbprint {plan.signer.thumbprint})")
     out(f"beacons: {', '.join(plan.target.hosts)} (from {', '.join(plan.target.sources)}); server CA for the agents: {server_source}")
-    if not (plan.unix_cert and plan.unix_key):
+    if "unix" in kit.PLATFORM_DIRS[plan.platform] and not (plan.unix_cert and plan.unix_key):
         note("note: UNIX: Flexera's documentation does not say where the UNIX agent reads its client certificate and key, so "
              "unix/device.pem and unix/device.key are not placed by this kit; give --unix-client-cert PATH --unix-client-key PATH "
              "(the paths your agent version reads, from Flexera) to have them named in unix/INSTALL.txt")
     stack = f"--stack {plan.target.stack}" if plan.target.stack else "--stack NAME"
-    out(f"next: python -m scripts.pki --dir {plan.pki.root} verify-bundle {plan.root} {stack}; then install (docs/onboarding.md)")
+    out(f"next: python -m scripts.pki --dir {plan.pki.root} verify-bundle {plan.root} {stack} --signer {plan.signer.thumbprint}; then install (docs/onboarding.md)")

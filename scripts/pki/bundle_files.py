@@ -1,16 +1,23 @@
 """The files of a device onboarding kit (`bundle`), built from data only, and passwords.csv.
 
-Layout of one kit, bundles/<device>/ (directory 0700):
+Layout of one kit, bundles/<device>/ (directory 0700), kit format 2; windows/ only with
+--platform windows or all, unix/ only with unix or all:
 
-    manifest.json               what the kit is: device, serial, beacons, stack, every file with SHA-256
+    manifest.json               what the kit is: device, serial, beacons, stack, platform, signer,
+                                every other file of the kit with SHA-256 and size
+    manifest.sig                the kit signer's signature over manifest.json (kit_signing.py)
     windows/device.pfx          certificate + non-exportable-on-import key, AES-256 (0600)
-    windows/root-N.cer          root CA(s): LocalMachine\\Root (DER)
-    windows/intermediate-N.cer  intermediate CA(s): LocalMachine\\CA (DER)
+    windows/root-N.cer          the beacons' name-constrained server root(s): LocalMachine\\Root (DER)
+    windows/intermediate-N.cer  intermediate CA(s), e.g. the device CA's: LocalMachine\\CA (DER)
     windows/install.ps1         the static script (scripts/pki/windows/install.ps1, the same in every kit)
-    windows/install.json        its data: file names, thumbprints, stores, beacon URLs
+    windows/install.json        its data: file names with SHA-256 and size, thumbprints, stores,
+                                beacon URLs, the thumbprints it supersedes
+    windows/install.json.sig    the kit signer's signature over install.json (install.ps1 checks it)
+    windows/kit-signer.cer      the kit signer's certificate (DER)
     windows/mgssetup.ini        the lines for new agent installs (CRLF, ASCII)
     unix/device.pem             certificate (+ intermediates), PEM
-    unix/device.key             key, PKCS#8 PEM (0600)
+    unix/device.key             key, PKCS#8 PEM (0600); "ENCRYPTED PRIVATE KEY" with --encrypt-key
+                                (always with --platform all)
     unix/cert.pem               root CA(s) of the beacons' server certificate (SSLCACertificateFile)
     unix/mgsft_rollout_response the lines for new agent installs (LF)
     unix/UNIXConfig.ini         the preference for installed agents (mgsconfig -i)
@@ -19,6 +26,7 @@ Layout of one kit, bundles/<device>/ (directory 0700):
 File names inside a kit are fixed; the device name is only the directory's name and a value in
 JSON/text. The agent files (rollout, mgssetup.ini, UNIXConfig.ini) hold no device data at all:
 only the beacon host names, checked by beacons.check_host. docs/onboarding.md has the sources.
+The contract between these files and install.ps1 is kit format 2 (docs/onboarding.md).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 import secrets
 import string
 from functools import lru_cache
@@ -37,11 +46,22 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from components.certs import facts as cert_facts
+from components.safe_files import TABLE_FILE_LIMIT, read_text
 
 from .beacons import download_url, upload_url
+from .build import PKCS8_KEY_SCHEME
 from .store import PkiError, check_name
 
-KIT_VERSION = 1
+KIT_VERSION = 2
+PLATFORMS = ("windows", "unix", "all")
+PLATFORM_DIRS = {"windows": ("windows",), "unix": ("unix",), "all": ("windows", "unix")}
+KIT_FILE_LIMIT = 1024 * 1024  # every file of a kit is far smaller; verify-bundle refuses larger ones unread
+MANIFEST, MANIFEST_SIG = "manifest.json", "manifest.sig"
+INSTALL_JSON, INSTALL_SIG, SIGNER_CER, INSTALL_PS1 = "install.json", "install.json.sig", "kit-signer.cer", "install.ps1"
+# windows/ files that install.json's "files" does not list: itself, its signature, the script, the signer.
+INSTALL_UNLISTED = (INSTALL_JSON, INSTALL_SIG, INSTALL_PS1, SIGNER_CER)
+SAFE_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # as install.ps1's $SafeFileName
+THUMBPRINT = re.compile(r"[0-9A-F]{40}")
 TEMPLATE = Path(__file__).with_name("windows") / "install.ps1"
 PREFERENCE = "AddClientCertificateAndKey"
 ROLLOUT_NAME = "mgsft_rollout_response"
@@ -113,17 +133,28 @@ def unix_config_ini() -> bytes:
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def unix_install_text(name: str, stack: str | None, cert_path: str | None, key_path: str | None) -> bytes:
+def unix_install_text(name: str, stack: str | None, cert_path: str | None, key_path: str | None, key_encrypted: bool = False,
+                      server_ca: bool = True) -> bytes:
     unset = "NOT SET: Flexera's documentation does not say where the UNIX agent reads it; ask Flexera for your agent version, then run bundle again with {}"
+    target = key_path or "<client key path>"
+    decrypt = [
+        "",
+        f"device.key is encrypted ({PKCS8_KEY_SCHEME}) with this device's PFX password",
+        "(PKI_PASSWORD of the run, or its row of passwords.csv, sent apart from this kit). On the device, as root:",
+        f"  umask 077; openssl pkey -in device.key -out {target}   # asks for the password",
+        f"  chown root {target}; chmod 600 {target}; rm device.key",
+    ] if key_encrypted else []
     lines = [
         f"FlexNet inventory agent onboarding kit: device {name}" + (f", stack {stack}" if stack else ""),
         "",
         "File                     Goes to",
         f"mgsft_rollout_response   {UNIX_ROLLOUT_PATH}  (before installing the agent; new installs only)",
-        f"cert.pem                 {UNIX_CA_PATH}  (CA of the beacons' server certificate; SSLCACertificateFile)",
+        f"cert.pem                 {UNIX_CA_PATH}  (CA of the beacons' server certificate; SSLCACertificateFile)" if server_ca else
+        f"(no cert.pem)            the devices already trust the beacons' CA (--server-trust preinstalled): keep {UNIX_CA_PATH} as it is",
         "UNIXConfig.ini           /opt/managesoft/bin/mgsconfig -i UNIXConfig.ini  (installed agents: AddClientCertificateAndKey)",
         f"device.pem               {cert_path or unset.format('--unix-client-cert PATH')}",
         f"device.key               {key_path or unset.format('--unix-client-key PATH')}  (mode 0600, owner root)",
+        *decrypt,
         "",
         "Sources: docs/onboarding.md of the flexnet-beacon project.",
     ]
@@ -147,12 +178,47 @@ def pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+def dns_constraints(cert: x509.Certificate) -> tuple[list[str], list[str]] | None:
+    """(permitted, excluded) dNSName subtrees of a CA's NameConstraints, lower case; None when it
+    has no permitted dNSName subtree (then it can vouch for any DNS name)."""
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return None
+    permitted = [n.value.lower() for n in constraints.permitted_subtrees or () if isinstance(n, x509.DNSName)]
+    excluded = [n.value.lower() for n in constraints.excluded_subtrees or () if isinstance(n, x509.DNSName)]
+    if not permitted or "" in permitted:  # an empty dNSName base permits every name
+        return None
+    return permitted, excluded
+
+
+def dns_subtree_covers(base: str, name: str) -> bool:
+    """RFC 5280 4.2.1.10: a base covers itself and any name with labels added on the left; a base
+    with a leading '.' (a common extension, OpenSSL's too) only the names below it."""
+    name = name.lower().rstrip(".")
+    if base.startswith("."):
+        return name.endswith(base)
+    return name == base or name.endswith("." + base)
+
+
 def ca_files(chain: list[x509.Certificate]) -> list[tuple[str, str, x509.Certificate]]:
-    """(file name, store, certificate) for the CA certificates a Windows kit imports."""
+    """(file name, store, certificate) for the CA certificates a Windows kit imports.
+
+    Root: only self-signed certificates with permitted dNSName constraints (the beacons' server
+    CA): a root in LocalMachine\\Root vouches for TLS servers on the whole device, so none that
+    can vouch for names outside the beacons' domains is ever installed (bundle._server_trust
+    checks that the subtrees cover every beacon). CA: everything else of the chain, the device
+    CA's root included (device-root-N.cer): LocalMachine\\CA confers no trust, it only lets
+    Windows build the device certificate's chain (install.ps1 checks the chain ends there) and
+    send its intermediates."""
     out: list[tuple[str, str, x509.Certificate]] = []
-    roots = intermediates = 0
+    roots = device_roots = intermediates = 0
     for cert in chain:
         if cert_facts.is_self_signed(cert):
+            if dns_constraints(cert) is None:
+                device_roots += 1
+                out.append((f"device-root-{device_roots}.cer", "CA", cert))
+                continue
             roots += 1
             out.append((f"root-{roots}.cer", "Root", cert))
         else:
@@ -161,37 +227,68 @@ def ca_files(chain: list[x509.Certificate]) -> list[tuple[str, str, x509.Certifi
     return out
 
 
-def install_json(name: str, stack: str | None, cert: x509.Certificate, cas: list[tuple[str, str, x509.Certificate]], hosts: list[str]) -> bytes:
+def listing(files: dict[str, bytes]) -> dict[str, dict[str, Any]]:
+    """{name: {"sha256", "size"}} by name: the "files" of manifest.json and install.json."""
+    return {path: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} for path, data in sorted(files.items())}
+
+
+def install_json(name: str, stack: str | None, cert: x509.Certificate, cas: list[tuple[str, str, x509.Certificate]], hosts: list[str],
+                 supersedes: list[str], files: dict[str, bytes]) -> bytes:
+    """windows/install.json. files: every file of windows/ that install.ps1 reads besides
+    INSTALL_UNLISTED (device.pfx, the CA files, mgssetup.ini), by plain name."""
     data = {
         "schemaVersion": KIT_VERSION,
         "device": name,
         "stack": stack,
         "pfx": {"file": "device.pfx", "thumbprint": cert_facts.thumbprint(cert), "subject": cert.subject.rfc4514_string(),
-                "notAfter": cert_facts.iso(cert.not_valid_after_utc)},
+                "issuer": cert.issuer.rfc4514_string(), "notAfter": cert_facts.iso(cert.not_valid_after_utc)},
         "caCertificates": [{"file": file, "store": store, "thumbprint": cert_facts.thumbprint(ca), "subject": ca.subject.rfc4514_string()} for file, store, ca in cas],
         "beaconUrls": [download_url(h) for h in hosts],
+        "supersedes": supersedes,
+        "files": listing(files),
     }
     # ASCII only (non-ASCII as \\u escapes): Windows PowerShell 5.1 reads a file without BOM as ANSI.
     return (json.dumps(data, indent=2, ensure_ascii=True) + "\n").encode("ascii")
 
 
 def manifest(entries: dict[str, Any], files: dict[str, bytes]) -> bytes:
-    listed = {path: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} for path, data in sorted(files.items())}
-    return (json.dumps({**entries, "files": listed}, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    return (json.dumps({**entries, "files": listing(files)}, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def supersedes(item: dict[str, Any], where: str) -> list[str]:
+    """Thumbprints of the earlier certificates of a device name (entry["previous"], written by
+    `renew`; none when absent), checked: install.ps1 deletes these from LocalMachine\\My."""
+    found: list[str] = []
+    for record in item.get("previous") or []:
+        value = record.get("thumbprint") if isinstance(record, dict) else None
+        if not isinstance(value, str) or not THUMBPRINT.fullmatch(value):
+            raise PkiError(f"{where}.previous: thumbprint {value!r}; expected 40 uppercase hexadecimal digits")
+        if value == item.get("sha1"):
+            raise PkiError(f"{where}.previous names the current certificate {value}: the kit would remove it from the device")
+        if value not in found:
+            found.append(value)
+    return found
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """A kit's manifest.json of this KIT_VERSION, else None (for rerun decisions, not trust)."""
     try:
-        data = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        data = json.loads(read_text(folder / MANIFEST, KIT_FILE_LIMIT))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("kitVersion") == KIT_VERSION else None
 
 
 def files_intact(folder: Path, data: dict[str, Any]) -> bool:
-    """Every listed file present with its size (cheap: a rerun uses it to skip complete kits)."""
+    """Every listed file present with its size, and the manifest's signature (cheap: a rerun
+    uses it to skip complete kits)."""
     files = data.get("files")
     if not isinstance(files, dict) or not files:
+        return False
+    try:
+        if (folder / MANIFEST_SIG).stat().st_size == 0:
+            return False
+    except OSError:
         return False
     for relative, item in files.items():
         try:
@@ -226,11 +323,13 @@ def passwords_csv(rows: dict[str, str]) -> bytes:
 
 def read_passwords(path: Path) -> dict[str, str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, TABLE_FILE_LIMIT)  # a regular file only: a FIFO there must not hang bundle or verify-bundle
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise PkiError(f"{path}: unreadable ({exc.strerror})") from None
+    except ValueError as exc:
+        raise PkiError(f"{path}: {exc}") from None
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header != ["device", "password"]:

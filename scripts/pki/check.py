@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -161,6 +162,17 @@ def cmd_check(args: argparse.Namespace, pki: Pki) -> int:
     return 0 if verdict.accepted else 1
 
 
+def _status_text(row: dict[str, Any], now: dt.datetime) -> str:
+    text = row["status"] + (" (expired)" if row["expired"] else "")
+    if not row.get("superseded"):
+        return text
+    if row["status"] == "revoked":
+        return f"superseded, revoked ({row.get('reason') or 'unspecified'})"
+    if parse_at(row["graceUntil"]) <= now:
+        return f"superseded, grace ended {row['graceUntil']}: run crl"
+    return f"superseded, valid until {row['graceUntil']}" + (" (expired)" if row["expired"] else "")
+
+
 def cmd_list(args: argparse.Namespace, pki: Pki) -> int:
     pki.require_ca()
     now = now_utc()
@@ -169,9 +181,11 @@ def cmd_list(args: argparse.Namespace, pki: Pki) -> int:
         rows.append({"name": f"({item['file']})", **item})
     for name, item in sorted(pki.certificates.items()):
         rows.append({"name": name, **item})
+        for record in item.get("previous") or ():  # what `renew` superseded: history of the device, not another device
+            rows.append({"name": name, "kind": item["kind"], "superseded": True, **record})
     if args.expiring is not None:
-        limit = now + dt.timedelta(days=args.expiring)
-        rows = [r for r in rows if r["status"] == "valid" and parse_at(r["notAfter"]) <= limit]
+        limit = now + dt.timedelta(days=args.expiring)  # one device per name: its current certificate decides
+        rows = [r for r in rows if r["status"] == "valid" and not r.get("superseded") and parse_at(r["notAfter"]) <= limit]
     for row in rows:
         row["expired"] = parse_at(row["notAfter"]) < now
     if args.json:
@@ -181,7 +195,7 @@ def cmd_list(args: argparse.Namespace, pki: Pki) -> int:
         out("nothing expires within %d days" % args.expiring if args.expiring is not None else "nothing issued")
         return 0
     headers = ("NAME", "KIND", "STATUS", "NOT AFTER", "SERIAL")
-    table = [(r["name"], r["kind"], r["status"] + (" (expired)" if r["expired"] else ""), r["notAfter"], r["serial"]) for r in rows]
+    table = [(r["name"], r["kind"], _status_text(r, now), r["notAfter"], r["serial"]) for r in rows]
     widths = [max(len(str(row[i])) for row in [headers, *table]) for i in range(len(headers) - 1)]
     for row in [headers, *table]:
         out("  ".join(str(v).ljust(w) for v, w in zip(row, widths)) + "  " + str(row[-1]))

@@ -1,7 +1,7 @@
 """Command line of `python -m scripts.pki` (see docs/pki.md): the parser and the dispatch.
 
-The verbs live by group: issue.py (init-ca, issue-server, issue-client, sign-csr),
-revocation.py (revoke, crl), pfx.py (export-pfx), check.py (inspect, check, list), bundle.py
+The verbs live by group: issue.py (init-ca, issue-server, issue-client, sign-csr), server_ca.py
+(init-server-ca), revocation.py (revoke, crl), renew.py (renew), pfx.py (export-pfx), check.py (inspect, check, list), bundle.py
 (bundle) and verify_bundle.py (verify-bundle, exit 1 when a kit fails); what they take in is
 checked in inputs.py, what they print goes through progress.py.
 
@@ -24,8 +24,11 @@ from .bundle import add_bundle_arguments, cmd_bundle
 from .check import cmd_check, cmd_inspect, cmd_list
 from .inputs import DEFAULT_DAYS, MAX_COUNT, MIN_PFX_PASSWORD, PASSWORD_ENV, PROG, non_negative_int, positive_days
 from .issue import cmd_init_ca, cmd_issue_client, cmd_issue_server, cmd_sign_csr
+from .keycrypt import CA_PASSWORD_ENV, MIN_CA_PASSWORD
 from .pfx import cmd_export_pfx
+from .renew import add_renew_arguments, cmd_renew
 from .revocation import cmd_crl, cmd_revoke
+from .server_ca import cmd_init_server_ca
 from .store import Pki, PkiError
 from .verify_bundle import add_verify_arguments, cmd_verify_bundle
 
@@ -56,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", choices=build.KEY_TYPES, default="ec", help="key type (default ec: P-256)")
     p.add_argument("--days", type=positive_days, default=DEFAULT_DAYS["ca"], help="root validity (default 3650)")
     p.add_argument("--intermediate-days", type=positive_days, default=DEFAULT_DAYS["intermediate"], help="intermediate validity (default 1825)")
+    _server_ca_arguments(p, "--server-cn", "--server-crl-url")
+    p.add_argument("--encrypt-key", action="store_true", help=_ENCRYPT_HELP.format(keys="ca.key (root.key, server-ca.key)"))
+
+    p = verb("init-server-ca", cmd_init_server_ca, "add the name-constrained server CA (signs the beacons' certificates; the only root devices install) to an existing PKI")
+    _server_ca_arguments(p, "--cn", "--crl-url", required=True)
+    p.add_argument("--key", choices=build.KEY_TYPES, help="key type (default: the device CA's)")
+    p.add_argument("--days", type=positive_days, default=DEFAULT_DAYS["ca"], help="validity (default 3650)")
+    p.add_argument("--encrypt-key", action="store_true", help=_ENCRYPT_HELP.format(keys="private/server-ca.key") + " (implied when ca.key is encrypted)")
 
     p = verb("issue-server", cmd_issue_server, "issue a beacon (server) certificate: EKU serverAuth + clientAuth")
     p.add_argument("--dns", action="append", default=[], metavar="NAME", help="DNS name (repeatable; the first is the CN)")
@@ -83,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--o", help="organisation (overrides the CSR's)")
     p.add_argument("--ou", help="organisational unit (overrides the CSR's)")
     p.add_argument("--days", type=positive_days, default=DEFAULT_DAYS["client"], help="validity (default 365)")
+
+    p = verb("renew", cmd_renew, "a new certificate and key for a device under the same name; the old one stays valid for a grace period (or --revoke-old)")
+    add_renew_arguments(p)
 
     p = verb("revoke", cmd_revoke, "mark a certificate revoked (then run crl)")
     p.add_argument("name", nargs="?", metavar="NAME")
@@ -121,12 +135,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expiring", type=non_negative_int, metavar="DAYS", help="only valid certificates ending within DAYS (or already ended)")
     p.add_argument("--json", action="store_true")
 
-    p = verb("bundle", cmd_bundle, "device onboarding kits bundles/NAME/: PFX + install.ps1 + mgssetup.ini (Windows), PEM + rollout file (UNIX) (docs/onboarding.md)")
+    p = verb("bundle", cmd_bundle, "signed device onboarding kits bundles/NAME/: PFX + install.ps1 + mgssetup.ini (--platform windows, the default), PEM + rollout file (unix), or both (all) (docs/onboarding.md)")
     add_bundle_arguments(p)
 
-    p = verb("verify-bundle", cmd_verify_bundle, "prove kits work against a stack, offline: PFX, chain, CRL, mapping, agent files (exit 1 when one fails)")
+    p = verb("verify-bundle", cmd_verify_bundle, "prove kits are unaltered (signed by the kit signer) and work against a stack, offline: PFX, chain, CRL, mapping, CA set, agent files (exit 1 when one fails)")
     add_verify_arguments(p)
     return parser
+
+
+_ENCRYPT_HELP = (f"write {{keys}} encrypted (PKCS#8, AES-256) with the password in {CA_PASSWORD_ENV} (at least {MIN_CA_PASSWORD} characters); "
+                 f"every verb that signs then reads {CA_PASSWORD_ENV}")
+
+
+def _server_ca_arguments(p: argparse.ArgumentParser, cn_flag: str, crl_flag: str, required: bool = False) -> None:
+    """The server CA's options: init-ca --server-domain/--server-cn/--server-crl-url, init-server-ca --server-domain/--cn/--crl-url."""
+    p.add_argument("--server-domain", action="append", default=[], required=required, metavar="DOMAIN",
+                   help="DNS domain of the beacons (repeatable), e.g. beacons.example.org: " + ("" if required else "also ")
+                   + "creates the server CA (server-ca.pem), name-constrained to these domains, which signs issue-server certificates")
+    p.add_argument(cn_flag, dest="server_cn", metavar="NAME", help="common name of the server CA (default '<device CA CN> Beacon Servers')")
+    p.add_argument(crl_flag, dest="server_crl_url", action="append", default=[], metavar="URL",
+                   help="CDP of the server certificates: where server-crl.der is published, reachable by the devices (default: server-<file> next to each --crl-url)")
 
 
 class _FileList(argparse.Action):

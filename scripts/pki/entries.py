@@ -21,7 +21,8 @@ INDEX_VERSION = 1
 KINDS = ("client", "server")
 SOURCES = ("key", "csr")
 STATUSES = ("valid", "revoked")
-AUTHORITY_KINDS = ("root-ca", "issuing-ca")
+AUTHORITY_KINDS = ("root-ca", "issuing-ca", "server-ca")
+SERVER_CA = "server"  # an entry's "ca" when the server CA signed it (absent: the issuing CA)
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})")
 
 _ISO_CACHE: dict[dt.datetime, str | None] = {}
@@ -56,6 +57,30 @@ def entry_for(cert: x509.Certificate, kind: str, source: str, subject: x509.Name
     if sans:
         item["san"] = sans
     return item
+
+
+def superseded_record(item: dict[str, Any], file: str, superseded_at: str, grace_until: str | None) -> dict[str, Any]:
+    """What entry["previous"] keeps of a certificate replaced by `renew`: enough to revoke it
+    (serial), to list it, and for the next kit to remove it from the device's store (the
+    thumbprint, as Windows shows it). grace_until: when `crl` revokes it (None: revoked now)."""
+    return {
+        "serial": item["serial"],
+        "thumbprint": item["sha1"],
+        "subject": item.get("subject"),
+        "notBefore": item.get("notBefore"),
+        "notAfter": item["notAfter"],
+        "file": file,
+        "supersededAt": superseded_at,
+        "graceUntil": grace_until,
+        "status": "valid",
+        "revokedAt": None,
+        "reason": None,
+    }
+
+
+def previous_items(certificates: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(name, record) of every superseded certificate, oldest first per name."""
+    return [(name, record) for name, item in certificates.items() for record in item.get("previous") or ()]
 
 
 def serial_of(item: dict[str, Any]) -> int:
@@ -97,7 +122,37 @@ def _entry_problem(item: Any, authority: bool = False) -> str | int:
     for key in ("subject", "sha1"):
         if key in item and type(item[key]) is not str:
             return f"{key} {item[key]!r} is not text"
+    if "ca" in item and item["ca"] != SERVER_CA:
+        return f"ca {item['ca']!r}; expected {SERVER_CA!r} (signed by the server CA) or no such key (the issuing CA)"
     return number
+
+
+_thumbprint_text = re.compile(r"[0-9A-F]{40}").fullmatch
+
+
+def _previous_problem(record: Any) -> str | int:
+    """A superseded certificate (entry["previous"][i], written by `renew`): its serial, or what
+    is wrong with it."""
+    if type(record) is not dict:
+        return f"expected an object, got {type(record).__name__}"
+    serial = record.get("serial")
+    if type(serial) is not str or not _serial_text(serial) or not 0 < len(digits := serial.replace(":", "")) <= 40 or int(digits, 16) == 0:
+        return f"serial {serial!r} is not a hexadecimal serial number"
+    if type(record.get("thumbprint")) is not str or not _thumbprint_text(record["thumbprint"]):
+        return f"thumbprint {record.get('thumbprint')!r} is not 40 uppercase hexadecimal digits"
+    status = record.get("status")
+    if status not in STATUSES:
+        return f"status {status!r}; expected one of {', '.join(STATUSES)}"
+    keys = ("notAfter", "graceUntil", "revokedAt") if status == "revoked" else ("notAfter", "graceUntil")
+    for key in keys:
+        value = record.get(key)
+        if key == "graceUntil" and value is None:
+            continue  # revoked when it was superseded (renew --revoke-old)
+        if type(value) is not str or not _iso_text(value):
+            return f"{key} {value!r} is not an ISO 8601 time"
+    if status == "valid" and record.get("graceUntil") is None:
+        return "status valid without graceUntil (a superseded certificate stays valid only for its grace period)"
+    return int(digits, 16)
 
 
 def index_problem(data: Any) -> str | None:
@@ -107,9 +162,11 @@ def index_problem(data: Any) -> str | None:
     ca = data.get("ca")
     if not isinstance(ca, dict):
         return "'ca' is not an object"
-    for key in ("crlUrls", "aiaUrls", "rootCrlUrls", "rootAiaUrls"):
+    for key in ("crlUrls", "aiaUrls", "rootCrlUrls", "rootAiaUrls", "serverCrlUrls"):
         if key in ca and not (isinstance(ca[key], list) and all(isinstance(u, str) for u in ca[key])):
             return f"ca.{key} {ca[key]!r} is not a list of URLs"
+    if "serverDomains" in ca and not (isinstance(ca["serverDomains"], list) and ca["serverDomains"] and all(isinstance(d, str) for d in ca["serverDomains"])):
+        return f"ca.serverDomains {ca['serverDomains']!r} is not a list of DNS names"
     for key in ("crlNumber", "rootCrlNumber"):
         if key in ca and (type(ca[key]) is not int or ca[key] < 0):
             return f"ca.{key} {ca[key]!r} is not a CRL number"
@@ -132,4 +189,17 @@ def index_problem(data: Any) -> str | None:
         if serial in seen:
             return f"entry {label}: serial {item['serial']} is also the serial of {seen[serial]} (a serial names one certificate)"
         seen[serial] = label
+        previous = None if authority else item.get("previous")
+        if previous is None:
+            continue
+        if type(previous) is not list:
+            return f"entry {label}: previous is not a list"
+        for position, record in enumerate(previous):
+            where = f"{label}.previous[{position}]"
+            serial = _previous_problem(record)
+            if isinstance(serial, str):
+                return f"entry {where}: {serial}"
+            if serial in seen:
+                return f"entry {where}: serial {record['serial']} is also the serial of {seen[serial]} (a serial names one certificate)"
+            seen[serial] = where
     return None

@@ -21,14 +21,20 @@ from .inputs import now_utc
 from .store import Pki, PkiError
 
 
-def check_issuer(pki: Pki, ca_cert: x509.Certificate) -> None:
-    """Refuse to sign with an issuing CA that relying parties would reject."""
+def check_validity(ca_cert: x509.Certificate, label: str = "the issuing CA") -> None:
+    """Refuse to sign with a CA outside its validity."""
     name = cert_facts.common_name(ca_cert.subject) or ca_cert.subject.rfc4514_string()
     now = now_utc()
     if ca_cert.not_valid_after_utc <= now:
-        raise PkiError(f"the issuing CA {name!r} expired {cert_facts.iso(ca_cert.not_valid_after_utc)}: it cannot issue certificates")
+        raise PkiError(f"{label} {name!r} expired {cert_facts.iso(ca_cert.not_valid_after_utc)}: it cannot issue certificates")
     if ca_cert.not_valid_before_utc > now:
-        raise PkiError(f"the issuing CA {name!r} is not valid before {cert_facts.iso(ca_cert.not_valid_before_utc)}: certificates it issues now would be refused (403.17)")
+        raise PkiError(f"{label} {name!r} is not valid before {cert_facts.iso(ca_cert.not_valid_before_utc)}: certificates it issues now would be refused (403.17)")
+
+
+def check_issuer(pki: Pki, ca_cert: x509.Certificate) -> None:
+    """Refuse to sign with an issuing CA that relying parties would reject."""
+    name = cert_facts.common_name(ca_cert.subject) or ca_cert.subject.rfc4514_string()
+    check_validity(ca_cert)
     if not pki.intermediate():
         return
     issuing = pki.index.get("authorities", {}).get("issuing") or {}
@@ -81,7 +87,7 @@ def _root_crl_entry(pki: Pki, root: x509.Certificate, serial: int) -> x509.Revok
 def ca_subjects(pki: Pki) -> dict[str, str]:
     """Normalised subject -> file, of the CA certificates of the PKI."""
     found: dict[str, str] = {}
-    for path in (pki.ca_pem, pki.root_pem):
+    for path in (pki.ca_pem, pki.root_pem, pki.server_ca_pem):
         if path.is_file():
             found[_normalised(pki.load_cert(path).subject)] = path.name
     return found

@@ -75,6 +75,30 @@ def check_dns(name: str) -> str:
     return name.lower()
 
 
+def check_domain(text: str, what: str = "--server-domain") -> str:
+    """A DNS subtree for the server CA's name constraints: at least two labels (a whole top-level
+    domain would constrain nothing), no wildcard, no leading or trailing dot, not an address."""
+    name = text.strip().lower() if isinstance(text, str) else ""
+    labels = name.split(".")
+    problem = None
+    if "*" in name:
+        problem = "a wildcard is not a domain (the constraint covers every name below the domain anyway)"
+    elif len(labels) < 2 or not all(_DNS_LABEL.match(label) for label in labels) or len(name) > 253:
+        problem = "expected a DNS domain of at least two labels, like beacons.example.org"
+    elif labels[-1].isdigit():
+        problem = "an IP address is not a domain (the server CA excludes every address)"
+    if problem:
+        raise PkiError(f"{what}: got {text!r}; {problem}")
+    return name
+
+
+def within_domains(name: str, domains: list[str]) -> bool:
+    """A DNS name (or a '*.' wildcard) inside one of the subtrees, as RFC 5280 4.2.1.10 matches a
+    dNSName constraint: the domain itself, or the domain with labels added on the left."""
+    name = name.lower().rstrip(".")
+    return any(name == d or name.endswith("." + d) for d in domains)
+
+
 def check_ip(text: str) -> str:
     try:
         return str(ipaddress.ip_address(text))

@@ -1,6 +1,7 @@
-"""Issuing: `init-ca` (the CA), `issue-server`, `issue-client` (a key made here) and `sign-csr`
-(the device keeps its key), all through :class:`Issuer`, which writes the files of many
-certificates in bulk and records them in index.json once.
+"""Issuing: `init-ca` (the CA; with --server-domain also the server CA of server_ca.py),
+`issue-server` (signed by the server CA when there is one), `issue-client` (a key made here) and
+`sign-csr` (the device keeps its key), all through :class:`Issuer`, which writes the files of
+many certificates in bulk and records them in index.json once.
 """
 
 from __future__ import annotations
@@ -19,28 +20,31 @@ from cryptography.hazmat.primitives import serialization
 from components.certs import facts as cert_facts
 from components.safe_files import CERTIFICATE_FILE_LIMIT, TABLE_FILE_LIMIT, read_regular, read_text
 
-from . import build, guard
-from .entries import entry_for
+from . import build, guard, keycrypt
+from .entries import SERVER_CA, entry_for
 from .files import PRIVATE_DIR, PRIVATE_FILE, PUBLIC_FILE, atomic_write
-from .inputs import DEFAULT_DAYS, MAX_COUNT, check_attr, check_dns, check_ip, check_url, now_utc, required_attr
+from .inputs import DEFAULT_DAYS, MAX_COUNT, check_attr, check_dns, check_ip, check_url, now_utc, required_attr, within_domains
+from .keycrypt import CA_PASSWORD_ENV
 from .journal import Journal, Record
 from .progress import Progress, note, out
 from .revocation import derived_root_crl_url, publish_crls
+from .server_ca import make_server_ca, new_key_password, report_server_ca, server_ca_request
 from .store import Batch, Pki, PkiError, check_name, key_pem
 
 BACKGROUND_FROM = 32  # from this many certificates, background processes write the files
 JOURNAL_CHUNK = 64  # certificates recorded in the journal (one sync) before their files are written
 
 
-def leaf_profile(pki: Pki, kind: str, days: int, dns: Sequence[str] = (), ips: Sequence[str] = ()) -> build.Profile:
+def leaf_profile(pki: Pki, kind: str, days: int, dns: Sequence[str] = (), ips: Sequence[str] = (), server_ca: bool = False) -> build.Profile:
+    """server_ca: signed by the server CA, whose CRL (server-crl.der) is at its own CDP."""
     ca = pki.index["ca"]
     return build.Profile(
         days=days,
         eku=build.SERVER_EKU if kind == "server" else build.CLIENT_EKU,
         dns=dns,
         ips=ips,
-        crl_urls=ca.get("crlUrls", []),
-        aia_urls=ca.get("aiaUrls", []),
+        crl_urls=ca.get("serverCrlUrls", []) if server_ca else ca.get("crlUrls", []),
+        aia_urls=[] if server_ca else ca.get("aiaUrls", []),
     )
 
 
@@ -61,10 +65,15 @@ class Issuer:
     Issuer as a context manager: after an error, Ctrl-C or SIGTERM what was issued is recorded
     (and said), and nothing else is left on disk."""
 
-    def __init__(self, pki: Pki):
+    def __init__(self, pki: Pki, server_ca: bool = False):
         self.pki = pki
-        self.ca_cert, self.ca_key = pki.issuing()  # the key must belong to the certificate
-        guard.check_issuer(pki, self.ca_cert)  # valid now, not revoked, chained to the root
+        self.server_ca = server_ca  # sign with the server CA (issue-server when there is one)
+        if server_ca:
+            self.ca_cert, self.ca_key = pki.server_ca()
+            guard.check_validity(self.ca_cert, "the server CA")
+        else:
+            self.ca_cert, self.ca_key = pki.issuing()  # the key must belong to the certificate
+            guard.check_issuer(pki, self.ca_cert)  # valid now, not revoked, chained to the root
         self.key_type = pki.index["ca"].get("keyType", "ec")
         self.clamped = 0
         self.requested = 0
@@ -87,7 +96,7 @@ class Issuer:
         wanted = (kind, days, tuple(dns), tuple(ips))
         found = self.templates.get(wanted)
         if found is None:
-            found = self.templates[wanted] = build.CertificateTemplate(leaf_profile(self.pki, kind, days, dns, ips), self.ca_cert, self.ca_key)
+            found = self.templates[wanted] = build.CertificateTemplate(leaf_profile(self.pki, kind, days, dns, ips, self.server_ca), self.ca_cert, self.ca_key)
         return found
 
     def issue(self, name: str, subject: x509.Name, kind: str, days: int, key_type: str | None = None,
@@ -101,6 +110,8 @@ class Issuer:
         cert, clamped = self.template(kind, days, dns, ips).sign(subject, public_key, now_utc())
         source = "key" if key is not None else "csr"
         entry = entry_for(cert, kind, source, subject, may_have_san=bool(dns or ips))
+        if self.server_ca:
+            entry["ca"] = SERVER_CA  # its revocation goes on the server CA's CRL
         files: list[tuple[int, int]] = []
         self.touched.append((name, 2 if key is not None else 1, files))  # before any write: finish() cleans up
         self.pending.append((name, kind, source, key_pem(key) if key is not None else None, cert.public_bytes(serialization.Encoding.DER), files))
@@ -208,6 +219,10 @@ def _init_ca(args: argparse.Namespace, pki: Pki) -> int:
         raise PkiError("--root-cn must differ from --cn: the root and the issuing CA need distinct names")
     if not crl_urls:
         note("note: no --crl-url: issued certificates carry no CDP, and IIS (revocation checking on) answers 403.13 for them unless the CRL is pre-loaded")
+    server = server_ca_request(args, cn, [cn, root_cn], crl_urls) if args.server_domain else None
+    if server is None and (args.server_crl_url or args.server_cn):
+        raise PkiError("--server-cn and --server-crl-url go with --server-domain DOMAIN")
+    password = new_key_password(args, "ca.key" + (", root.key" if args.intermediate else "") + (", server-ca.key" if server else ""))
 
     now = now_utc()
     _restrict_root(pki)
@@ -220,12 +235,12 @@ def _init_ca(args: argparse.Namespace, pki: Pki) -> int:
         ca_key = build.new_key(args.key)
         profile = build.Profile(days=min(args.intermediate_days, args.days), ca=True, path_length=0, crl_urls=root_crl_urls, aia_urls=root_aia_urls)
         ca_cert, _ = build.build_certificate(build.make_name(cn, o, ou, country), ca_key.public_key(), profile, root_cert, root_key, now)
-        pki.write_key(pki.root_key, root_key)
+        pki.write_key(pki.root_key, root_key, password=password)
         pki.write_cert(pki.root_pem, root_cert)
         authorities["root"] = {"file": "root.pem", **entry_for(root_cert, "root-ca", "key")}
     else:
         ca_key, ca_cert = root_key, root_cert
-    pki.write_key(pki.ca_key, ca_key)
+    pki.write_key(pki.ca_key, ca_key, password=password)
     pki.write_cert(pki.ca_pem, ca_cert)
     chain = [ca_cert] + ([root_cert] if args.intermediate else [])
     atomic_write(pki.chain_pem, b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain), PUBLIC_FILE)
@@ -240,17 +255,29 @@ def _init_ca(args: argparse.Namespace, pki: Pki) -> int:
         "rootAiaUrls": root_aia_urls,
     })
     pki.index["authorities"] = authorities
+    if server is not None:
+        make_server_ca(pki, server, args.key, args.days, password, now, (o, ou, country))
     pki.save_index()
     written = publish_crls(pki, DEFAULT_DAYS["crl"])
     kind = "root + issuing intermediate" if args.intermediate else "root"
     out(f"created {kind} CA {cn!r} in {pki.root}/ (key {args.key}, serial {cert_facts.serial_hex(ca_cert.serial_number)}, until {cert_facts.iso(ca_cert.not_valid_after_utc)})")
+    if server is not None:
+        report_server_ca(pki)
     for line in written:
         out(f"  {line}")
     out(f"  IIS mapping rule: Issuer.CN={cn}")
-    keys = "ca.key and root.key are" if args.intermediate else "ca.key is"
-    out(f"  {keys} NOT encrypted (mode 0600 in a 0700 directory): whoever reads {'them' if args.intermediate else 'it'} can issue trusted devices. "
-        f"Keep {pki.root}/ on an encrypted disk of a machine only you use, back it up encrypted (e.g. tar | gpg -c)"
-        + (", and move root.key offline (crl re-signs the root's CRL only when it is there)" if args.intermediate else ""))
+    keys = ["ca.key"] + (["root.key"] if args.intermediate else []) + (["private/server-ca.key"] if server is not None else [])
+    listed = ", ".join(keys[:-1]) + " and " + keys[-1] if len(keys) > 1 else keys[0]
+    if password is not None:
+        out(f"  {listed} encrypted (PKCS#8, PBES2 AES-256-CBC, PBKDF2-HMAC-SHA256 {keycrypt.KDF_ROUNDS:,} rounds) with {CA_PASSWORD_ENV}: "
+            f"every command that signs (issue-*, sign-csr, renew, crl) needs it. Keep {pki.root}/ on a machine only you use and back it up"
+            + (", and move root.key offline (crl re-signs the root's CRL only when it is there)" if args.intermediate else ""))
+    else:
+        verb = "are" if len(keys) > 1 else "is"
+        out(f"  {listed} {verb} NOT encrypted (mode 0600 in a 0700 directory; --encrypt-key encrypts them): whoever reads "
+            f"{'them' if len(keys) > 1 else 'it'} can issue trusted devices. "
+            f"Keep {pki.root}/ on an encrypted disk of a machine only you use, back it up encrypted (e.g. tar | gpg -c)"
+            + (", and move root.key offline (crl re-signs the root's CRL only when it is there)" if args.intermediate else ""))
     return 0
 
 
@@ -276,12 +303,19 @@ def cmd_issue_server(args: argparse.Namespace, pki: Pki) -> int:
         raise PkiError("issue-server needs at least one --dns NAME")
     dns = [check_dns(d) for d in args.dns]
     ips = [check_ip(i) for i in args.ip]
+    domains = pki.server_domains()
+    if domains:  # what the server CA's name constraints would make every device refuse: refused here
+        outside = [d for d in dns if not within_domains(d, domains)]
+        if outside:
+            raise PkiError(f"--dns {outside[0]}: outside the server CA's domains ({', '.join(domains)}); devices would refuse it (name constraints)")
+        if ips:
+            raise PkiError(f"--ip {ips[0]}: the server CA excludes every IP address (name constraints; domains {', '.join(domains)}); use DNS names only")
     name = args.name or dns[0].replace("*", "wildcard")
     with pki.locked():
         pki.check_new_name(name)
         subject = build.make_name(required_attr(dns[0], "--dns"), check_attr(args.o, "--o"), check_attr(args.ou, "--ou"))
         guard.check_subject(subject, guard.ca_subjects(pki), "--dns")
-        with Issuer(pki) as issuer:
+        with Issuer(pki, server_ca=bool(domains)) as issuer:
             cert, _ = issuer.issue(name, subject, "server", args.days, args.key, dns=dns, ips=ips)
     out(f"issued server certificate {name!r}: {pki.issued / (name + '.pem')} (key {pki.private / (name + '.key')}), serial {cert_facts.serial_hex(cert.serial_number)}, thumbprint {cert_facts.thumbprint(cert)}")
     return 0

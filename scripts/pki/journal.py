@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 
 from components.safe_files import INDEX_FILE_LIMIT, KEY_FILE_LIMIT, FileRefused, read_regular
 
-from .entries import entry_for, serial_of
+from .entries import SERVER_CA, entry_for, serial_of
 from .files import PRIVATE_FILE, fsync_dir
 from .parallel import signals_deferred
 from .progress import note
@@ -142,6 +142,7 @@ def recover(pki: Any) -> None:
     recorded: list[str] = []
     removed: list[str] = []
     conflicts: list[str] = []
+    server_subject = pki.load_cert(pki.server_ca_pem).subject if pki.has_server_ca() else None  # its CN differs from the device CAs'
     for record in records:
         try:
             cert = x509.load_der_x509_certificate(record.der)
@@ -156,7 +157,10 @@ def recover(pki: Any) -> None:
             conflicts.append(record.name)
             continue
         if cert_on_disk and (record.source == "csr" or key_path.is_file()):
-            pki.add_certificate(record.name, entry_for(cert, record.kind, record.source))
+            entry = entry_for(cert, record.kind, record.source)
+            if server_subject is not None and cert.issuer == server_subject:
+                entry["ca"] = SERVER_CA  # signed by the server CA: its revocation goes on server-crl
+            pki.add_certificate(record.name, entry)
             known.add(cert.serial_number)
             recorded.append(record.name)
             continue

@@ -9,6 +9,7 @@ import fnmatch
 from typing import Any
 
 from . import build, parallel
+from .entries import SERVER_CA
 from .files import PRIVATE_FILE
 from .inputs import MIN_PFX_PASSWORD, read_password
 from .progress import Progress, note, out
@@ -59,6 +60,8 @@ def cmd_export_pfx(args: argparse.Namespace, pki: Pki) -> int:
     pki.require_ca()
     names = _pfx_names(args, pki)
     chain = pki.chain()
+    # A beacon certificate the server CA signed carries that CA, not the device chain.
+    server_chain = [pki.load_cert(pki.server_ca_pem)] if any(pki.certificates[n].get("ca") == SERVER_CA for n in names) else []
     password = read_password(minimum=0 if args.allow_short_password else MIN_PFX_PASSWORD)
     pki.pfx.mkdir(mode=0o700, exist_ok=True)
     batch = Batch(pki.root)
@@ -67,7 +70,8 @@ def cmd_export_pfx(args: argparse.Namespace, pki: Pki) -> int:
         for name in names[span.start:span.stop]:
             cert = pki.load_cert(pki.issued / f"{name}.pem")
             key = pki.load_key(pki.private / f"{name}.key")
-            batch.write(pki.pfx / f"{name}.pfx", build.pkcs12_bytes(name, key, cert, chain, password, args.legacy), PRIVATE_FILE)
+            cas = server_chain if pki.certificates[name].get("ca") == SERVER_CA else chain
+            batch.write(pki.pfx / f"{name}.pfx", build.pkcs12_bytes(name, key, cert, cas, password, args.legacy), PRIVATE_FILE)
         return len(span)
 
     try:
@@ -82,7 +86,7 @@ def cmd_export_pfx(args: argparse.Namespace, pki: Pki) -> int:
         batch.sync()
     scheme = "legacy 3DES/SHA-1" if args.legacy else "AES-256/SHA-256"
     if len(names) == 1:
-        out(f"wrote {pki.pfx / (names[0] + '.pfx')} ({scheme}; certificate, key and {len(chain)} CA certificate(s))")
+        out(f"wrote {pki.pfx / (names[0] + '.pfx')} ({scheme}; certificate, key and {len(server_chain if pki.certificates[names[0]].get('ca') == SERVER_CA else chain)} CA certificate(s))")
     else:
         out(f"wrote {len(names)} PFX files ({names[0]}.pfx .. {names[-1]}.pfx) into {pki.pfx}/ ({scheme}; each with certificate, key and {len(chain)} CA certificate(s))")
     return 0

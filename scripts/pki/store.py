@@ -6,7 +6,12 @@
       chain.pem               issuing CA, then root (just the root without an intermediate)
       crl.pem crl.der         the issuing CA's CRL
       root-crl.pem root-crl.der   only with --intermediate: the root's CRL (covers the intermediate)
+      server-ca.pem           only with a server CA (init-ca/init-server-ca --server-domain): the
+                              name-constrained root that signs the beacons' server certificates
+      private/server-ca.key   its key
+      server-crl.pem server-crl.der   the server CA's CRL (covers the server certificates it signed)
       issued/NAME.pem         issued certificates
+      issued/NAME.SERIAL.pem  certificates `renew` superseded (their keys are gone; index: NAME's "previous")
       private/NAME.key        their keys (directory 0700, files 0600); none for CSR-signed ones
       pfx/NAME.pfx            exports (0600)
       index.json              what was issued: serials, names, kind, status, revocation, notAfter
@@ -35,13 +40,16 @@ from cryptography.hazmat.primitives import serialization
 
 from components.safe_files import CERTIFICATE_FILE_LIMIT, INDEX_FILE_LIMIT, KEY_FILE_LIMIT, FileRefused, check_regular, read_regular, read_text
 
-from . import journal
+from . import journal, keycrypt, renew_journal
 from .entries import INDEX_VERSION, index_problem, serial_of
 from .files import PRIVATE_DIR, PRIVATE_FILE, PUBLIC_DIR, PUBLIC_FILE, atomic_write, sync_filesystem
 from .parallel import BackgroundWriter
 
 _WINDOWS_BAD = set('<>:"/\\|?*')
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+SERVER_CA_NAME = "server-ca"
+# Keys of the PKI itself kept in private/ beside the certificates' keys: no certificate may take these names.
+RESERVED_NAMES = {SERVER_CA_NAME: "the server CA's key", "kit-signer": "the kit-signing key"}
 
 
 class PkiError(Exception):
@@ -190,7 +198,10 @@ def _fallback(value: Any, newline: str) -> str:
     return text.replace("\n", newline)
 
 
-def key_pem(key: Any) -> bytes:
+def key_pem(key: Any, password: bytes | None = None) -> bytes:
+    """PKCS#8 PEM; with a password encrypted (keycrypt.py: PBES2, AES-256-CBC)."""
+    if password is not None:
+        return keycrypt.encrypted_pem(key, password)
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
@@ -212,12 +223,17 @@ class Pki:
         self.crl_der = self.root / "crl.der"
         self.root_crl_pem = self.root / "root-crl.pem"
         self.root_crl_der = self.root / "root-crl.der"
+        self.server_ca_pem = self.root / "server-ca.pem"
+        self.server_ca_key = self.root / "private" / f"{SERVER_CA_NAME}.key"
+        self.server_crl_pem = self.root / "server-crl.pem"
+        self.server_crl_der = self.root / "server-crl.der"
         self.index_path = self.root / "index.json"
         self.crl_number_path = self.root / "crlnumber.json"
         self.issued = self.root / "issued"
         self.private = self.root / "private"
         self.pfx = self.root / "pfx"
         self.journal_path = self.root / journal.JOURNAL_FILE
+        self.renew_journal_path = self.root / renew_journal.RENEW_JOURNAL_FILE
         self._index: dict[str, Any] | None = None
         self._taken: set[str] | None = None
         self._on_disk: set[str] | None = None
@@ -225,7 +241,7 @@ class Pki:
 
     # -- state ------------------------------------------------------------------------------
     def ca_files(self) -> list[Path]:
-        return [p for p in (self.ca_pem, self.ca_key, self.root_pem, self.root_key, self.index_path, self.crl_number_path) if p.exists()]
+        return [p for p in (self.ca_pem, self.ca_key, self.root_pem, self.root_key, self.server_ca_pem, self.server_ca_key, self.index_path, self.crl_number_path) if p.exists()]
 
     def has_ca(self) -> bool:
         return self.ca_pem.is_file() and self.index_path.is_file()
@@ -244,7 +260,7 @@ class Pki:
     def index(self) -> dict[str, Any]:
         if self._index is None:
             self._index = self._read_index()
-            if self._lock_depth == 0 and self.journal_path.exists():
+            if self._lock_depth == 0 and (self.journal_path.exists() or self.renew_journal_path.exists()):
                 with self.locked():  # an interrupted command left its journal: recover it first
                     pass
         assert self._index is not None
@@ -328,11 +344,17 @@ class Pki:
         if self._taken is not None:
             self._taken.add(name.casefold())
 
+    def has_server_ca(self) -> bool:
+        """A server CA made by init-ca/init-server-ca --server-domain (recorded in index.json)."""
+        return "server" in self.index.get("authorities", {})
+
     def check_new_name(self, name: str, also: set[str] | None = None) -> None:
         """Refuse a name already used (case-insensitively: Windows file names) or left on disk.
         The names in use and on disk are read once per command (sets), not once per name."""
         check_name(name)
         folded = name.casefold()
+        if folded in RESERVED_NAMES:
+            raise PkiError(f"name {name!r} is reserved: {self.private / (folded + '.key')} holds {RESERVED_NAMES[folded]}; choose another name")
         if self._taken is None:
             self._taken = {existing.casefold() for existing in self.certificates}
         if folded in self._taken:
@@ -357,8 +379,8 @@ class Pki:
         self.private.mkdir(mode=PRIVATE_DIR, exist_ok=True)
         os.chmod(self.private, PRIVATE_DIR)
 
-    def write_key(self, path: Path, key: Any, batch: Batch | None = None) -> None:
-        (batch.write if batch is not None else atomic_write)(path, key_pem(key), PRIVATE_FILE)
+    def write_key(self, path: Path, key: Any, batch: Batch | None = None, password: bytes | None = None) -> None:
+        (batch.write if batch is not None else atomic_write)(path, key_pem(key, password), PRIVATE_FILE)
 
     def write_cert(self, path: Path, cert: x509.Certificate, batch: Batch | None = None) -> None:
         (batch.write if batch is not None else atomic_write)(path, cert_pem(cert), PUBLIC_FILE)
@@ -370,8 +392,14 @@ class Pki:
             raise PkiError(f"{path}: unreadable certificate ({getattr(exc, 'strerror', None) or exc})") from None
 
     def load_key(self, path: Path) -> Any:
+        """A PEM private key; an encrypted one (init-ca --encrypt-key) with PKI_CA_PASSWORD."""
         try:
-            return serialization.load_pem_private_key(read_regular(path, KEY_FILE_LIMIT), password=None)
+            data = read_regular(path, KEY_FILE_LIMIT)
+            if keycrypt.is_encrypted(data):
+                return keycrypt.load_encrypted(data, str(path))
+            return serialization.load_pem_private_key(data, password=None)
+        except keycrypt.PasswordProblem as exc:
+            raise PkiError(str(exc)) from None
         except (OSError, ValueError, TypeError) as exc:
             raise PkiError(f"{path}: unreadable private key ({getattr(exc, 'strerror', None) or exc})") from None
 
@@ -394,6 +422,16 @@ class Pki:
     def intermediate(self) -> bool:
         return bool(self.index["ca"].get("intermediate"))
 
+    def server_ca(self) -> tuple[x509.Certificate, Any]:
+        """The server CA (init-server-ca) and its key, which must belong together."""
+        if not self.has_server_ca():
+            raise PkiError(f"no server CA in {self.root}/: run `python -m scripts.pki --dir {self.root} init-server-ca --server-domain DOMAIN` first")
+        return self._pair(self.server_ca_pem, self.server_ca_key)
+
+    def server_domains(self) -> list[str]:
+        """The DNS subtrees the server CA is constrained to ([] without a server CA)."""
+        return list(self.index["ca"].get("serverDomains", [])) if self.has_server_ca() else []
+
     def root_ca(self) -> tuple[x509.Certificate, Any]:
         if self.intermediate():
             return self._pair(self.root_pem, self.root_key)
@@ -410,7 +448,8 @@ class Pki:
     def locked(self) -> Iterator[None]:
         """An exclusive lock on the directory itself while index.json is read-modified-written
         (re-entrant). Taking it re-reads index.json and first recovers the issuing journal an
-        interrupted command left (journal.py). Background writers forked inside inherit the lock,
+        interrupted command left (journal.py), and finishes or undoes an interrupted renew
+        (renew_journal.py). Background writers forked inside inherit the lock,
         so a killed command's writer finishes before the next command recovers."""
         if self._lock_depth:
             self._lock_depth += 1
@@ -424,9 +463,10 @@ class Pki:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._lock_depth = 1
-            if self.journal_path.exists() and self.has_ca():
+            if (self.journal_path.exists() or self.renew_journal_path.exists()) and self.has_ca():
                 self._index, self._taken, self._on_disk = self._read_index(), None, None
                 journal.recover(self)
+                renew_journal.recover(self)  # an interrupted renew: finished or undone (renew_journal.py)
                 self._taken, self._on_disk = None, None
             yield
         finally:

@@ -1,9 +1,10 @@
-"""`pki bundle` and `pki verify-bundle`: device onboarding kits (docs/onboarding.md).
+"""`pki bundle` and `pki verify-bundle`: device onboarding kits (docs/onboarding.md), kit format 2.
 
-Kits for Windows and UNIX proven by verify-bundle and by real TLS handshakes on loopback against
-the tests/tls OpenSSL server (client certificates required from the stack's CA, CRL checked);
-install.ps1 parsed and linted; hostile device names and host names kept out of paths and agent
-files; interrupted bulk runs resumed without duplicates or half-written kits.
+Kits per platform (windows, the default; unix; all) proven by verify-bundle and by real TLS
+handshakes on loopback against the tests/tls OpenSSL server (client certificates required from
+the stack's CA, CRL checked); install.ps1 parsed and linted against the kit contract; hostile
+device names and host names kept out of paths and agent files; interrupted bulk runs resumed
+without duplicates or half-written kits. Tampering and signatures: tests/pki/test_kit_*.py.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 import socket
 import ssl
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +26,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 import ps_lint
+from kit_lab import CA_CN, HOSTS, ROLLOUT, SECRET, fresh, make_lab, pki_signer_key, rehash, sign_with, stack_text
+from pki_cli import ok, pki
 from scripts.pki import bundle as bundle_module
 from scripts.pki import bundle_files as kit
-from pki_cli import ok, pki
 from tests.tls.conftest import BeaconServer
 
-CA_CN = "Kit Devices CA"
-HOSTS = ("beacon1.example.test", "beacon2.example.test")
 HOSTILE = "'; Stop-Computer"
 UNICODE = "Gerät-ü-東京"
-SECRET = "kit-password-1"
 SHORT_SECRET = SECRET[:5]  # under the 12 characters a shared password needs
 WRONG_SECRET = SECRET + "x"
-ROLLOUT = "unix/mgsft_rollout_response"
+WINDOWS_FILES = ["windows/device.pfx", "windows/root-1.cer", "windows/device-root-1.cer", "windows/install.ps1", "windows/install.json", "windows/install.json.sig",
+                 "windows/kit-signer.cer", "windows/mgssetup.ini"]
+UNIX_FILES = ["unix/device.pem", "unix/device.key", "unix/cert.pem", ROLLOUT, "unix/UNIXConfig.ini", "unix/INSTALL.txt"]
 
 
 def fails(directory: Path, *args: str, expect: str, **kw: Any) -> str:
@@ -61,36 +63,15 @@ def syncs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return calls
 
 
-def stack_text(hosts: tuple[str, ...] = HOSTS, ca: str = "certs/ca.pem", extra: str = "") -> str:
-    listed = "".join(f"    - {h}\n" for h in hosts)
-    return (f"config:\n  aws:region: us-east-1\n  flexnet-beacon:beaconCount: {max(1, len(hosts))}\n"
-            + (f"  flexnet-beacon:beaconHostnames:\n{listed}" if hosts else "")
-            + f"  flexnet-beacon:clientCaCertificates:\n    - {ca}\n  flexnet-beacon:extraMappingRules:\n    - Subject.O=Example Corp\n" + extra)
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project with a stack 'lab' whose beacons trust the PKI's CA, and the PKI."""
-    base = tmp_path_factory.mktemp("kit")
-    (base / "Pulumi.yaml").write_text("name: flexnet-beacon\n")
-    d = base / "pki"
-    ok(d, "init-ca", "--cn", CA_CN, "--o", "Example Corp", "--crl-url", "http://crl.example.test/devices.crl")
-    ok(d, "issue-server", "--dns", HOSTS[0], "--dns", HOSTS[1])
-    ok(d, "issue-client", "--count", "3", "--prefix", "dev-", "--o", "Example Corp")
-    for name in (HOSTILE, UNICODE, "gone-1"):
-        ok(d, "issue-client", "--cn", name, "--o", "Example Corp")
-    (base / "certs").mkdir()
-    shutil.copy(d / "ca.pem", base / "certs" / "ca.pem")
-    (base / "stacks").mkdir()
-    (base / "stacks" / "Pulumi.lab.yaml").write_text(stack_text())
-    return base
+    """A project with a stack 'lab' whose beacons trust the PKI's device CA, and the PKI (with a
+    server CA name-constrained to the beacons' domain, which issued their certificate)."""
+    return make_lab(tmp_path_factory.mktemp("kit"), clients=(HOSTILE, UNICODE, "gone-1"))
 
 
-def fresh(lab: Path, tmp_path: Path) -> tuple[Path, Path]:
-    """A copy of the lab (PKI + stack) to change: (pki dir, stack file)."""
-    target = tmp_path / "lab"
-    shutil.copytree(lab, target)
-    return target / "pki", target / "stacks" / "Pulumi.lab.yaml"
+def files_of(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
 def load_pfx(folder: Path, password: str) -> tuple[Any, x509.Certificate, list[x509.Certificate]]:
@@ -105,30 +86,40 @@ def load_pfx(folder: Path, password: str) -> tuple[Any, x509.Certificate, list[x
 
 def test_kit_layout_modes_and_agent_files(lab: Path, tmp_path: Path, syncs: list[Path]) -> None:
     d, stack = fresh(lab, tmp_path)
-    out = ok(d, "bundle", "dev-0001", "dev-0002", "--stack-config", str(stack), env={"PKI_PASSWORD": SECRET})
+    out = ok(d, "bundle", "dev-0001", "dev-0002", "--platform", "all", "--stack-config", str(stack), env={"PKI_PASSWORD": SECRET})
     assert syncs == [d / "bundles"]  # one sync for the run, after the last rename
-    assert "2 kit(s) written" in out and "PFX password from PKI_PASSWORD" in out and "verify-bundle" in out
+    assert "2 kit(s) written" in out and "password from PKI_PASSWORD" in out and "verify-bundle" in out
     folder = d / "bundles" / "dev-0001"
     assert mode(d / "bundles") == 0o700 and mode(folder) == 0o700
-    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == sorted([
-        "manifest.json", "windows/device.pfx", "windows/root-1.cer", "windows/install.ps1", "windows/install.json",
-        "windows/mgssetup.ini", "unix/device.pem", "unix/device.key", "unix/cert.pem", ROLLOUT, "unix/UNIXConfig.ini", "unix/INSTALL.txt"])
+    assert files_of(folder) == sorted(["manifest.json", "manifest.sig", *WINDOWS_FILES, *UNIX_FILES])
     assert mode(folder / "windows/device.pfx") == 0o600 and mode(folder / "unix/device.key") == 0o600
     assert not (d / "passwords.csv").exists()
+    # --platform all: the UNIX key is encrypted with the PFX's password, never in clear next to a PFX.
+    pem_key = (folder / "unix/device.key").read_bytes()
+    assert pem_key.startswith((b"-----BEGIN ENCRYPTED " + b"PRIVATE KEY-----"))
+    with pytest.raises(TypeError):
+        serialization.load_pem_private_key(pem_key, None)
+    unix_key = serialization.load_pem_private_key(pem_key, SECRET.encode())
+    assert "openssl pkey -in device.key" in (folder / "unix/INSTALL.txt").read_text()
 
     key, cert, extra = load_pfx(folder, SECRET)
     assert extra == []  # leaf and key only: install.ps1 puts the CAs in Root/CA, not in My
+    assert unix_key.private_numbers() == key.private_numbers()
     raw = (folder / "windows/device.pfx").read_bytes()
     aes256_cbc, pbkdf2 = bytes.fromhex("060960864801650304012a"), bytes.fromhex("06092a864886f70d01050c")
     assert aes256_cbc in raw and pbkdf2 in raw  # PBES2 with PBKDF2 and AES-256-CBC
     assert cert == x509.load_pem_x509_certificate((folder / "unix/device.pem").read_bytes())
     assert cert.subject.rfc4514_string() == "CN=dev-0001,O=Example Corp"
     root = x509.load_der_x509_certificate((folder / "windows/root-1.cer").read_bytes())
-    assert root == x509.load_pem_x509_certificate((d / "ca.pem").read_bytes())
+    assert root == x509.load_pem_x509_certificate((d / "server-ca.pem").read_bytes())  # the constrained server CA, not the device root
     assert x509.load_pem_x509_certificates((folder / "unix/cert.pem").read_bytes()) == [root]
 
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["stack"] == "lab" and manifest["beacons"] == list(HOSTS) and manifest["device"] == "dev-0001"
+    assert manifest["kitVersion"] == 2 and manifest["platform"] == "all" and manifest["encryptKey"] is True
+    signer = x509.load_pem_x509_certificate((d / "kit-signer.pem").read_bytes())
+    assert manifest["signer"] == signer.fingerprint(hashes.SHA1()).hex().upper() and f"signer thumbprint: {manifest['signer']}" in out
+    assert sorted(manifest["files"]) == sorted([*WINDOWS_FILES, *UNIX_FILES])  # itself and its signature excluded
     host = manifest["bootstrapBeacon"]
     assert host in HOSTS and host == kit.bootstrap_host("dev-0001", list(HOSTS))
     rollout = (folder / ROLLOUT).read_bytes()
@@ -142,17 +133,47 @@ def test_kit_layout_modes_and_agent_files(lab: Path, tmp_path: Path, syncs: list
     assert b"[Common]\r\nAddClientCertificateAndKey=True\r\n" in ini and f"DEPLOYSERVERURL=https://{host}/ManageSoftDL/".encode() in ini
     assert (folder / "windows/install.ps1").read_bytes() == kit.TEMPLATE.read_bytes()
     data = json.loads((folder / "windows/install.json").read_text(encoding="ascii"))
-    assert data["pfx"]["thumbprint"] == cert.fingerprint(hashes.SHA1()).hex().upper()
-    assert data["caCertificates"] == [{"file": "root-1.cer", "store": "Root", "thumbprint": root.fingerprint(hashes.SHA1()).hex().upper(), "subject": f"CN={CA_CN},O=Example Corp"}]
+    assert data["schemaVersion"] == 2 and data["supersedes"] == []
+    assert data["pfx"] == {"file": "device.pfx", "thumbprint": cert.fingerprint(hashes.SHA1()).hex().upper(), "subject": "CN=dev-0001,O=Example Corp",
+                           "issuer": f"CN={CA_CN},O=Example Corp", "notAfter": manifest["notAfter"]}
+    device_root = x509.load_pem_x509_certificate((d / "ca.pem").read_bytes())
+    assert sorted(data["caCertificates"], key=lambda e: e["file"]) == [
+        {"file": "device-root-1.cer", "store": "CA", "thumbprint": device_root.fingerprint(hashes.SHA1()).hex().upper(), "subject": device_root.subject.rfc4514_string()},
+        {"file": "root-1.cer", "store": "Root", "thumbprint": root.fingerprint(hashes.SHA1()).hex().upper(), "subject": root.subject.rfc4514_string()}]
     assert data["beaconUrls"] == [f"https://{h}/ManageSoftDL/" for h in HOSTS]
+    assert data["files"] == {name: {"sha256": hashlib.sha256((folder / "windows" / name).read_bytes()).hexdigest(), "size": (folder / "windows" / name).stat().st_size}
+                             for name in ("device.pfx", "device-root-1.cer", "mgssetup.ini", "root-1.cer")}
+    assert (folder / "windows/kit-signer.cer").read_bytes() == signer.public_bytes(serialization.Encoding.DER)
     assert "NOT SET" in (folder / "unix/INSTALL.txt").read_text()
+
+
+def test_default_platform_is_windows_without_any_key_file(lab: Path, tmp_path: Path) -> None:
+    d, stack = fresh(lab, tmp_path)
+    code, out, err = pki(d, "bundle", "dev-0001", "--stack-config", str(stack), env={"PKI_PASSWORD": SECRET})
+    assert code == 0, err
+    folder = d / "bundles" / "dev-0001"
+    assert files_of(folder) == sorted(["manifest.json", "manifest.sig", *WINDOWS_FILES])
+    assert not any(b"PRIVATE KEY" in p.read_bytes() for p in folder.rglob("*") if p.is_file())  # the key is only inside the PFX
+    assert "made the kit signer" in err and "note: UNIX" not in err  # nothing to say about UNIX paths for a Windows kit
+    assert json.loads((folder / "manifest.json").read_text())["platform"] == "windows"
+    # A UNIX kit without --encrypt-key: no password at all, the key 0600; a Windows kit has no key file to encrypt.
+    code, out, err = pki(d, "bundle", "dev-0002", "--platform", "unix", "--stack-config", str(stack), "--out", str(tmp_path / "u"), env={"PKI_PASSWORD": None})
+    assert code == 0, err
+    folder = tmp_path / "u" / "bundles" / "dev-0002"
+    assert files_of(folder) == sorted(["manifest.json", "manifest.sig", *UNIX_FILES]) and not (tmp_path / "u" / "passwords.csv").exists()
+    assert mode(folder / "unix/device.key") == 0o600 and (folder / "unix/device.key").read_bytes().startswith((b"-----BEGIN " + b"PRIVATE KEY-----"))
+    assert "made the kit signer" not in err  # made once, then reused
+    ok(d, "verify-bundle", str(folder), "--stack-config", str(stack))
+    fails(d, "bundle", "dev-0003", "--encrypt-key", "--stack-config", str(stack), expect="--encrypt-key", env={"PKI_PASSWORD": SECRET})
+    help_text = " ".join(pki(d, "bundle", "--help")[1].split())
+    assert "most FlexNet fleets are Windows" in help_text and "Windows 10 1607 and 1703, Windows Server 2016 and older" in help_text
 
 
 def test_random_passwords_csv_and_unix_paths(lab: Path, tmp_path: Path) -> None:
     d, stack = fresh(lab, tmp_path)
     ok(d, "issue-client", "--cn", "=HYPERLINK", "--o", "Example Corp")
     out_dir = tmp_path / "out"
-    code, out, err = pki(d, "bundle", "--prefix", "=", "--stack-config", str(stack), "--out", str(out_dir),
+    code, out, err = pki(d, "bundle", "--prefix", "=", "--platform", "all", "--stack-config", str(stack), "--out", str(out_dir),
                          "--unix-client-cert", "/etc/pki/agent/device.pem", "--unix-client-key", "/etc/pki/agent/device.key", env={"PKI_PASSWORD": None})
     assert code == 0, err
     assert "note: UNIX" not in err  # the paths were given
@@ -162,28 +183,35 @@ def test_random_passwords_csv_and_unix_paths(lab: Path, tmp_path: Path) -> None:
     rows = kit.read_passwords(csv_path)
     assert list(rows) == ["=HYPERLINK"] and len(rows["=HYPERLINK"]) == 24
     load_pfx(out_dir / "bundles" / "=HYPERLINK", rows["=HYPERLINK"])
+    serialization.load_pem_private_key((out_dir / "bundles" / "=HYPERLINK" / "unix/device.key").read_bytes(), rows["=HYPERLINK"].encode())
     install = (out_dir / "bundles" / "=HYPERLINK" / "unix/INSTALL.txt").read_text()
     assert "/etc/pki/agent/device.pem" in install and "NOT SET" not in install
+    assert "openssl pkey -in device.key -out /etc/pki/agent/device.key" in install and "chmod 600 /etc/pki/agent/device.key" in install
     # Without the paths, the command says plainly that the operator must supply them.
-    code, out, err = pki(d, "bundle", "dev-0003", "--stack-config", str(stack), env={"PKI_PASSWORD": SECRET})
+    code, out, err = pki(d, "bundle", "dev-0003", "--platform", "unix", "--stack-config", str(stack), env={"PKI_PASSWORD": SECRET})
     assert code == 0 and "does not say where the UNIX agent reads its client certificate and key" in err and "--unix-client-cert PATH" in err
 
 
 def test_kit_with_an_intermediate_ca(tmp_path: Path) -> None:
     base = tmp_path / "chained"
     d = base / "pki"
-    ok(d, "init-ca", "--cn", CA_CN, "--o", "Example Corp", "--intermediate", "--crl-url", "http://crl.example.test/devices.crl")
+    ok(d, "init-ca", "--cn", CA_CN, "--o", "Example Corp", "--intermediate", "--crl-url", "http://crl.example.test/devices.crl", "--server-domain", "example.test")
     ok(d, "issue-server", "--dns", HOSTS[0])
     ok(d, "issue-client", "--cn", "chained-1", "--o", "Example Corp")
     (base / "Pulumi.yaml").write_text("name: flexnet-beacon\n")
     (base / "stacks").mkdir()
     stack = base / "stacks" / "Pulumi.chained.yaml"
     stack.write_text(stack_text(hosts=(HOSTS[0],), ca="pki/chain.pem"))
-    ok(d, "bundle", "chained-1", "--stack-config", str(stack), env={"PKI_PASSWORD": SECRET})
+    ok(d, "bundle", "chained-1", "--platform", "all", "--stack-config", str(stack), env={"PKI_PASSWORD": SECRET})
     folder = d / "bundles" / "chained-1"
-    assert sorted(p.name for p in (folder / "windows").glob("*.cer")) == ["intermediate-1.cer", "root-1.cer"]
-    stores = {e["file"]: e["store"] for e in json.loads((folder / "windows/install.json").read_text())["caCertificates"]}
-    assert stores == {"intermediate-1.cer": "CA", "root-1.cer": "Root"}
+    assert sorted(p.name for p in (folder / "windows").glob("*.cer")) == ["device-root-1.cer", "intermediate-1.cer", "kit-signer.cer", "root-1.cer"]
+    cas = {e["file"]: (e["store"], e["subject"]) for e in json.loads((folder / "windows/install.json").read_text())["caCertificates"]}
+    server_ca = x509.load_pem_x509_certificate((d / "server-ca.pem").read_bytes())
+    issuing = x509.load_pem_x509_certificate((d / "ca.pem").read_bytes())
+    device_root = x509.load_pem_x509_certificate((d / "root.pem").read_bytes())
+    # The device chain (LocalMachine\CA, no trust: the intermediate and, for building the chain, its root) and the constrained server root.
+    assert cas == {"intermediate-1.cer": ("CA", issuing.subject.rfc4514_string()), "device-root-1.cer": ("CA", device_root.subject.rfc4514_string()),
+                   "root-1.cer": ("Root", server_ca.subject.rfc4514_string())}
     sent = x509.load_pem_x509_certificates((folder / "unix/device.pem").read_bytes())
     assert [c.subject for c in sent[1:]] == [x509.load_pem_x509_certificate((d / "ca.pem").read_bytes()).subject]  # the intermediate, not the root
     out = ok(d, "verify-bundle", str(folder), "--stack-config", str(stack), env={"PKI_PASSWORD": SECRET})
@@ -196,7 +224,7 @@ def test_kit_with_an_intermediate_ca(tmp_path: Path) -> None:
 
 def test_verify_bundle_accepts_and_finds_every_defect(lab: Path, tmp_path: Path) -> None:
     d, stack = fresh(lab, tmp_path)
-    ok(d, "bundle", "dev-0001", "dev-0002", "dev-0003", "gone-1", "--stack-config", str(stack), env={"PKI_PASSWORD": None})
+    ok(d, "bundle", "dev-0001", "dev-0002", "dev-0003", "gone-1", "--platform", "all", "--stack-config", str(stack), env={"PKI_PASSWORD": None})
     bundles = d / "bundles"
     out = ok(d, "verify-bundle", str(bundles), "--stack-config", str(stack))
     assert sum(line.startswith("ok ") for line in out.splitlines()) == 4 and "4 ok, 0 failed" in out
@@ -213,18 +241,23 @@ def test_verify_bundle_accepts_and_finds_every_defect(lab: Path, tmp_path: Path)
     (bundles / "dev-0003" / "windows/extra.ps1").write_text("Stop-Computer\n")
     found = verdicts()
     assert found["gone-1"] == [found["gone-1"][0]] and "403.13 revoked" in found["gone-1"][0]
-    assert any("mgssetup.ini differs from its SHA-256" in p for p in found["dev-0001"])
+    assert any("windows/mgssetup.ini differs from its SHA-256 and size in manifest.json" in p for p in found["dev-0001"])
+    assert any("windows/mgssetup.ini differs from its SHA-256 and size in windows/install.json" in p for p in found["dev-0001"])
     assert any("unix/device.key is readable by others" in p for p in found["dev-0002"])
-    assert any("windows/extra.ps1 is not listed" in p for p in found["dev-0003"])
+    assert any("windows/extra.ps1 is not listed in manifest.json" in p for p in found["dev-0003"])
+    assert any("windows/extra.ps1 is not listed in windows/install.json" in p for p in found["dev-0003"])
 
-    # A rollout file rewritten with CRLF and another host (manifest updated to match): still caught.
+    # A rollout file rewritten with CRLF and another host, manifest updated to match: the signature
+    # fails; and were the kit signed again with the PKI's own key (a faulty bundle), the content
+    # checks still catch it.
     folder = bundles / "dev-0003"
     (folder / "windows/extra.ps1").unlink()
     rollout = (folder / ROLLOUT).read_bytes().replace(b"\n", b"\r\n").replace(b"beacon1", b"rogue1").replace(b"beacon2", b"rogue1")
     (folder / ROLLOUT).write_bytes(rollout)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["files"][ROLLOUT] = {"sha256": hashlib.sha256(rollout).hexdigest(), "size": len(rollout)}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    rehash(folder)
+    assert verdicts()["dev-0003"] == ["manifest.sig: the signature over manifest.json does not verify with the kit signer "
+                                      f"{json.loads((folder / 'manifest.json').read_text())['signer']} (manifest.json was changed after it was signed, or another key signed it)"]
+    sign_with(folder, pki_signer_key(d))
     problems = verdicts()["dev-0003"]
     assert any("CR characters" in p for p in problems) and any("not a beacon of the stack" in p for p in problems)
 
@@ -241,6 +274,7 @@ def test_verify_bundle_accepts_and_finds_every_defect(lab: Path, tmp_path: Path)
     code, out, _ = pki(d, "verify-bundle", str(clean / "bundles"), "--stack-config", str(stranger), env={"PKI_PASSWORD": SECRET})
     assert code == 1 and "403.16 untrusted" in out and "made for stack lab, not stranger" in out
     fails(d, "verify-bundle", str(clean / "bundles"), "--stack-config", str(stack), expect="set it to verify them", env={"PKI_PASSWORD": None})
+    fails(d, "verify-bundle", str(clean / "bundles"), "--stack-config", str(stack), "--signer", "12AB", expect="--signer: got '12AB'", env={"PKI_PASSWORD": SECRET})
     fails(d, "verify-bundle", str(clean / "bundles"), "--beacon-host", HOSTS[0], expect="which stack?")
     code, out, _ = pki(d, "verify-bundle", str(clean / "bundles"), "--stack-config", str(stack), env={"PKI_PASSWORD": WRONG_SECRET})
     assert code == 1 and "does not open with its password" in out
@@ -268,7 +302,7 @@ def _handshake(port: int, host: str, ca: Path, cert: Path, key: Path) -> bool:
 
 def test_kits_pass_a_real_mutual_tls_handshake_and_a_revoked_one_is_refused(lab: Path, tmp_path: Path) -> None:
     d, stack = fresh(lab, tmp_path)
-    ok(d, "bundle", "dev-0001", "gone-1", "--stack-config", str(stack), env={"PKI_PASSWORD": SECRET})
+    ok(d, "bundle", "dev-0001", "gone-1", "--platform", "all", "--stack-config", str(stack), env={"PKI_PASSWORD": SECRET})
     ok(d, "revoke", "gone-1", "--reason", "keyCompromise")
     ok(d, "crl")
     server_name = HOSTS[0]
@@ -280,9 +314,14 @@ def test_kits_pass_a_real_mutual_tls_handshake_and_a_revoked_one_is_refused(lab:
             host = json.loads((folder / "manifest.json").read_text())["bootstrapBeacon"]
             rollout = (folder / ROLLOUT).read_text()
             assert f"MGSFT_BOOTSTRAP_DOWNLOAD=https://{host}/ManageSoftDL/" in rollout
-            # UNIX: the PEM pair and the CA bundle as they are in the kit.
+            # UNIX: the PEM pair and the CA bundle as they are in the kit, the key decrypted as
+            # unix/INSTALL.txt says (openssl pkey with the kit's password).
+            clear_key = tmp_path / f"unix-{name}.key"
+            decrypted = subprocess.run(["openssl", "pkey", "-in", str(folder / "unix/device.key"), "-out", str(clear_key), "-passin", "env:KIT_PASSWORD"],
+                                       env={**os.environ, "KIT_PASSWORD": SECRET}, capture_output=True, text=True, timeout=30)
+            assert decrypted.returncode == 0, decrypted.stderr
             server.drain()
-            assert _handshake(server.port, host, folder / "unix/cert.pem", folder / "unix/device.pem", folder / "unix/device.key") is accepted
+            assert _handshake(server.port, host, folder / "unix/cert.pem", folder / "unix/device.pem", clear_key) is accepted
             event = server.next_event()
             assert event.accepted is accepted and (accepted or "certificate revoked" in event.detail), event.detail
             # Windows: what install.ps1 imports (the PFX, the root .cer), presented the same way.
@@ -331,7 +370,7 @@ def test_interrupted_run_resumes_without_duplicates_or_half_written_kits(lab: Pa
     assert len(rows_before) == 6  # recorded before any kit was written
     monkeypatch.setattr(bundle_module.Plan, "write", real_write)
     # A crash before the final sync can leave a renamed kit with a short file: it is rebuilt.
-    (bundles / "bulk-0002" / "unix" / "device.pem").write_bytes(b"")
+    (bundles / "bulk-0002" / "windows" / "mgssetup.ini").write_bytes(b"")
     out = ok(d, *args, env={"PKI_PASSWORD": None})
     assert "4 kit(s) written, 2 complete kit(s) skipped" in out
     assert sorted(p.name for p in bundles.iterdir()) == [f"bulk-000{i}" for i in range(1, 7)]  # no .tmp-*, no duplicates
@@ -352,7 +391,7 @@ def test_parallel_run_and_stale_kits(lab: Path, tmp_path: Path) -> None:
     assert "8 kit(s) exist with other settings" in line and "beacons differ" in line
     out = ok(d, "bundle", "--prefix", "par-", "--stack-config", str(stack), "--beacon-host", HOSTS[1], "--force", env={"PKI_PASSWORD": SECRET})
     assert "8 kit(s) written" in out
-    assert all(f"https://{HOSTS[1]}/" in (p / ROLLOUT).read_text() for p in (d / "bundles").iterdir())
+    assert all(json.loads((p / "windows/install.json").read_text())["beaconUrls"] == [f"https://{HOSTS[1]}/ManageSoftDL/"] for p in (d / "bundles").iterdir())
     assert not [p for p in (d / "bundles").iterdir() if p.name.startswith(".")]
 
 
@@ -362,7 +401,7 @@ def test_parallel_run_and_stale_kits(lab: Path, tmp_path: Path) -> None:
 
 def test_hostile_device_names_stay_data(lab: Path, tmp_path: Path) -> None:
     d, stack = fresh(lab, tmp_path)
-    ok(d, "bundle", HOSTILE, UNICODE, "--stack-config", str(stack), env={"PKI_PASSWORD": SECRET})
+    ok(d, "bundle", HOSTILE, UNICODE, "--platform", "all", "--stack-config", str(stack), env={"PKI_PASSWORD": SECRET})
     for name in (HOSTILE, UNICODE):
         folder = d / "bundles" / name
         assert folder.is_dir() and folder.resolve().parent == (d / "bundles").resolve()
@@ -446,10 +485,13 @@ def test_beacons_from_stack_outputs_and_refusals(lab: Path, tmp_path: Path) -> N
     ok(other, "issue-client", "--cn", "stray")
     fails(other, "bundle", "stray", "--stack-config", str(stack), expect="does not trust this PKI's issuing CA", env={"PKI_PASSWORD": SECRET})
     fails(other, "bundle", "stray", "--beacon-host", HOSTS[0], expect="--server-ca FILE", env={"PKI_PASSWORD": SECRET})
-    ok(other, "bundle", "stray", "--beacon-host", HOSTS[0], "--server-ca", str(d / "ca.pem"), env={"PKI_PASSWORD": SECRET})
+    ok(other, "bundle", "stray", "--platform", "all", "--beacon-host", HOSTS[0], "--server-ca", str(d / "server-ca.pem"), env={"PKI_PASSWORD": SECRET})
     kit_dir = other / "bundles" / "stray"
-    assert x509.load_pem_x509_certificates((kit_dir / "unix/cert.pem").read_bytes())[0].subject.rfc4514_string() == f"CN={CA_CN},O=Example Corp"
-    assert sorted(p.name for p in (kit_dir / "windows").glob("*.cer")) == ["root-1.cer", "root-2.cer"]
+    server_ca = x509.load_pem_x509_certificate((d / "server-ca.pem").read_bytes())
+    assert x509.load_pem_x509_certificates((kit_dir / "unix/cert.pem").read_bytes()) == [server_ca]
+    # The server root from --server-ca; the other PKI's own (unconstrained) device root goes to CA, never Root.
+    assert sorted(p.name for p in (kit_dir / "windows").glob("*.cer")) == ["device-root-1.cer", "kit-signer.cer", "root-1.cer"]
+    assert x509.load_der_x509_certificate((kit_dir / "windows/root-1.cer").read_bytes()) == server_ca
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,6 +499,8 @@ def test_beacons_from_stack_outputs_and_refusals(lab: Path, tmp_path: Path) -> N
 
 
 def test_install_script_parses_lints_and_takes_data_only() -> None:
+    """The static template as a kit carries it: parsed, linted, no code built from data, and the
+    parameters of kit format 2 (its verification path: tests/pki/test_install_script.py)."""
     text = kit.TEMPLATE.read_text(encoding="ascii")
     tree = ps_lint.parse(text)
     assert ps_lint.defects(tree) == []
@@ -465,11 +509,6 @@ def test_install_script_parses_lints_and_takes_data_only() -> None:
     code = text.lower()
     for banned in ("invoke-expression", "iex ", "add-type", "[scriptblock]::create", "expandstring", "invoke-command"):
         assert banned not in code, banned
-    imports = [c for c in ps_lint.commands(tree) if c.name == "Import-PfxCertificate"]
-    assert len(imports) == 1 and "Exportable" not in imports[0].parameters  # the key stays on the machine
-    assert {"FilePath", "CertStoreLocation", "Password"} <= set(imports[0].parameters)
-    assert "'Cert:\\LocalMachine\\My'" in text and "'Cert:\\LocalMachine\\' + $store" in text
-    assert "HKLM:\\SOFTWARE\\Wow6432Node\\ManageSoft Corp\\ManageSoft\\Common" in text and "HKLM:\\SOFTWARE\\ManageSoft Corp\\ManageSoft\\Common" in text
-    assert "-PropertyType String" in text and "$PreferenceName = 'AddClientCertificateAndKey'" in text
-    assert ps_lint.script_parameters(tree) == ["PfxPassword", "CheckOnly", "ProbeBeacons"]
-    assert "install.json" in text and "ConvertFrom-Json" in text
+    assert set(ps_lint.script_parameters(tree)) == {"SignerThumbprint", "PfxPasswordFile", "PfxPassword", "KeepPfx", "CheckOnly", "ProbeBeacons"}
+    for name in (kit.INSTALL_JSON, kit.INSTALL_SIG, kit.SIGNER_CER):
+        assert f"'{name}'" in text, name
