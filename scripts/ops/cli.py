@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import botocore.exceptions as bce
@@ -173,14 +175,20 @@ def cmd_probe(ctx: Context) -> int:
     args = ctx.args
     target = probe_mod.parse_target(args.url, args.connect, args.path)
     probe_mod.load_ca(args.ca)
-    identities = probe_mod.identities(
-        _pairs(args.cert, args.key, "--cert", "--key"), _pairs(args.revoked_cert, args.revoked_key, "--revoked-cert", "--revoked-key")
-    )
+    enforcement = args.enforcement or ctx.outputs.optional("enforcement") or "require"
+    devices = _pairs(args.cert, args.key, "--cert", "--key")
+    identities = probe_mod.identities(devices, _pairs(args.revoked_cert, args.revoked_key, "--revoked-cert", "--revoked-key"), str(enforcement))
     notes = probe_mod.certificate_notes(identities)
-    rows = probe_mod.run_matrix(target, args.ca, identities, args.tls12, args.timeout)
+    with tempfile.TemporaryDirectory(prefix="probe-foreign-") as folder:  # 0700; the throwaway key never outlives the run
+        if devices:
+            identities.append(probe_mod.foreign_identity(devices[0][0], Path(folder)))
+        else:
+            notes.append("no --cert given: the row of a foreign CA with the issuing CA's name needs a device certificate to copy the names from")
+        rows = probe_mod.run_matrix(target, args.ca, identities, args.tls12, args.timeout)
     admits = [r for r in rows if r.security_failure]
     payload = {
         "ok": all(r.ok for r in rows),
+        "enforcement": enforcement,
         "url": args.url,
         "connect": f"{target.connect}:{target.port}",
         "path": target.path,
@@ -345,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect", metavar="ADDR", help="connect to this address instead of the URL's host (SNI and name check still use the host)")
     p.add_argument("--tls12", action="store_true", help="repeat the matrix with TLS 1.2 at most")
     p.add_argument("--timeout", type=_seconds, default=10, help="seconds per connection (default 10)")
+    p.add_argument("--enforcement", choices=probe_mod.MODES, help="what the beacon is meant to do (default: the stack outputs' enforcement, else require): under observe a request without a certificate is admitted")
 
     p = verb("expiry", cmd_expiry, "time left on the server certificate, CA and device certificates and each published CRL")
     p.add_argument("--pki", metavar="DIR", help="PKI directory of scripts.pki (CA, issued certificates, CRL URLs)")

@@ -1,8 +1,11 @@
 """The mTLS matrix against a live beacon, from the operator's machine.
 
-Rows: no client certificate (must be refused), each device certificate (must be admitted to
-/ManageSoftDL/), a revoked certificate (must be refused). Each row is a fresh TLS connection
-verifying the beacon's own certificate against --ca and sending GET <path>.
+Rows: no client certificate (refused under enforcement require; admitted under observe, where
+anonymous requests still pass), each device certificate (must be admitted to /ManageSoftDL/), a
+revoked certificate (must be refused), and a certificate from a throwaway CA made for the run
+whose subject equals the issuing CA's (must be refused: a beacon that trusts CAs by name would
+admit it). Each row is a fresh TLS connection verifying the beacon's own certificate against --ca
+and sending GET <path>.
 
 A refusal counts only when the beacon completed its part of TLS first: it sent its certificate,
 which verified against --ca for the URL's host, and finished its handshake messages (seen through
@@ -18,6 +21,7 @@ stops a row (plain HTTP or garbage on the port, silence until the timeout, a non
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 import ssl
@@ -129,8 +133,14 @@ def _check_file(path: str, what: str) -> str:
     return path
 
 
-def identities(certs_keys: Sequence[tuple[str, str]], revoked: Sequence[tuple[str, str]]) -> list[Identity]:
-    rows = [Identity("no client certificate", "refuse")]
+MODES = ("require", "observe")
+FOREIGN_LABEL = "foreign CA with the issuing CA's name"
+
+
+def identities(certs_keys: Sequence[tuple[str, str]], revoked: Sequence[tuple[str, str]], enforcement: str = "require") -> list[Identity]:
+    if enforcement not in MODES:
+        raise InputError(f"--enforcement: got {enforcement!r}; expected require or observe")
+    rows = [Identity("no client certificate", "refuse" if enforcement == "require" else "admit")]
     for cert, key in certs_keys:
         rows.append(Identity(Path(cert).name, "admit", _check_file(cert, "--cert"), _check_file(key, "--key")))
     for cert, key in revoked:
@@ -138,12 +148,47 @@ def identities(certs_keys: Sequence[tuple[str, str]], revoked: Sequence[tuple[st
     return rows
 
 
+def foreign_identity(device_cert: str, folder: Path) -> Identity:
+    """A certificate from a CA made for this run whose subject is the issuing CA's (the issuer of
+    ``device_cert``), for the device's subject, with clientAuth: the beacon must refuse it (403.16).
+    Written into ``folder`` (a private temporary directory the caller removes), key 0600."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    try:
+        device = cert_facts.read_certificates(device_cert)[0]
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--cert {device_cert}: not a certificate ({exc})") from None
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(device.issuer).issuer_name(device.issuer).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(device.subject).issuer_name(device.issuer).public_key(leaf_key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    cert_path, key_path = folder / "foreign.pem", folder / "foreign.key"
+    cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM))
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(leaf_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return Identity(FOREIGN_LABEL, "refuse", str(cert_path), str(key_path))
+
+
 def certificate_notes(rows: Sequence[Identity]) -> list[str]:
     """Warnings about the given client certificates that explain a refusal in advance."""
     notes = []
     now = now_utc()
     for identity in rows:
-        if identity.cert is None:
+        if identity.cert is None or identity.label == FOREIGN_LABEL:
             continue
         try:
             cert = cert_facts.read_certificates(identity.cert)[0]
@@ -329,7 +374,8 @@ def summary_lines(rows: Sequence[Row]) -> list[str]:
     locked_out = [r for r in rows if not r.ok and not r.security_failure and r.outcome != "inconclusive"]
     lines = []
     if admits:
-        lines.append(f"FAIL: the beacon admits what it must refuse ({', '.join(sorted({r.identity.label for r in admits}))}): check sslFlags SslRequireCert, anonymous authentication and the CRL")
+        lines.append(f"FAIL: the beacon admits what it must refuse ({', '.join(sorted({r.identity.label for r in admits}))}): check sslFlags SslRequireCert, anonymous authentication, the CRL"
+                     " and the trusted CAs (a CA trusted by name, not by key, admits the foreign CA)")
     if unproven:
         lines.append(
             f"FAIL: inconclusive for {', '.join(sorted({r.identity.label for r in unproven}))}: {unproven[0].detail}; "

@@ -90,6 +90,8 @@ def test_a_correct_beacon_passes_the_matrix(lab: Lab, capsys) -> None:
     assert rows["no client certificate"]["outcome"] == "refused"
     assert rows["device-valid.pem"]["outcome"] == "admitted" and rows["device-valid.pem"]["httpStatus"] == 200
     assert rows["device-revoked.pem (revoked)"]["outcome"] == "refused"
+    # A CA made for the run with the issuing CA's subject (and the device's subject): refused, 403.16 on IIS.
+    assert rows["foreign CA with the issuing CA's name"]["outcome"] == "refused" and result["enforcement"] == "require"
     # TLS 1.3: the server's alert (certificate revoked) usually arrives; a bare close also counts as refused.
     detail = rows["device-revoked.pem (revoked)"]["detail"].lower()
     assert "revoked" in detail or "closed after the handshake" in detail
@@ -99,10 +101,11 @@ def test_a_beacon_that_admits_everyone_is_flagged(lab: Lab, capsys) -> None:
     code, out, _ = run(capsys, "probe", url(lab, "open-door"), *matrix_args(lab))
     assert code == 1
     failing = [line for line in out.splitlines() if "FAIL: ADMITTED" in line]
-    assert len(failing) == 2
+    assert len(failing) == 3
     assert any(line.startswith("no client certificate") for line in failing)
     assert any(line.startswith("device-revoked.pem (revoked)") for line in failing)
-    assert "FAIL: the beacon admits what it must refuse (device-revoked.pem (revoked), no client certificate)" in out
+    assert any(line.startswith("foreign CA with the issuing CA's name") for line in failing)
+    assert "FAIL: the beacon admits what it must refuse (device-revoked.pem (revoked), foreign CA with the issuing CA's name, no client certificate)" in out
 
 
 def test_a_beacon_with_optional_client_certificates_is_flagged(lab: Lab, capsys) -> None:
@@ -154,3 +157,20 @@ def test_probe_errors_are_one_line(lab: Lab, capsys, tmp_path: Path) -> None:
     ]:
         code, out, err = run(capsys, "probe", *args)
         assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err
+
+
+def test_observe_admits_requests_without_a_certificate_and_still_refuses_bad_ones(lab: Lab, capsys, tmp_path: Path) -> None:
+    """An observe beacon (certificates negotiated, not required: the 'optional' server) passes
+    under --enforcement observe, from the flag or from the stack outputs; a require beacon fails it."""
+    code, out, err = run(capsys, "--json", "probe", url(lab, "optional"), *matrix_args(lab), "--enforcement", "observe")
+    assert code == 0, out + err
+    rows = {r["case"]: r for r in json.loads(out)["matrix"]}
+    assert rows["no client certificate"]["expect"] == "admit" and rows["no client certificate"]["outcome"] == "admitted"
+    assert rows["device-revoked.pem (revoked)"]["outcome"] == "refused" and rows["foreign CA with the issuing CA's name"]["outcome"] == "refused"
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps({"enforcement": "observe"}))
+    code, out, _ = run(capsys, "--json", "--stack-outputs", str(outputs), "probe", url(lab, "optional"), *matrix_args(lab))
+    assert code == 0 and json.loads(out)["enforcement"] == "observe"
+    # A beacon that requires certificates is not what observe means: devices without one would be cut off.
+    code, out, _ = run(capsys, "probe", url(lab, "fresh"), *matrix_args(lab), "--enforcement", "observe")
+    assert code == 1 and "no client certificate not handled as expected" in out
