@@ -257,7 +257,12 @@ def cmd_expiry(ctx: Context) -> int:
     if isinstance(egress, list):
         urls = expiry_mod.dedupe_urls(urls, egress)
     urls = expiry_mod.dedupe_urls(urls, *(cert_facts.cdp_urls(ca) for ca in cas))  # e.g. an intermediate's root CRL
-    published_crls = expiry_mod.crl_url_items(urls, cas, args.fetch_timeout)
+    # URLs that serve a CA certificate, not a CRL: AIA caIssuers of the CAs, and those the outputs name as AIA only.
+    sources = ctx.outputs.optional("crlEgress.sources")
+    certificate_urls = {u for ca in cas for u in cert_facts.aia_urls(ca, "caIssuers")}
+    if isinstance(sources, dict):
+        certificate_urls |= {u for u, where in sources.items() if isinstance(where, list) and where and all(str(w).startswith(("AIA of", "crlHosting")) for w in where)}
+    published_crls = expiry_mod.crl_url_items(urls, cas, args.fetch_timeout, certificate_urls)
     items += published_crls
     items += [item for _, item in local]
     notes += expiry_mod.unpublished(local, published_crls)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import queue
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -28,7 +30,9 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPub
 from components.certs import facts as cert_facts
 from components.safe_files import INDEX_FILE_LIMIT, read_text
 
-from .common import PROJECT, InputError, days_left, iso, parse_time
+from .common import PROJECT, InputError, days_left, iso, now_utc, parse_time
+
+CLOCK_SKEW = dt.timedelta(minutes=5)  # a CRL signed this little ahead of our clock is still usable
 
 METRIC_NAMESPACE = "FlexNetBeacon"
 KINDS = ("server-certificate", "ca-certificate", "device-certificate", "crl")
@@ -148,9 +152,30 @@ def superseded_items(name: str, entry: dict[str, Any], source: str) -> list[Item
 
 
 def fetch(url: str, timeout: float) -> bytes:
-    request = urllib.request.Request(url, headers={"User-Agent": f"{PROJECT}-ops"})
-    with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 (http CDP URLs by design)
-        return answer.read(FETCH_LIMIT)
+    """The body at url, bounded by ONE deadline of `timeout` seconds for connect, request and the
+    whole answer (urllib's timeout is per socket operation: a host trickling a byte a second would
+    hold it for minutes). The fetch runs in a daemon thread; past the deadline it is abandoned."""
+    outcome: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
+
+    def run() -> None:
+        try:
+            request = urllib.request.Request(url, headers={"User-Agent": f"{PROJECT}-ops"})
+            with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 (http CDP URLs by design)
+                outcome.put((True, answer.read(FETCH_LIMIT)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller as it is
+            outcome.put((False, exc))
+
+    threading.Thread(target=run, name=f"fetch {url}", daemon=True).start()
+    try:
+        ok, value = outcome.get(timeout=timeout)
+    except queue.Empty:
+        raise TimeoutError(f"no complete answer within {timeout:g} s") from None
+    if not ok:
+        raise value
+    return value
+
+
+CERTIFICATE_SUFFIXES = (".cer", ".crt", ".p7c")  # AIA caIssuers files (RFC 5280 4.2.2.1 names .cer and .p7c)
 
 
 def _crl_number(crl: x509.CertificateRevocationList) -> int | None:
@@ -171,10 +196,20 @@ def crl_item(crl: x509.CertificateRevocationList, source: str, cas: Sequence[x50
     signers = [c for c in cas if c.subject == crl.issuer]
     if signers and not any(crl.is_signature_valid(cast(CertificateIssuerPublicKeyTypes, c.public_key())) for c in signers):
         item.state, item.detail = "invalid", f"signature does not verify with the CA '{issuer}' ({item.detail})"
+    elif cas and not signers:
+        known = ", ".join(sorted({cert_facts.common_name(c.subject) or c.subject.rfc4514_string() for c in cas}))
+        item.state, item.detail = "invalid", f"issued by '{issuer}', none of the CAs ({known}): another CA's CRL; IIS answers 403.13 ({item.detail})"
+    elif not cas:
+        item.detail += "; its issuer and signature not checked (no CA known: give --pki DIR or --stack-outputs FILE)"
+    if crl.last_update_utc > now_utc() + CLOCK_SKEW:
+        item.state, item.detail = "invalid", f"thisUpdate {iso(crl.last_update_utc)} is in the future ({item.detail})"
     return item
 
 
-def crl_url_items(urls: Sequence[str], cas: Sequence[x509.Certificate], timeout: float) -> list[Item]:
+def crl_url_items(urls: Sequence[str], cas: Sequence[x509.Certificate], timeout: float, certificate_urls: Iterable[str] = ()) -> list[Item]:
+    """One item per CRL found at each URL. certificate_urls: URLs known to serve a CA certificate
+    (AIA caIssuers): a certificate there is no finding; anywhere else it is a failure row."""
+    certificate_urls = set(certificate_urls)
     items = []
     for url in urls:
         if urlsplit(url).scheme not in ("http", "https"):
@@ -192,8 +227,11 @@ def crl_url_items(urls: Sequence[str], cas: Sequence[x509.Certificate], timeout:
             crls = cert_facts.load_crls(data)
         except ValueError:
             try:
-                cert_facts.load_certificates(data)
-                continue  # an AIA certificate URL listed with the CRL egress URLs: not a CRL
+                served = cert_facts.load_certificates(data)
+                if url in certificate_urls or urlsplit(url).path.lower().endswith(CERTIFICATE_SUFFIXES):
+                    continue  # an AIA certificate URL listed with the CRL egress URLs: not a CRL
+                items.append(Item("crl", url, None, url, "invalid", f"serves a certificate ({served[0].subject.rfc4514_string()}), not a CRL: the beacon's revocation check fails, devices get 403.13"))
+                continue
             except ValueError:
                 items.append(Item("crl", url, None, url, "invalid", f"{len(data)} bytes that are neither a CRL nor a certificate"))
                 continue

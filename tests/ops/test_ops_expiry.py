@@ -149,3 +149,83 @@ def test_expiry_input_errors(tmp_path: Path, capsys, monkeypatch) -> None:
     assert code == 2 and "expected an http(s):// URL" in err
     code, _, err = run(capsys, "expiry", "--pki", str(tmp_path), "--put-metrics")
     assert code == 2 and "--put-metrics needs the stack name" in err
+
+
+def _crl_rows(out: str, url: str) -> list[dict]:
+    return [i for i in json.loads(out)["items"] if i["kind"] == "crl" and i["source"] == url]
+
+
+def test_a_crl_url_that_serves_a_certificate_or_another_cas_crl_fails(tmp_path: Path, cdp: CdpServer, capsys) -> None:
+    """IIS would answer 403.13 to every device: the CA's certificate at a CRL URL, or a CRL of another CA."""
+    d = make_pki(tmp_path, cdp)
+    other = tmp_path / "other"
+    pki_ok(other, "init-ca", "--cn", "Another CA", "--crl-url", f"{cdp.base}/other.crl")
+    pki_ok(other, "crl")
+    cdp.files["/devices.crl"] = (d / "ca.pem").read_bytes()  # the CA certificate where the CRL belongs
+    cdp.files["/wrong.crl"] = (other / "crl.der").read_bytes()
+    code, out, _ = run(capsys, "expiry", "--pki", str(d), "--crl-url", f"{cdp.base}/wrong.crl", "--json")
+    assert code == 1
+    [served] = _crl_rows(out, f"{cdp.base}/devices.crl")
+    assert served["state"] == "invalid" and "serves a certificate" in served["detail"] and "403.13" in served["detail"]
+    [foreign] = _crl_rows(out, f"{cdp.base}/wrong.crl")
+    assert foreign["state"] == "invalid" and "issued by 'Another CA', none of the CAs (Ops Devices CA)" in foreign["detail"]
+    # A certificate at an AIA-like URL (.cer) is still no finding.
+    assert not _crl_rows(out, f"{cdp.base}/devices.cer")
+
+
+def test_a_crl_from_the_future_fails(tmp_path: Path, cdp: CdpServer, capsys) -> None:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    d = make_pki(tmp_path, cdp)
+    ca = x509.load_pem_x509_certificate((d / "ca.pem").read_bytes())
+    key = serialization.load_pem_private_key((d / "ca.key").read_bytes(), None)
+    now = dt.datetime.now(dt.timezone.utc)
+    future = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject).last_update(now + dt.timedelta(days=2))
+              .next_update(now + dt.timedelta(days=9)).add_extension(x509.CRLNumber(99), critical=False).sign(key, hashes.SHA256()))
+    cdp.files["/devices.crl"] = future.public_bytes(serialization.Encoding.DER)
+    code, out, _ = run(capsys, "expiry", "--pki", str(d), "--json")
+    [row] = _crl_rows(out, f"{cdp.base}/devices.crl")
+    assert code == 1 and row["state"] == "invalid" and "is in the future" in row["detail"]
+
+
+def test_one_deadline_bounds_a_trickling_crl_host(tmp_path: Path, capsys) -> None:
+    """A host that answers a byte at a time never trips a per-read timeout; the fetch's own deadline does."""
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.is_set():
+            listener.settimeout(0.2)
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100000:
+                    if stop.is_set():
+                        break
+                    try:
+                        conn.sendall(bytes([byte]))
+                    except OSError:
+                        break
+                    time.sleep(0.2)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/slow.crl"
+    started = time.monotonic()
+    try:
+        code, out, _ = run(capsys, "expiry", "--crl-url", url, "--fetch-timeout", "1", "--json")
+    finally:
+        stop.set()
+    elapsed = time.monotonic() - started
+    [row] = _crl_rows(out, url)
+    assert code == 1 and row["state"] == "unreachable" and "no complete answer within 1 s" in row["detail"]
+    assert elapsed < 10, elapsed  # the trickle would take hours; generous against a loaded machine
