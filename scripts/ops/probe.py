@@ -393,9 +393,11 @@ def summary_lines(rows: Sequence[Row]) -> list[str]:
 
 
 def run_matrix(target: Target, ca: str, rows: Sequence[Identity], tls12_too: bool, timeout: float) -> list[Row]:
-    results = [attempt(target, ca, identity, False, timeout) for identity in rows]
+    """Each row within `timeout` seconds in all (connect, handshake, request, answer), whatever the
+    beacon trickles: one deadline per connection, not per read."""
+    results = [attempt(target, ca, identity, False, timeout, time.monotonic() + timeout) for identity in rows]
     if tls12_too:
-        results += [attempt(target, ca, identity, True, timeout) for identity in rows]
+        results += [attempt(target, ca, identity, True, timeout, time.monotonic() + timeout) for identity in rows]
     return results
 
 

@@ -6,6 +6,7 @@ and answers HTTP 403 (as IIS does with 403.7) instead of a TLS alert."""
 from __future__ import annotations
 
 import json
+import time
 import socket
 import ssl
 from pathlib import Path
@@ -28,10 +29,34 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     optional = BeaconServer(cert, key, [d / "chain.pem"], crls, chain_crl_check=True)
     optional.context.verify_mode = ssl.CERT_OPTIONAL  # checks a certificate if one comes, admits none
     iis_like = Http403Server(cert, key, [d / "chain.pem"], crls, chain_crl_check=True)
-    built.servers.update({"open-door": open_door, "optional": optional, "iis-like": iis_like})
+    trickle = TrickleServer(cert, key, [d / "chain.pem"], crls, chain_crl_check=True)
+    built.servers.update({"open-door": open_door, "optional": optional, "iis-like": iis_like, "trickle": trickle})
     yield built
     for server in built.servers.values():
         server.close()
+
+
+class TrickleServer(BeaconServer):
+    """Completes TLS, then answers one byte every 0.2 s: a per-read timeout never trips."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.context.verify_mode = ssl.CERT_OPTIONAL
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            tls = self.context.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):
+            conn.close()
+            return
+        with tls:
+            try:
+                tls.recv(4096)
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000:
+                    tls.sendall(bytes([byte]))
+                    time.sleep(0.2)
+            except (ssl.SSLError, OSError):
+                pass
 
 
 class Http403Server(BeaconServer):
@@ -174,3 +199,12 @@ def test_observe_admits_requests_without_a_certificate_and_still_refuses_bad_one
     # A beacon that requires certificates is not what observe means: devices without one would be cut off.
     code, out, _ = run(capsys, "probe", url(lab, "fresh"), *matrix_args(lab), "--enforcement", "observe")
     assert code == 1 and "no client certificate not handled as expected" in out
+
+
+def test_one_deadline_per_connection_bounds_a_trickling_beacon(lab: Lab, capsys) -> None:
+    started = time.monotonic()
+    code, out, _ = run(capsys, "--json", "probe", url(lab, "trickle"), "--ca", str(lab.server_ca), "--connect", "127.0.0.1", "--timeout", "1")
+    elapsed = time.monotonic() - started
+    rows = json.loads(out)["matrix"]
+    assert code == 1 and rows and all(r["outcome"] in ("inconclusive", "admitted", "refused") for r in rows)
+    assert elapsed < 2 * len(rows) + 5, elapsed  # a byte every 0.2 s for 1,040 bytes: 200 s per row without the deadline
