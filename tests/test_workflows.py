@@ -5,7 +5,7 @@ Validated offline: YAML parse, the GitHub workflow JSON schema that check-jsonsc
 the inputs those actions declare at the pinned commit, the GitHub Actions security audit (zizmor,
 offline, zero findings; actions pinned to commits, images to digests, no expression expanded in
 a script), and the review contract: make test before any preview, preview per stack with the
-policy pack and a pull-request comment, up for dev then prod with prod behind the `production`
+policy pack and a pull-request comment, up for dev, then the pilot and prod, with prod behind the `production`
 environment, AWS by OIDC role, no stored credentials, and the require guard against the deployed stack's outputs before every preview and up (the
 fetch and guard steps are also run, with a stand-in pulumi, as GitHub would run them).
 """
@@ -414,8 +414,10 @@ def test_main_deploys_dev_then_prod_behind_an_approval():
     document = load(DEPLOY)
     assert document["on"]["push"]["branches"] == ["main"]
     ups = _up_jobs(document)
-    assert set(ups) == {"dev", "prod"}
+    assert set(ups) == {"dev", "pilot", "prod"}  # the pilot too: its switch to require is the guarded one (issue 23)
     dev_name, _ = ups["dev"]
+    pilot_name, pilot = ups["pilot"]
+    assert dev_name in upstream(document, pilot_name) and pilot.get("environment") == "pilot"
     prod_name, prod = ups["prod"]
     assert dev_name in upstream(document, prod_name), "prod must wait for dev"
     assert prod.get("environment") == "production", "prod up needs the production environment (approval)"
@@ -505,7 +507,7 @@ def test_every_pulumi_up_and_preview_is_preceded_by_the_require_guard_against_th
         assert max(position[id(s)] for s in credentials) < position[id(fetch)], f"{where}: fetch before the credentials"
         assert position[id(cli_installs(job)[0])] < position[id(fetch)] < position[id(guard)] < position[id(run)], where
         checked += 1
-    assert checked == 3  # pull-request preview (every stack), deploy up dev, deploy up prod
+    assert checked == 4  # pull-request preview (every stack), deploy up dev, pilot and prod
 
 
 def test_a_failed_fetch_or_guard_stops_the_job():
@@ -567,13 +569,13 @@ esac
     ("no-stack", "s3://state-bucket", True),
     ("login-fails", "", True),
 ])
-@pytest.mark.parametrize("workflow,job_name", [("deploy.yml", "up-dev"), ("deploy.yml", "up-prod"), ("pull-request.yml", "preview")])
+@pytest.mark.parametrize("workflow,job_name", [("deploy.yml", "up-dev"), ("deploy.yml", "up-pilot"), ("deploy.yml", "up-prod"), ("pull-request.yml", "preview")])
 def test_the_fetch_and_the_guard_steps_run_as_written(tmp_path, workflow, job_name, mode, backend, fails):
     """The two steps, run with bash -e as GitHub runs them, against a stand-in pulumi: a failed login
     or a missing stack fails the step (so the deploy stops); `{}` (a new stack) and real outputs
     are written where the guard reads them, and the guard's own command line accepts them."""
     job = load(WORKFLOWS / workflow)["jobs"][job_name]
-    stack = "prod" if job_name == "up-prod" else "dev"
+    stack = {"up-prod": "prod", "up-pilot": "pilot"}.get(job_name, "dev")
     fetch = next(s for s in steps(job) if OUTPUTS_FETCH.search(str(s.get("run", ""))))
     guard = next(s for s in steps(job) if "scripts.require_guard" in str(s.get("run", "")))
     values = {"vars.PULUMI_BACKEND_URL": backend, "matrix.stack": stack}
@@ -603,10 +605,12 @@ def test_the_fetch_and_the_guard_steps_run_as_written(tmp_path, workflow, job_na
     script = script.replace(".venv/bin/python", shlex.quote(sys.executable), 1) + " --dry-run"  # readiness is not run
     result = subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, env=base_env | env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    stack_file_says = "require"  # dev and prod keep the default
+    stack_file_says = "observe" if stack == "pilot" else "require"  # dev and prod keep the default
     assert stack_file_says in result.stdout
     if mode == "new":
-        assert f"stack {stack} has never been deployed" in result.stdout and "allowed" in result.stdout
+        assert f"stack {stack} has never been deployed" in result.stdout and ("allowed" in result.stdout or stack == "pilot")
+    elif stack == "pilot":  # observe (deployed) -> observe (file): nothing to guard, nothing run
+        assert "enforcement observe (deployed) -> observe" in result.stdout and "nothing to guard" in result.stdout
     else:
         assert "enforcement observe (deployed) -> require" in result.stdout
         assert "--min-ready 100" in result.stdout
