@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -287,7 +288,7 @@ def main(argv: Sequence[str] | None = None, run: Callable[[list[str]], int] | No
     except GuardError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    print("running: " + " ".join(command[1:]), flush=True)
+    print("running: python " + shlex.join(command[1:]), flush=True)  # the command as a reader would type it
     if args.dry_run:
         return 0
     code = (run or (lambda cmd: subprocess.run(cmd, cwd=root).returncode))(command)
