@@ -144,9 +144,9 @@ def test_what_is_not_a_refusal_is_inconclusive_and_fails(lab: Lab, capsys, serve
     result = json.loads(out)
     assert result["ok"] is False and result["admitsWhatItShouldRefuse"] is False
     refusing = [r for r in result["matrix"] if r["expect"] == "refuse"]
-    assert len(refusing) == (2 if silent else 4)
+    assert len(refusing) == (2 if silent else 6)  # with a device certificate: also the foreign-CA row, twice (default and TLS 1.2)
     assert all(r["outcome"] == "inconclusive" and not r["ok"] for r in refusing), refusing
-    expected = ["device-revoked.pem (revoked)", "no client certificate"] + ([] if silent else ["device-valid.pem"])
+    expected = ["device-revoked.pem (revoked)", "no client certificate"] + ([] if silent else ["device-valid.pem", "foreign CA with the issuing CA's name"])
     assert result["inconclusive"] == sorted(expected)
     if server == "silent":
         assert all("no TLS handshake from the beacon within 0.2 s" in r["detail"] for r in refusing)

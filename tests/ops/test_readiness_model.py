@@ -237,7 +237,7 @@ def project_with_stack(tmp: Path, name: str, extra: list[str], deny: list[str]) 
     """A project directory with stacks/Pulumi.<name>.yaml: the pilot stack plus mapping rules."""
     project = tmp / "project"
     (project / "stacks" / "certs").mkdir(parents=True)
-    for cert in ("dev-devices-ca.pem", "dev-sample-device.pem"):
+    for cert in ("pilot-devices-ca.pem", "pilot-sample-device.pem"):
         shutil.copy(PROJECT_ROOT / "stacks" / "certs" / cert, project / "stacks" / "certs" / cert)
     text = (PROJECT_ROOT / "stacks" / "Pulumi.pilot.yaml").read_text(encoding="utf-8")
     text += f"  flexnet-beacon:extraMappingRules: {json.dumps(extra)}\n  flexnet-beacon:denyMappingRules: {json.dumps(deny)}\n"
@@ -368,7 +368,7 @@ def test_readiness_stack_pilot_works_as_the_pilot_stack_file_says(env, capsys) -
     """`python -m scripts.ops readiness --stack pilot`, nothing else: the region, the log group and
     the issuing CAs come from stacks/Pulumi.pilot.yaml (the old code stopped: "readiness needs the
     configured issuing CAs")."""
-    assert "`python -m scripts.ops readiness --stack pilot`" in (PROJECT_ROOT / "stacks" / "Pulumi.pilot.yaml").read_text(encoding="utf-8")
+    assert ".venv/bin/python -m scripts.ops readiness --stack pilot" in (PROJECT_ROOT / "stacks" / "Pulumi.pilot.yaml").read_text(encoding="utf-8")
     start = env["start"]
     put_now(BEACON_1, header(start) + laptops(start, 3, "198.51.100.90"), "/flexnet-beacon/pilot/iis")
     code, out, err = run(capsys, "readiness", "--stack", "pilot")
