@@ -337,10 +337,9 @@ def _device_certificates(tmp_path, count: int) -> tuple[str, list[str]]:
 
 def test_five_thousand_one_to_one_devices_plan_within_every_size_limit(tmp_path) -> None:
     ca, devices = _device_certificates(tmp_path, 5000)
-    sample = "stacks/certs/dev-sample-device.pem"  # the dev stack's, in the temporary project
-    (tmp_path / sample).parent.mkdir(parents=True)
-    (tmp_path / sample).write_bytes((ROOT / sample).read_bytes())
-    p = plan_stack("dev", {"clientCaCertificates": [ca], "mappingMode": "one-to-one", "oneToOneCertificates": devices}, base=tmp_path)
+    # The sample must be a device of the configured CA (its CDP is the firewall's CRL egress).
+    p = plan_stack("dev", {"clientCaCertificates": [ca], "mappingMode": "one-to-one", "oneToOneCertificates": devices,
+                           "sampleDeviceCertificate": devices[0], "crlUrls": ["http://crl.example.com/bulk.crl"]}, base=tmp_path)
     state = json.loads(objects_of(p)["mtls-state"]["content"])
     assert len(state["authentication"]["clientCertificateMapping"]["oneToOneMappings"]) == 5000
     content = p.one("ssm/document:Document").inputs["content"]
