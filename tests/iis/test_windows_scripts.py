@@ -36,7 +36,7 @@ CONVERGE = WINDOWS / "Set-BeaconMtls.ps1"
 USER_DATA = WINDOWS / "user-data.ps1"
 EXAMPLE_REPORT = ROOT / "docs" / "examples" / "converge-report.json"
 SCRIPTS = sorted(WINDOWS.glob("*.ps1"))
-PARAMS = ["StatePath", "EncodedState", "ReportOnly", "LogGroupName"]
+PARAMS = ["StatePath", "EncodedState", "ReportOnly", "LogGroupName", "Local", "PfxPath", "PfxPasswordPath", "AccountPasswordPath", "ReportPath"]
 # The SSM document (components/iis/document.py) runs the script exactly like this.
 WRAPPER = "& {{\n{script}\n}} -EncodedState $b64 -ReportOnly:$r"
 # Keys of the desired state the script deliberately does not read (descriptive only).

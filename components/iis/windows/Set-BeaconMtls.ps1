@@ -7,9 +7,15 @@ each recorded in report.steps; a step that needs a failed one is skipped and say
 Exit codes: 0 compliant, converged, or (report-only) drift or reboot-pending; 1 failed;
 3010 a change needs a restart: SSM Agent restarts the instance and runs this again (once per
 change); 4 a restart was asked for before and has not happened yet.
+-Local (on-premises beacons, the Windows CI job): the same run with no AWS call. The PFX and its
+password come from -PfxPath/-PfxPasswordPath (without them the certificate bound in HTTP.sys
+stays), a domain account's password from -AccountPasswordPath; the installer (S3), the beacon
+configuration file and CloudWatch Logs are skipped with a warning. -ReportPath: the report also
+goes to that file.
 #>
 [CmdletBinding()]
-param([string]$StatePath, [string]$EncodedState, [switch]$ReportOnly, [string]$LogGroupName)
+param([string]$StatePath, [string]$EncodedState, [switch]$ReportOnly, [string]$LogGroupName,
+    [switch]$Local, [string]$PfxPath, [string]$PfxPasswordPath, [string]$AccountPasswordPath, [string]$ReportPath)
 
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
@@ -45,6 +51,7 @@ $iisEnums = @{
 }
 $state = $null
 $reportOnlyMode = [bool]$ReportOnly
+$localMode = [bool]$Local
 $problems = [Collections.ArrayList]::new()
 # The step in progress and where the report's lists stood when it began; results by step name.
 $run = @{ step = $null; drift = 0; changes = 0; problems = 0; results = @{}; restarting = $false; folderPrivate = $false; adminSids = @() }
@@ -198,7 +205,15 @@ function Read-DesiredState {
 
 function Get-SecretValue {
     param([string]$SecretId)
+    if ($localMode) { throw "-Local: secret $SecretId is not read (no AWS call)" }
     return (Get-SECSecretValue -SecretId $SecretId -Region $state.region)
+}
+
+function Read-PasswordFile {
+    # -Local: a password from a file, without the line break that ends it.
+    param([string]$Path, [string]$Name)
+    if (-not $Path) { throw "-Local: give -$Name FILE" }
+    return [IO.File]::ReadAllText($Path).TrimEnd("`r", "`n")
 }
 
 # --- the state folder: SYSTEM and Administrators only
@@ -623,12 +638,13 @@ function Get-MappedAccount {
         $userName = "$($account.domain)\$($account.name)"
         $locked = @(Get-LockedOutLogon -Name $account.name)
         if ($locked.Count -gt 0) { Add-Problem "domain account $userName is locked out: $($locked.Count) logons refused (0xC0000234) in the last hour, the last at $($locked[0]); devices get 401.1 until it is unlocked in Active Directory" }
-        $secret = Get-SecretValue -SecretId $account.passwordSecretArn
+        if ($localMode) { $secret = @{ SecretString = (Read-PasswordFile -Path $AccountPasswordPath -Name 'AccountPasswordPath'); VersionId = '-AccountPasswordPath' } }
+        else { $secret = Get-SecretValue -SecretId $account.passwordSecretArn }
         $held = @(Get-HeldPassword -Section $Section -UserName $userName)
         $result = @{ type = 'domain'; name = $account.name; userName = $userName; password = $secret.SecretString; rewrite = $false; why = '' }
         if ($held.Count -ne 1 -or $held[0] -cne $secret.SecretString) {
             $result.rewrite = $true
-            $result.why = "the mappings do not hold version $($secret.VersionId) of the account's secret"
+            $result.why = "the mappings do not hold the account's password ($($secret.VersionId))"
         }
         return $result
     }
@@ -1095,6 +1111,7 @@ function Sync-MimeMaps {
         $ours = $manager.GetApplicationHostConfiguration().GetSection($staticFilter, $siteLocation).GetCollection()
         $applying = @{}  # extension -> the locations where IIS applies a map for it
         $duplicated = [Collections.ArrayList]::new()
+        $unread = [Collections.ArrayList]::new()  # paths IIS cannot read this run: no map is judged missing there
         for ($index = 0; $index -lt $served.Count; $index++) {
             $where = $served[$index]
             try { $applied = @($manager.GetWebConfiguration($where.site, $where.path).GetSection($staticFilter).GetCollection() | ForEach-Object { [string]$_.GetAttributeValue('fileExtension') }) }
@@ -1104,6 +1121,7 @@ function Sync-MimeMaps {
                 $named = @($state.staticContent.mimeMaps | Where-Object { $message -match "set to '$([regex]::Escape($_.fileExtension))'" })
                 if ($named.Count -eq 0) { throw }
                 foreach ($namedMap in $named) { if (-not $duplicated.Contains($namedMap.fileExtension)) { [void]$duplicated.Add($namedMap.fileExtension) } }
+                [void]$unread.Add($locations[$index])
                 continue
             }
             foreach ($map in $state.staticContent.mimeMaps) {
@@ -1120,7 +1138,7 @@ function Sync-MimeMaps {
         foreach ($missingMap in $state.staticContent.mimeMaps) {
             if ($duplicated.Contains($missingMap.fileExtension)) { continue }
             $where = @($applying[$missingMap.fileExtension] | Where-Object { $_ })
-            $lacking = @($locations | Select-Object -Skip 1 | Where-Object { $where -notcontains $_ })
+            $lacking = @($locations | Select-Object -Skip 1 | Where-Object { $where -notcontains $_ -and $unread -notcontains $_ })
             if ($lacking.Count -eq 0) { continue }  # every agent path serves it
             if ($where.Count -gt 0) { Add-Problem "MIME map $($missingMap.fileExtension) applies at $($where -join ', ') but not at $($lacking -join ', ') (404.3 there): add it to that path's web.config"; continue }
             Assert-Match -Value $missingMap.fileExtension -Pattern '^\.[a-z0-9]{1,16}$' -What 'MIME map extension'
@@ -1156,31 +1174,40 @@ function Test-BoundCertificate {
 }
 
 function Sync-ServerCertificate {
-    # The thumbprint HTTP.sys must present; imports the PFX from Secrets Manager when it is missing.
+    # The thumbprint HTTP.sys must present; imports the PFX (Secrets Manager, or -PfxPath with
+    # -Local) into LocalMachine\My when it is missing.
     $server = $state.serverCertificate
-    if ($null -eq $server) {
+    if (($localMode -and -not $PfxPath) -or (-not $localMode -and $null -eq $server)) {
         $current = Get-HttpSysBinding -IpPort $state.httpSys.ipPort
-        if ($null -eq $current) { throw 'no server certificate: set serverCertificateSecretArn (and its password secret) or bind one in HTTP.sys' }
-        [void]$report.warnings.Add('serverCertificate is not set: the certificate bound in HTTP.sys stays')
+        if ($null -eq $current) { throw 'no server certificate: set serverCertificateSecretArn (and its password secret), give -PfxPath with -Local, or bind one in HTTP.sys' }
+        [void]$report.warnings.Add('no server certificate given (serverCertificate, or -PfxPath with -Local): the certificate bound in HTTP.sys stays')
         $kept = $current.certhash.ToUpperInvariant()
         Test-BoundCertificate -Thumbprint $kept
         return $kept
     }
-    Assert-Match $server.store '^My$' 'serverCertificate.store'
-    $pfxSecret = Get-SecretValue -SecretId $server.pfxSecretArn
-    if ($null -ne $pfxSecret.SecretBinary) { $pfxBytes = $pfxSecret.SecretBinary.ToArray() }
-    elseif ($pfxSecret.SecretString) { $pfxBytes = [Convert]::FromBase64String($pfxSecret.SecretString) }
-    else { throw "secret $($server.pfxSecretArn) is empty: store the PFX as a binary secret" }
-    $password = ConvertTo-SecureString -String (Get-SecretValue -SecretId $server.passwordSecretArn).SecretString -AsPlainText -Force
+    $source = $PfxPath
+    if ($localMode) {
+        $pfxBytes = [IO.File]::ReadAllBytes($PfxPath)
+        $passwordText = Read-PasswordFile -Path $PfxPasswordPath -Name 'PfxPasswordPath'
+    } else {
+        Assert-Match $server.store '^My$' 'serverCertificate.store'
+        $source = "secret $($server.pfxSecretArn)"
+        $pfxSecret = Get-SecretValue -SecretId $server.pfxSecretArn
+        if ($null -ne $pfxSecret.SecretBinary) { $pfxBytes = $pfxSecret.SecretBinary.ToArray() }
+        elseif ($pfxSecret.SecretString) { $pfxBytes = [Convert]::FromBase64String($pfxSecret.SecretString) }
+        else { throw "$source is empty: store the PFX as a binary secret" }
+        $passwordText = (Get-SecretValue -SecretId $server.passwordSecretArn).SecretString
+    }
+    $password = ConvertTo-SecureString -String $passwordText -AsPlainText -Force
     $pfxFile = [IO.Path]::GetTempFileName()
     try {
         [IO.File]::WriteAllBytes($pfxFile, $pfxBytes)
         $leaf = @((Get-PfxData -FilePath $pfxFile -Password $password).EndEntityCertificates)[0]
-        if ($null -eq $leaf) { throw "the PFX in $($server.pfxSecretArn) holds no end-entity certificate" }
+        if ($null -eq $leaf) { throw "the PFX in $source holds no end-entity certificate" }
         $thumbprint = $leaf.Thumbprint.ToUpperInvariant()
-        if (-not (Test-Path -LiteralPath "Cert:\LocalMachine\$($server.store)\$thumbprint")) {
-            Invoke-Converge "server certificate $thumbprint ($($leaf.Subject)) not in LocalMachine\$($server.store)" {
-                $null = Import-PfxCertificate -FilePath $pfxFile -CertStoreLocation "Cert:\LocalMachine\$($server.store)" -Password $password
+        if (-not (Test-Path -LiteralPath "Cert:\LocalMachine\My\$thumbprint")) {
+            Invoke-Converge "server certificate $thumbprint ($($leaf.Subject)) not in LocalMachine\My" {
+                $null = Import-PfxCertificate -FilePath $pfxFile -CertStoreLocation 'Cert:\LocalMachine\My' -Password $password
             }
         }
     } finally { Remove-Item -LiteralPath $pfxFile -Force -ErrorAction SilentlyContinue }
@@ -1446,6 +1473,7 @@ function Format-SetupArgument {
 function Sync-BeaconInstaller {
     $installer = $state.beaconInstaller
     if ($null -eq $installer) { return }
+    if ($localMode) { [void]$report.warnings.Add("-Local: the beacon installer $($installer.s3Uri) is not fetched from S3; install the beacon yourself"); return }
     Assert-Match $installer.sha256 '^[0-9a-fA-F]{64}$' 'beaconInstaller.sha256'
     if (-not ($installer.s3Uri -match '^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+\.(msi|exe))$')) { throw "desired state: beaconInstaller.s3Uri '$($installer.s3Uri)' is not s3://bucket/key.msi|exe" }
     $bucket = $Matches[1]
@@ -1516,6 +1544,7 @@ function Sync-BeaconRegistration {
     # file's content never reaches the report or the log.
     $registration = $state.beaconRegistration
     if ($null -eq $registration) { return }
+    if ($localMode) { [void]$report.warnings.Add('-Local: no beacon configuration file is staged (it is in Secrets Manager): import the one Flexera made for this beacon in FlexNet Beacon'); return }
     Assert-Match $registration.secretNamePrefix '^flexnet-beacon/[A-Za-z0-9_-]{1,38}/beacon-registration/$' 'beaconRegistration.secretNamePrefix'
     $instanceId = [string](Get-EC2InstanceMetadata -Category 'InstanceId')
     Assert-Match $instanceId '^i-[0-9a-f]{8,17}$' 'instance id'
@@ -1549,6 +1578,7 @@ function Sync-BeaconRegistration {
 
 function Send-Report {
     param([string]$Json, [string]$Group)
+    if ($localMode) { return }
     $stream = $env:COMPUTERNAME
     try { $null = New-CWLLogStream -LogGroupName $Group -LogStreamName $stream -Region $state.region }
     catch { if ($_.Exception.Message -notmatch 'already exists') { throw } }
@@ -1566,6 +1596,8 @@ try {
     $reportOnlyMode = $reportOnlyMode -or [bool]$state.reportOnly
     $report.reportOnly = $reportOnlyMode
     if (-not $LogGroupName) { $LogGroupName = $state.logGroupName }
+    if (-not $localMode -and ($PfxPath -or $PfxPasswordPath -or $AccountPasswordPath)) { throw '-PfxPath, -PfxPasswordPath and -AccountPasswordPath are read only with -Local' }
+    if ($localMode -and $LogGroupName) { [void]$report.warnings.Add("-Local: the report is not sent to CloudWatch Logs group $LogGroupName") }
 } catch {
     $report.error = "$($_.Exception.Message) (line $($_.InvocationInfo.ScriptLineNumber))"
     Write-Log "failed: $($report.error)"
@@ -1662,11 +1694,15 @@ if ($restart -eq 'requested') { $exitCode = 3010 }
 elseif ($report.checks.reboot.pending -and -not $reportOnlyMode -and $exitCode -eq 0) { $exitCode = 4 }
 $report.finishedAt = [DateTime]::UtcNow.ToString('o')
 $json = ConvertTo-Json -InputObject $report -Depth 8 -Compress
-if ($LogGroupName) {
+if ($LogGroupName -and -not $localMode) {
     try { Send-Report -Json $json -Group $LogGroupName }
     catch { [Console]::Error.WriteLine("warning: the report did not reach CloudWatch Logs group '$LogGroupName': $($_.Exception.Message)") }
 }
 Write-Log "end: $($report.status), exit $exitCode, $($report.changes.Count) changes, $($report.drift.Count) drift"
+if ($ReportPath) {
+    try { [IO.File]::WriteAllText($ReportPath, $json) }
+    catch { [Console]::Error.WriteLine("the report was not written to ${ReportPath}: $($_.Exception.Message)"); $exitCode = 1 }
+}
 Write-Output $json
 if ($exitCode -eq 1) { [Console]::Error.WriteLine("Set-BeaconMtls failed: $($report.error)") }
 exit $exitCode
