@@ -214,7 +214,7 @@ def make_lab(out: Path, pki_dir: Path) -> dict[str, Any]:
         "crlPort": CRL_PORT,
         "serverCa": "server-ca.pem",
         "serverPfx": "server.pfx",
-        "serverPfxPassword": "server.pfx.password",
+        "serverPfxSecretFile": "server.pfx.password",
         "serverThumbprint": server.fingerprint(hashes.SHA1()).hex().upper(),
         "caName": CA_NAME,
         "caThumbprint": ca.fingerprint(hashes.SHA1()).hex().upper(),
@@ -222,7 +222,7 @@ def make_lab(out: Path, pki_dir: Path) -> dict[str, Any]:
         "sameNameRoot": {"file": "same-name-root.cer", "thumbprint": renamed.fingerprint(hashes.SHA1()).hex().upper()},
         "crl": "crl",
         "states": states,
-        "clientsPassword": "clients.password",
+        "clientsSecretFile": "clients.password",
         "clients": {label: {"expect": list(CLIENTS[label]), "files": clients[label]} for label in CLIENTS},
         "deviceCommonName": DEVICE,
     }

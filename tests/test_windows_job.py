@@ -273,7 +273,7 @@ def lab(tmp_path_factory) -> dict[str, Any]:
 
 
 def _files(manifest: dict[str, Any]) -> list[str]:
-    names = [manifest[k] for k in ("serverCa", "serverPfx", "serverPfxPassword", "clientsPassword", "crl")] + list(manifest["states"].values())
+    names = [manifest[k] for k in ("serverCa", "serverPfx", "serverPfxSecretFile", "clientsSecretFile", "crl")] + list(manifest["states"].values())
     names.append(manifest["sameNameRoot"]["file"])
     for entry in manifest["clients"].values():
         names += [f"clients/{f}" for f in (entry["files"] or {}).values()]
@@ -288,7 +288,7 @@ def test_the_lab_holds_what_the_job_reads_and_no_ca_key(lab) -> None:
     for path in out.rglob("*"):
         if path.is_file():
             assert not any(key.strip() in path.read_bytes() for key in ca_keys), f"{path.name} holds a CA key"
-    for path in [out / manifest["serverPfxPassword"], out / manifest["clientsPassword"], *out.glob("clients/*.key"), *out.glob("clients/*.pfx")]:
+    for path in [out / manifest["serverPfxSecretFile"], out / manifest["clientsSecretFile"], *out.glob("clients/*.key"), *out.glob("clients/*.pfx")]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
 
 
@@ -300,7 +300,7 @@ def _password(out: Path, name: str) -> bytes:
 
 def test_each_client_pfx_holds_only_its_certificate_and_key(lab) -> None:
     out, manifest = lab["out"], lab["manifest"]
-    password = _password(out, manifest["clientsPassword"])
+    password = _password(out, manifest["clientsSecretFile"])
     for name, entry in manifest["clients"].items():
         if entry["files"] is None:
             assert name == "none"
@@ -339,7 +339,7 @@ def test_pki_check_predicts_what_the_job_expects_iis_to_answer(lab, tmp_path) ->
 
 def test_the_server_certificate_and_the_crls_are_where_their_urls_say(lab) -> None:
     out, manifest = lab["out"], lab["manifest"]
-    key, leaf, chain = pkcs12.load_key_and_certificates((out / manifest["serverPfx"]).read_bytes(), _password(out, manifest["serverPfxPassword"]))
+    key, leaf, chain = pkcs12.load_key_and_certificates((out / manifest["serverPfx"]).read_bytes(), _password(out, manifest["serverPfxSecretFile"]))
     assert key is not None and leaf is not None
     assert leaf.fingerprint(hashes.SHA1()).hex().upper() == manifest["serverThumbprint"]
     server_ca = x509.load_pem_x509_certificate((out / manifest["serverCa"]).read_bytes())

@@ -94,7 +94,7 @@ function Invoke-ConvergeRun {
     $arguments = @('-NoProfile', '-NonInteractive', '-ExecutionPolicy', 'Bypass', '-File', (Format-TaskArgument -Value $converge), '-Local',
         '-StatePath', (Format-TaskArgument -Value (Get-LabPath -Name $manifest.states.$StateName)),
         '-PfxPath', (Format-TaskArgument -Value (Get-LabPath -Name $manifest.serverPfx)),
-        '-PfxPasswordPath', (Format-TaskArgument -Value (Get-LabPath -Name $manifest.serverPfxPassword)),
+        '-PfxPasswordPath', (Format-TaskArgument -Value (Get-LabPath -Name $manifest.serverPfxSecretFile)),
         '-ReportPath', (Format-TaskArgument -Value $report)) -join ' '
     $task = "flexnet-beacon-converge-$Case-$Name"
     $action = New-ScheduledTaskAction -Execute (Join-Path $env:SystemRoot 'System32\WindowsPowerShell\v1.0\powershell.exe') -Argument $arguments
@@ -193,7 +193,7 @@ function Invoke-Curl {
         '--resolve', "$($manifest.serverName):443:127.0.0.1", '--cacert', (Get-LabPath -Name $manifest.serverCa), '--ssl-no-revoke')
     $files = $manifest.clients.$Client.files
     if ($null -ne $files) {
-        $password = (Get-Content -LiteralPath (Get-LabPath -Name $manifest.clientsPassword) -Raw).Trim()
+        $password = (Get-Content -LiteralPath (Get-LabPath -Name $manifest.clientsSecretFile) -Raw).Trim()
         $arguments += @('--cert', (Get-LabPath -Name "clients\$($files.pfx)"), '--cert-type', 'P12', '--pass', $password)
     }
     $arguments += "https://$($manifest.serverName)/ManageSoftDL/?case=$Client-$Phase"

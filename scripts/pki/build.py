@@ -310,7 +310,6 @@ _ALGORITHMS = {
     "rsa": bytes.fromhex("300d06092a864886f70d01010b0500"),  # sha256WithRSAEncryption, NULL
 }
 _V2 = b"\x02\x01\x01"
-_SHORT = [bytes((n,)) for n in range(128)]  # one-byte DER lengths
 _ENTRY_EXTENSIONS = {
     name: b"" if name == "unspecified" else None for name in REASONS
 }
@@ -400,9 +399,9 @@ def _tbs_cert_list(algorithm: bytes, issuer_name: bytes, this_update: dt.datetim
                    entries: Sequence[tuple[int, dt.datetime | str, str]], extensions: Sequence[x509.Extension[x509.ExtensionType]]) -> bytes:
     times: dict[Any, bytes] = {}
     reasons = {name: _reason_extensions(name) for name in REASONS}
-    short = _SHORT
-    out = bytearray()
-    for serial, date, reason in entries:  # the hot loop of a large CRL: every length is < 128
+    parts: list[bytes] = []
+    append = parts.append
+    for serial, date, reason in entries:  # the hot loop of a large CRL: every length is < 128 (one byte, %c)
         when = times.get(date)
         if when is None:
             when = times[date] = _der_time_text(date) if isinstance(date, str) else _der_time(date)
@@ -412,15 +411,8 @@ def _tbs_cert_list(algorithm: bytes, issuer_name: bytes, this_update: dt.datetim
         if type(serial) is not int or serial <= 0 or serial.bit_length() >= 160:
             raise ValueError(f"serial {serial!r}: not a positive number of at most 159 bits")
         size = serial.bit_length() // 8 + 1
-        raw = serial.to_bytes(size, "big")
-        out += b"\x30"
-        out += short[2 + size + len(when) + len(tail)]
-        out += b"\x02"
-        out += short[size]
-        out += raw
-        out += when
-        out += tail
-    items = bytes(out)
+        append(b"\x30%c\x02%c%b%b%b" % (2 + size + len(when) + len(tail), size, serial.to_bytes(size, "big"), when, tail))  # SEQUENCE { INTEGER, time, extensions }
+    items = b"".join(parts)
     body = _V2 + algorithm + issuer_name + _der_time(this_update) + _der_time(next_update)
     if items:
         body += _der(0x30, items)

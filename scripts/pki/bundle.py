@@ -43,6 +43,7 @@ from . import kit_signing
 from .entries import SERVER_CA
 from .files import PRIVATE_FILE, PUBLIC_FILE, atomic_write, fsync_dir, sync_filesystem
 from .inputs import PASSWORD_ENV, non_negative_int, now_utc, parse_at
+from .keycrypt import is_blank
 from .progress import Progress, note, out
 from .store import Pki, PkiError, check_name, key_pem
 
@@ -368,6 +369,8 @@ def cmd_bundle(args: argparse.Namespace, pki: Pki) -> int:
         shared = os.environ[PASSWORD_ENV].encode("utf-8")
         if not shared:
             raise PkiError(f"{PASSWORD_ENV} is set but empty; refusing an empty PFX password (unset it for random per-device passwords)")
+        if is_blank(os.environ[PASSWORD_ENV]):
+            raise PkiError(f"{PASSWORD_ENV}: only whitespace ({len(os.environ[PASSWORD_ENV])} characters); expected a password: it protects every kit's key (unset it for random per-device passwords)")
         if len(os.environ[PASSWORD_ENV]) < MIN_SHARED_PASSWORD and not args.allow_short_password:
             raise PkiError(f"{PASSWORD_ENV}: {len(os.environ[PASSWORD_ENV])} characters; expected at least {MIN_SHARED_PASSWORD} (it protects every kit's key against offline guessing; unset it for random per-device passwords, or pass --allow-short-password)")
     signer, created = kit_signing.load_or_create(pki, now_utc())
@@ -405,9 +408,13 @@ def _run(plan: Plan, todo: list[str], jobs: int | None) -> int:
     done = 0
 
     def work(span: Any) -> int:
+        written = 0
         for name in todo[span.start:span.stop]:
+            if parallel.stop_requested():  # SIGINT/SIGTERM: the kit in hand was finished, no other starts
+                break
             plan.write(name)
-        return len(span)
+            written += 1
+        return written
 
     try:
         with parallel.Workers(work, parallel.choose_jobs(jobs, len(todo), BUNDLE_PARALLEL_FROM)) as workers, Progress("bundled", len(todo)) as progress:

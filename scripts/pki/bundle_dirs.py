@@ -16,15 +16,29 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from .files import PRIVATE_DIR
+from .files import PRIVATE_DIR, PUBLIC_DIR
 from .store import PkiError
 
 
 def bundles_root(base: Path) -> Path:
+    """base/bundles (0700), made with the parents it needs (0755: Path.mkdir(parents=True) would
+    make those 0777 minus the umask, world-writable under umask 000). A mode given to mkdir is only
+    ever narrowed by the umask, so these are the widest modes whatever the umask."""
     root = base / "bundles"
     if root.is_symlink():
         raise PkiError(f"{root}: a symbolic link; give a real directory with --out")
-    root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    missing = []
+    folder = base
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for parent in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another run
+            os.mkdir(parent, PUBLIC_DIR)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(root, PRIVATE_DIR)
+    if not root.is_dir():
+        raise PkiError(f"{root}: not a directory; give another --out")
     return root
 
 

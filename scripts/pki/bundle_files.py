@@ -76,6 +76,7 @@ UNIX_CA_PATH = "/var/opt/managesoft/etc/ssl/cert.pem"  # default of SSLCACertifi
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 PASSWORD_LENGTH = 24  # 24 of 62 symbols: 142 bits
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_QUOTED_START = (*_FORMULA_START, "'")  # what passwords.csv prefixes with '
 
 
 @lru_cache(maxsize=1)
@@ -304,12 +305,17 @@ def new_password() -> str:
 
 
 def _cell(text: str) -> str:
-    """A spreadsheet opening the CSV must not run a cell as a formula: prefix ' (undone on read)."""
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    """A spreadsheet opening the CSV must not run a cell as a formula: a device name starting
+    with = + - @ (or tab/CR) gets a leading ', and so does one that really starts with ', so that
+    every name reads back exactly (:func:`_uncell`)."""
+    return "'" + text if text.startswith(_QUOTED_START) else text
 
 
 def _uncell(text: str) -> str:
-    return text[1:] if text.startswith("'") and text[1:].startswith(_FORMULA_START) else text
+    """Drop the ' :func:`_cell` added: one followed by a formula character or another '. Any
+    other leading ' is the name's own (files written before names starting with ' were quoted
+    read back the same)."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(_QUOTED_START) else text
 
 
 def passwords_csv(rows: dict[str, str]) -> bytes:
@@ -335,8 +341,13 @@ def read_passwords(path: Path) -> dict[str, str]:
     if header != ["device", "password"]:
         raise PkiError(f"{path}: expected the header row device,password")
     rows: dict[str, str] = {}
+    lines: dict[str, int] = {}
     for number, row in enumerate(reader, start=2):
         if len(row) != 2:
             raise PkiError(f"{path}:{number}: expected two columns, device and password")
-        rows[_uncell(row[0])] = row[1]
+        name = _uncell(row[0])
+        if name in lines:  # two passwords for one device: which one the PFX has is unknowable
+            raise PkiError(f"{path}:{number}: device {name!r} again (also on line {lines[name]}); expected one row per device")
+        lines[name] = number
+        rows[name] = row[1]
     return rows

@@ -13,6 +13,7 @@ was written), 2 bad input or state (one line on stderr), 130 interrupted (Ctrl-C
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 import sys
 from typing import Any, Callable, Sequence
@@ -229,5 +230,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pki: error: unexpected {type(exc).__name__}: {' '.join(str(exc).split()) or 'no detail'} (please report it)", file=sys.stderr)
         return 2
     finally:
+        gc.unfreeze()  # store.Pki froze the index it read (in-process callers go on collecting)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

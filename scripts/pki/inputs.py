@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from scripts.cli_args import bounded
 
+from .keycrypt import is_blank
 from .store import PkiError
 
 PROG = "python -m scripts.pki"
@@ -146,6 +147,8 @@ def read_password(confirm: bool = True, minimum: int = 0, allow_flag: str = "--a
         encoded = password.encode("utf-8")
     except UnicodeEncodeError:
         raise PkiError(f"{source}: not valid UTF-8 text (not shown); expected a UTF-8 password") from None
+    if is_blank(password):
+        raise PkiError(f"{source}: only whitespace ({len(password)} characters); expected a password: the PFX carries the private key")
     if len(password) < minimum:
         raise PkiError(
             f"{source}: {len(password)} characters; expected at least {minimum}: the PFX carries the private key and can be "

@@ -26,6 +26,7 @@ from .files import PRIVATE_DIR, PRIVATE_FILE, PUBLIC_FILE, atomic_write
 from .inputs import DEFAULT_DAYS, MAX_COUNT, check_attr, check_dns, check_ip, check_url, now_utc, required_attr, within_domains
 from .keycrypt import CA_PASSWORD_ENV
 from .journal import Journal, Record
+from .names import name_key
 from .progress import Progress, note, out
 from .revocation import derived_root_crl_url, publish_crls
 from .server_ca import make_server_ca, new_key_password, report_server_ca, server_ca_request
@@ -375,10 +376,10 @@ def cmd_issue_client(args: argparse.Namespace, pki: Pki) -> int:
     pki.require_ca()
     requests = _client_requests(args)
     with pki.locked():
-        seen: set[str] = set()
+        seen: dict[str, str] = {}  # name_key -> the first name of this request with it
         for cn, _, _ in requests:
             pki.check_new_name(cn, seen)
-            seen.add(cn.casefold())
+            seen[name_key(cn)] = cn
         subjects = [(cn, build.make_name(cn, o, ou), None) for cn, o, ou in requests]
         cas = guard.ca_subjects(pki)
         for cn, subject, _ in subjects:
@@ -436,7 +437,7 @@ def cmd_sign_csr(args: argparse.Namespace, pki: Pki) -> int:
     o_override, ou_override = check_attr(args.o, "--o"), check_attr(args.ou, "--ou")
     requests = []
     with pki.locked():
-        seen: set[str] = set()
+        seen: dict[str, str] = {}  # name_key -> the first name of this request with it
         for path in files:
             csr = load_csr(path)
             cn = cert_facts.common_name(csr.subject)
@@ -446,7 +447,7 @@ def cmd_sign_csr(args: argparse.Namespace, pki: Pki) -> int:
                 pki.check_new_name(cn, seen)
             except PkiError as exc:
                 raise PkiError(f"{path}: {exc}") from None
-            seen.add(cn.casefold())
+            seen[name_key(cn)] = cn
             problem = build.key_problem(csr.public_key())
             if problem:
                 raise PkiError(f"{path}: unsupported key {problem}")

@@ -12,6 +12,14 @@ partial files are removed; temporary files of interrupted writes are removed too
 
 A torn last line (the process died while appending) is skipped: its files were never written,
 since they are written only after the append is synced.
+
+The journal is a file anyone with write access to the PKI can edit, so a line is acted on only
+when it is what this CA's own commands write: a name that passes the command line's checks
+(names.py: no separator, no '..', not absolute, not a name the PKI keeps for its own keys), a
+kind of index.json, a certificate this CA signed (the issuing CA, or the server CA for a server
+certificate) whose serial index.json does not know. Any other line is reported on stderr and
+left alone: no file is removed or recorded for it, and the journal is kept as
+issuing.journal.rejected-<time> for inspection instead of being deleted.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import datetime as dt
 import json
 import os
 from dataclasses import dataclass
@@ -26,12 +35,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from components.safe_files import INDEX_FILE_LIMIT, KEY_FILE_LIMIT, FileRefused, read_regular
 
-from .entries import SERVER_CA, entry_for, serial_of
+from .entries import KINDS, SERVER_CA, entry_for, previous_items, serial_of
 from .files import PRIVATE_FILE, fsync_dir
+from .names import name_key, name_problem, reserved_problem
 from .parallel import signals_deferred
 from .progress import note
 
@@ -126,6 +137,31 @@ def remove_temporary_files(*directories: Path) -> int:
     return removed
 
 
+def _signer(cert: x509.Certificate, kind: str, issuers: list[tuple[x509.Certificate, str | None]]) -> str | None | bool:
+    """Which of this PKI's CAs signed ``cert`` (None: the issuing CA, SERVER_CA: the server CA),
+    or False: none of them (or the server CA, for a certificate that is not a server's)."""
+    for ca_cert, label in issuers:
+        try:
+            cert.verify_directly_issued_by(ca_cert)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return label if label is None or kind == "server" else False
+    return False
+
+
+def _line_problem(record: Record, taken: dict[str, str]) -> str | None:
+    """Why a journal line must not be acted on before its certificate is even looked at."""
+    problem = name_problem(record.name) or reserved_problem(record.name)
+    if problem:
+        return f"name {record.name!r}: {problem}"
+    if record.kind not in KINDS:
+        return f"name {record.name!r}: kind {record.kind!r} (expected {' or '.join(KINDS)})"
+    existing = taken.get(name_key(record.name))
+    if existing is not None:  # the name holds another certificate: leave both alone
+        return f"name {record.name!r}: index.json holds another certificate under {existing!r}"
+    return None
+
+
 def recover(pki: Any) -> None:
     """Bring index.json up to date with the journal of an interrupted command (see the module
     docstring). ``pki`` is the store.Pki, locked by the caller, its index loaded."""
@@ -139,10 +175,14 @@ def recover(pki: Any) -> None:
                       "it lists certificates that may be on disk: move it aside only after checking issued/") from None
     known = {serial_of(item) for item in pki.certificates.values()}
     known |= {serial_of(item) for item in pki.index.get("authorities", {}).values()}
+    known |= {serial_of(record) for _, record in previous_items(pki.certificates)}  # superseded by renew
+    taken = {name_key(name): name for name in pki.certificates}
     recorded: list[str] = []
     removed: list[str] = []
-    conflicts: list[str] = []
-    server_subject = pki.load_cert(pki.server_ca_pem).subject if pki.has_server_ca() else None  # its CN differs from the device CAs'
+    rejected: list[str] = []
+    issuers: list[tuple[x509.Certificate, str | None]] = [(pki.load_cert(pki.ca_pem), None)]
+    if pki.has_server_ca():
+        issuers.append((pki.load_cert(pki.server_ca_pem), SERVER_CA))
     for record in records:
         try:
             cert = x509.load_der_x509_certificate(record.der)
@@ -151,17 +191,22 @@ def recover(pki: Any) -> None:
             continue
         if cert.serial_number in known:
             continue  # recorded before the interruption
+        problem = _line_problem(record, taken)
+        signer = _signer(cert, record.kind, issuers) if problem is None else None
+        if signer is False:
+            problem = f"name {record.name!r}: its certificate (serial {cert.serial_number:x}) was not signed by this PKI's CA"
+        if problem is not None:
+            rejected.append(problem)
+            continue
         cert_path, key_path = pki.issued / f"{record.name}.pem", pki.private / f"{record.name}.key"
         cert_on_disk = _same_file(cert_path, cert.public_bytes(serialization.Encoding.PEM))
-        if record.name in pki.certificates:  # the name holds another certificate: leave both alone
-            conflicts.append(record.name)
-            continue
         if cert_on_disk and (record.source == "csr" or key_path.is_file()):
             entry = entry_for(cert, record.kind, record.source)
-            if server_subject is not None and cert.issuer == server_subject:
+            if signer == SERVER_CA:
                 entry["ca"] = SERVER_CA  # signed by the server CA: its revocation goes on server-crl
             pki.add_certificate(record.name, entry)
             known.add(cert.serial_number)
+            taken[name_key(record.name)] = record.name
             recorded.append(record.name)
             continue
         # Never complete, so never released: remove what was written of it.
@@ -173,7 +218,13 @@ def recover(pki: Any) -> None:
     temporary = remove_temporary_files(pki.issued, pki.private)
     if recorded:
         pki.save_index()
-    Journal(path).discard()
+    kept = None
+    if rejected:  # evidence of a damaged or edited journal: kept, never acted on
+        kept = path.with_name(f"{path.name}.rejected-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%S%fZ}")
+        os.replace(path, kept)
+        fsync_dir(path.parent)
+    else:
+        Journal(path).discard()
     parts = [f"{len(recorded)} certificate(s) recorded in index.json" + (f" ({recorded[0]} .. {recorded[-1]})" if recorded else "")]
     if removed:
         parts.append(f"{len(removed)} never completed (partial files removed)")
@@ -181,6 +232,7 @@ def recover(pki: Any) -> None:
         parts.append(f"{temporary} temporary file(s) removed")
     if bad:
         parts.append(f"{bad} unusable journal line(s) skipped")
-    if conflicts:
-        parts.append(f"{len(conflicts)} left alone: their names hold other certificates in index.json ({', '.join(conflicts[:3])})")
     note(f"note: recovered the issuing journal of an interrupted command: {'; '.join(parts)}")
+    if rejected:
+        note(f"warning: {len(rejected)} line(s) of {path} left alone (no file removed or recorded for them; the journal is kept as {kept}): "
+             f"{'; '.join(rejected[:3])}{' ...' if len(rejected) > 3 else ''}")

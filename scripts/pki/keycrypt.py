@@ -54,6 +54,13 @@ def _integer(value: int) -> bytes:
     return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
 
 
+def is_blank(password: str) -> bool:
+    """Nothing but whitespace: no protection at all, and what an unquoted or mistyped variable
+    gives. A new key or PFX refuses it (PKI_CA_PASSWORD, PKI_PASSWORD); opening an existing one
+    takes whatever it was made with."""
+    return not password.strip()
+
+
 def ca_password(what: str, new: bool = False) -> bytes:
     """The password in PKI_CA_PASSWORD. ``what`` names the key (for the message); ``new``: a key
     about to be encrypted, which needs at least MIN_CA_PASSWORD characters."""
@@ -61,6 +68,8 @@ def ca_password(what: str, new: bool = False) -> bytes:
     if text is None:
         raise PasswordProblem(f"{what} is encrypted: set {CA_PASSWORD_ENV} to its password" if not new
                               else f"--encrypt-key: set {CA_PASSWORD_ENV} to the password for {what} (at least {MIN_CA_PASSWORD} characters)")
+    if new and text and is_blank(text):
+        raise PasswordProblem(f"{CA_PASSWORD_ENV}: only whitespace ({len(text)} characters); expected a password (it protects the CA key against offline guessing)")
     if new and len(text) < MIN_CA_PASSWORD:
         raise PasswordProblem(f"{CA_PASSWORD_ENV}: {len(text)} characters; expected at least {MIN_CA_PASSWORD} (it protects the CA key against offline guessing)")
     if not text:

@@ -7,10 +7,15 @@ and signs, so threads do not help.
   and renaming two files costs as much as making the certificate. It stops at the first error
   and reports how many files it wrote, so the caller records exactly the certificates whose
   files are all on disk (issue.Issuer.finish).
-- :class:`Workers` (export-pfx): a pool of processes for independent, CPU-heavy items (PBKDF2
-  of the PFX files). They inherit the loaded data by fork: only positions go to them and only
-  small results come back, nothing secret is pickled. Workers ignore SIGINT and finish the
-  chunk they hold; after an error or Ctrl-C the completed chunks are still reported.
+- :class:`Workers` (export-pfx, bundle): a pool of processes for independent, CPU-heavy items
+  (PBKDF2 of the PFX files). They inherit the loaded data by fork: only positions go to them and
+  only small results come back, nothing secret is pickled. Workers ignore SIGINT and SIGTERM
+  (the main process handles them); on either, the main process raises a flag the workers read
+  between items (:func:`stop_requested`): each finishes the item in hand, starts no other and
+  reports what it did (chunks not started return at once), and a worker still busy after
+  STOP_GRACE seconds is killed. A worker also dies with the main process (Linux
+  PR_SET_PDEATHSIG), so none outlives a main process killed outright. Items must therefore
+  appear whole or not at all (a rename; bundle removes the temporary directories next run).
 
 Without fork (other systems, or threads already running) everything runs in this process.
 """
@@ -18,10 +23,13 @@ Without fork (other systems, or threads already running) everything runs in this
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import mmap
 import os
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -29,6 +37,9 @@ from typing import Any, Callable, Iterator, Sequence
 from .files import atomic_write
 
 _WORK: Callable[[Sequence[Any]], Any] | None = None
+_STOP: mmap.mmap | None = None  # one byte shared with the forked workers: 1 once the command is interrupted
+STOP_GRACE = 10.0  # seconds a worker has, after an interruption, to finish the item in hand (a kit takes ~15 ms)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def usable_cpus() -> int:
@@ -77,6 +88,21 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def stop_requested() -> bool:
+    """In a worker: the command was interrupted (SIGINT/SIGTERM); finish the item in hand and
+    start no other. Always False in the main process's own loop (Ctrl-C interrupts it there)."""
+    return _STOP is not None and _STOP[0] == 1
+
+
+def _worker_start(parent: int) -> None:
+    """A pool worker's first act: leave SIGINT/SIGTERM to the main process, and die with it."""
+    _ignore_sigint()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+
 def _run(chunk: Sequence[Any]) -> Any:
     assert _WORK is not None
     return _WORK(chunk)
@@ -98,13 +124,15 @@ class Workers:
         self.executor: Any = None
 
     def __enter__(self) -> "Workers":
-        global _WORK
+        global _WORK, _STOP
         if self.jobs > 1 and can_fork():
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
             _WORK = self.work
-            self.executor = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("fork"), initializer=_ignore_sigint)
+            _STOP = mmap.mmap(-1, 1)  # anonymous and shared: the workers see the main process's writes
+            self.executor = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("fork"), initializer=_worker_start,
+                                                initargs=(os.getpid(),))
             self.executor.submit(_noop).result()  # forks every worker now, while single-threaded
         return self
 
@@ -119,31 +147,59 @@ class Workers:
             return
         pending: deque[Any] = deque()
         stop: BaseException | None = None
+        deadline: float | None = None  # set by an interruption: the workers' time to stop
         position = 0
         while pending or (stop is None and position < len(chunks)):
-            while stop is None and position < len(chunks) and len(pending) < 2 * self.jobs:
-                pending.append(self.executor.submit(_run, chunks[position]))
-                position += 1
             try:
-                value = pending[0].result()
-            except KeyboardInterrupt as exc:
-                stop = stop or exc  # let the workers finish what they hold, then record it
-                continue
-            except BaseException as exc:  # the chunk failed: stop submitting, collect the others
+                while stop is None and position < len(chunks) and len(pending) < 2 * self.jobs:
+                    pending.append(self.executor.submit(_run, chunks[position]))
+                    position += 1
+                future = pending[0]
+                try:
+                    value = future.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+                except TimeoutError:  # a worker did not stop in time: killed; its chunk fails (BrokenProcessPool)
+                    self._kill_workers()
+                    deadline = None
+                    continue
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # the chunk failed: stop submitting, collect the others
+                    pending.popleft()
+                    stop = stop or exc
+                    continue
                 pending.popleft()
+                with signals_deferred():  # a result is counted whole
+                    on_result(value)
+            except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM (cli.Terminated): stop the workers, collect what they did
                 stop = stop or exc
-                continue
-            pending.popleft()
-            on_result(value)
+                if deadline is None:
+                    deadline = self._interrupt()
         if stop is not None:
             raise stop
 
-    def __exit__(self, *exc: Any) -> None:
-        global _WORK
+    def _interrupt(self) -> float:
+        """Raise the stop flag; the deadline by which the workers must have returned. Chunks not
+        started are not cancelled: a worker returns one at once (0 items), and a cancelled future
+        would end in InvalidStateError in the executor's thread if a worker is killed (3.11)."""
+        if _STOP is not None:
+            _STOP[0] = 1
+        return time.monotonic() + STOP_GRACE
+
+    def _kill_workers(self) -> None:
+        for process in list((getattr(self.executor, "_processes", None) or {}).values()):
+            with contextlib.suppress(OSError):
+                process.kill()
+
+    def __exit__(self, kind: Any, *exc: Any) -> None:
+        global _WORK, _STOP
         if self.executor is not None:
+            if kind is not None and issubclass(kind, KeyboardInterrupt) and _STOP is not None:
+                _STOP[0] = 1  # interrupted outside run(): the workers stop at their next item
             self.executor.shutdown(wait=True, cancel_futures=True)
             self.executor = None
-        _WORK = None
+        if _STOP is not None:
+            _STOP.close()
+        _WORK, _STOP = None, None
 
 
 def spans(total: int, size: int) -> list[range]:

@@ -67,12 +67,16 @@ def cmd_export_pfx(args: argparse.Namespace, pki: Pki) -> int:
     batch = Batch(pki.root)
 
     def export(span: Any) -> int:  # a range of positions  # PBKDF2 makes each file cost ~10 ms: worth worker processes
+        written = 0
         for name in names[span.start:span.stop]:
+            if parallel.stop_requested():  # SIGINT/SIGTERM: no other file starts
+                break
             cert = pki.load_cert(pki.issued / f"{name}.pem")
             key = pki.load_key(pki.private / f"{name}.key")
             cas = server_chain if pki.certificates[name].get("ca") == SERVER_CA else chain
             batch.write(pki.pfx / f"{name}.pfx", build.pkcs12_bytes(name, key, cert, cas, password, args.legacy), PRIVATE_FILE)
-        return len(span)
+            written += 1
+        return written
 
     try:
         with parallel.Workers(export, parallel.choose_jobs(args.jobs, len(names), PFX_PARALLEL_FROM)) as workers, Progress("exported", len(names)) as progress:

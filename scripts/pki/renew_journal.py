@@ -15,6 +15,11 @@ or reading the index): staged files and the history copy are removed, the old ce
 untouched. After 3 it is finished: the renames of step 4 are made. Either way the next command
 sees the old state or the new one, never a mix.
 
+The journal is a file anyone with write access to the PKI can edit: its name is checked like a
+name on the command line (names.py) and its serials must be hexadecimal, so that no path built
+from them (staged files, the history copy) leaves issued/ or private/; a journal that fails is
+refused in one line, nothing touched.
+
 Imports nothing from this package that imports store.py (store.py calls :func:`recover`).
 """
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +35,11 @@ from typing import Any
 from components.safe_files import KEY_FILE_LIMIT, read_regular
 
 from .files import PRIVATE_FILE, atomic_write, fsync_dir
+from .names import name_problem, reserved_problem
 from .progress import note
 
 RENEW_JOURNAL_FILE = "renewing.journal"
+_SERIAL_TEXT = re.compile(r"[0-9A-Fa-f:]{1,60}").fullmatch  # as index.json holds serials (entries.py)
 
 
 @dataclass(frozen=True)
@@ -102,8 +110,16 @@ def read(path: Path) -> Renewal:
         renewal = Renewal(item["name"], item["oldSerial"], item["newSerial"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise OSError(f"{path}: the journal of an interrupted renew is unreadable ({exc}); compare index.json with issued/ before moving it aside") from None
-    if not all(isinstance(v, str) and v for v in (renewal.name, renewal.old_serial, renewal.new_serial)) or "/" in renewal.name or renewal.name.startswith("."):
-        raise OSError(f"{path}: the journal of an interrupted renew is damaged (name or serials); compare index.json with issued/ before moving it aside")
+    problem = None
+    if not all(isinstance(v, str) and v for v in (renewal.name, renewal.old_serial, renewal.new_serial)):
+        problem = "name or serials are not text"
+    elif bad_name := name_problem(renewal.name) or reserved_problem(renewal.name):
+        problem = f"name {renewal.name!r}: {bad_name}"
+    elif not (_SERIAL_TEXT(renewal.old_serial) and _SERIAL_TEXT(renewal.new_serial)):
+        problem = f"serials {renewal.old_serial!r}, {renewal.new_serial!r} are not hexadecimal"
+    if problem:
+        raise OSError(f"{path}: the journal of an interrupted renew is damaged ({problem}); nothing was changed: "
+                      "compare index.json with issued/ before moving it aside")
     return renewal
 
 

@@ -55,7 +55,7 @@ def revoked_entries(pki: Pki, server_ca: bool = False) -> list[tuple[int, dt.dat
     for name, item in pki.certificates.items():
         if item.get("status") != "revoked" or (item.get("ca") == SERVER_CA) != server_ca:
             continue
-        if f"{name}.pem" in on_disk:
+        if on_disk and f"{name}.pem" in on_disk:
             pki.check_file_serial(name, item)  # the CRL must list the certificate the file holds
         text = item["serial"]
         try:

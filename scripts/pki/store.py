@@ -26,11 +26,10 @@ crash could lose.
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import gc
 import json
 import os
 import re
-import unicodedata
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Iterator
@@ -43,13 +42,8 @@ from components.safe_files import CERTIFICATE_FILE_LIMIT, INDEX_FILE_LIMIT, KEY_
 from . import journal, keycrypt, renew_journal
 from .entries import INDEX_VERSION, index_problem, serial_of
 from .files import PRIVATE_DIR, PRIVATE_FILE, PUBLIC_DIR, PUBLIC_FILE, atomic_write, sync_filesystem
+from .names import RESERVED_NAMES, SERVER_CA_NAME, name_key, name_problem
 from .parallel import BackgroundWriter
-
-_WINDOWS_BAD = set('<>:"/\\|?*')
-_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
-SERVER_CA_NAME = "server-ca"
-# Keys of the PKI itself kept in private/ beside the certificates' keys: no certificate may take these names.
-RESERVED_NAMES = {SERVER_CA_NAME: "the server CA's key", "kit-signer": "the kit-signing key"}
 
 
 class PkiError(Exception):
@@ -58,26 +52,8 @@ class PkiError(Exception):
 
 def check_name(name: str, what: str = "name") -> str:
     """A certificate name doubles as a file name (issued/NAME.pem, private/NAME.key, pfx/NAME.pfx)
-    on Linux and Windows: refuse separators, '..', control and Windows-reserved characters."""
-    problem = None
-    if not isinstance(name, str) or not name:
-        problem = "it is empty"
-    elif name != name.strip():
-        problem = "it starts or ends with whitespace"
-    elif "/" in name or "\\" in name:
-        problem = "it contains a path separator"
-    elif ".." in name or name.startswith("."):
-        problem = "it contains '..' or starts with '.'"
-    elif any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name):
-        problem = "it contains control characters"
-    elif any(ch in _WINDOWS_BAD for ch in name):
-        problem = "it contains one of < > : \" | ? * (not allowed in Windows file names)"
-    elif name.endswith("."):
-        problem = "it ends with '.'"
-    elif name.split(".")[0].lower() in _WINDOWS_RESERVED:
-        problem = "it is a reserved Windows device name"
-    elif len(name) > 64:
-        problem = f"it has {len(name)} characters (at most 64: the X.509 limit of a common name)"
+    on Linux and Windows: names.name_problem says what is refused."""
+    problem = name_problem(name)
     if problem:
         raise PkiError(f"{what} {name!r} is not usable: {problem}")
     return name
@@ -270,13 +246,20 @@ class Pki:
         """index.json, checked: a regular UTF-8 file, and every entry well-formed (entries.py);
         anything else is refused, naming the entry, and never trusted."""
         self.require_ca()
+        collecting = gc.isenabled()
+        gc.disable()  # parsing and checking make no cycles: no collection needs to walk the half-built index
         try:
-            data = json.loads(read_text(self.index_path, INDEX_FILE_LIMIT))
-        except (OSError, ValueError) as exc:
-            raise PkiError(f"{self.index_path}: unreadable ({getattr(exc, 'strerror', None) or exc})") from None
-        problem = index_problem(data)
+            try:
+                data = json.loads(read_text(self.index_path, INDEX_FILE_LIMIT))
+            except (OSError, ValueError) as exc:
+                raise PkiError(f"{self.index_path}: unreadable ({getattr(exc, 'strerror', None) or exc})") from None
+            problem = index_problem(data)
+        finally:
+            if collecting:
+                gc.enable()
         if problem:
             raise PkiError(f"{self.index_path}: {problem}; refusing to use it (restore it from a backup, or fix that entry)")
+        gc.freeze()  # it lives as long as the command: later collections skip its ~10 objects per entry (cli.main unfreezes)
         return data
 
     def check_file_serial(self, name: str, item: dict[str, Any]) -> None:
@@ -342,33 +325,38 @@ class Pki:
     def add_certificate(self, name: str, item: dict[str, Any]) -> None:
         self.certificates[name] = item
         if self._taken is not None:
-            self._taken.add(name.casefold())
+            self._taken.add(name_key(name))
 
     def has_server_ca(self) -> bool:
         """A server CA made by init-ca/init-server-ca --server-domain (recorded in index.json)."""
         return "server" in self.index.get("authorities", {})
 
-    def check_new_name(self, name: str, also: set[str] | None = None) -> None:
-        """Refuse a name already used (case-insensitively: Windows file names) or left on disk.
-        The names in use and on disk are read once per command (sets), not once per name."""
+    def check_new_name(self, name: str, also: dict[str, str] | None = None) -> None:
+        """Refuse a name already used or left on disk, compared by names.name_key (Unicode NFC and
+        case folded: Windows file names ignore case, and the NFC and NFD spellings of one name are
+        one device). ``also``: the names taken earlier in this request, by key. The names in use
+        and on disk are read once per command (sets), not once per name."""
         check_name(name)
-        folded = name.casefold()
-        if folded in RESERVED_NAMES:
-            raise PkiError(f"name {name!r} is reserved: {self.private / (folded + '.key')} holds {RESERVED_NAMES[folded]}; choose another name")
+        key = name_key(name)
+        if key in RESERVED_NAMES:
+            raise PkiError(f"name {name!r} is reserved: {self.private / (key + '.key')} holds {RESERVED_NAMES[key]}; choose another name")
         if self._taken is None:
-            self._taken = {existing.casefold() for existing in self.certificates}
-        if folded in self._taken:
+            self._taken = {name_key(existing) for existing in self.certificates}
+        if key in self._taken:
             for existing, item in self.certificates.items():
-                if existing.casefold() == folded:
-                    raise PkiError(f"name {name!r} is already issued (serial {item['serial']}, {item['status']}); choose another name")
-        if also is not None and folded in also:
-            raise PkiError(f"name {name!r} appears twice in this request")
+                if name_key(existing) == key:
+                    same = "" if existing == name else f" as {existing!r} (the same name once Unicode-normalised and case-folded)"
+                    raise PkiError(f"name {name!r} is already issued{same} (serial {item['serial']}, {item['status']}); choose another name")
+        if also is not None and key in also:
+            first = also[key]
+            same = "" if first == name else f" (as {first!r}: the same name once Unicode-normalised and case-folded)"
+            raise PkiError(f"name {name!r} appears twice in this request{same}")
         if self._on_disk is None:
             self._on_disk = set()
             for directory, suffix in ((self.issued, ".pem"), (self.private, ".key")):
                 with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                    self._on_disk.update(folded_name for f in os.listdir(directory) if (folded_name := f.casefold()).endswith(suffix))
-        for directory, file_name in ((self.issued, f"{folded}.pem"), (self.private, f"{folded}.key")):
+                    self._on_disk.update(file_key for f in os.listdir(directory) if (file_key := name_key(f)).endswith(suffix))
+        for directory, file_name in ((self.issued, f"{key}.pem"), (self.private, f"{key}.key")):
             if file_name in self._on_disk:
                 raise PkiError(f"{directory / (name + file_name[-4:])} exists but is not in index.json; remove it or choose another name")
 
@@ -461,6 +449,8 @@ class Pki:
         self.root.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         fd = os.open(self.root, os.O_RDONLY)
         try:
+            import fcntl  # POSIX only, so imported here: scripts.ops imports this module and runs on Windows too (ops probe)
+
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._lock_depth = 1
             if (self.journal_path.exists() or self.renew_journal_path.exists()) and self.has_ca():
