@@ -54,13 +54,9 @@ def _write_public(path: Path, data: bytes) -> None:
     """The file with 0644 (or tighter under a stricter umask), whatever the umask; an existing file is rewritten in place."""
     mode = 0o644 & ~_current_umask()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), mode)
-    try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
+    with os.fdopen(fd, "wb") as out:
+        os.fchmod(fd, mode)  # an existing file keeps its mode through O_CREAT: set it
+        out.write(data)
 
 
 def read_stack_file(stack: str, stacks_dir: Path = STACKS) -> dict[str, Any]:
