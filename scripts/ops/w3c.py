@@ -28,11 +28,17 @@ does not split into the header's number of fields otherwise, so a tool writing t
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable, Iterator
+from itertools import product, repeat
+from operator import add, itemgetter, lshift
+from typing import Iterable, Iterator, Sequence
 
 EMPTY = "-"
+_DN_SEPARATORS = re.compile("[,;]")
+_FIRST = itemgetter(0)
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,17 @@ def parse_dn(text: str) -> list[tuple[str, str]]:
 
 @lru_cache(maxsize=16384)  # judging a device reads its subject and issuer several times; one issuer for thousands of devices
 def _parse_dn(text: str) -> tuple[tuple[str, str], ...]:
+    if '"' not in text and "\\" not in text and "+" not in text:
+        # Without quotes, escapes or multi-valued RDNs (most names), the loop below reads each
+        # part between ',' or ';' as key=value; the same as str methods, when every part that is
+        # not only spaces has its '='.
+        pieces = [piece for piece in _DN_SEPARATORS.split(text) if piece.strip(" ")]
+        if all("=" in piece for piece in pieces):
+            return tuple((key.strip(), value.strip()) for key, _, value in (piece.partition("=") for piece in pieces))
+    return _parse_loop(text)
+
+
+def _parse_loop(text: str) -> tuple[tuple[str, str], ...]:
     parts: list[tuple[str, str]] = []
     i, n = 0, len(text)
     while i < n:
@@ -197,6 +214,123 @@ def serial_hex(value: str) -> str:
     scripts.pki and components/certs/facts.py write ('0467f302'); bytes in the logged order."""
     text = decode(value)
     return "".join(ch for ch in text if ch not in "-: ").lower()
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches of lines (scripts/ops/readiness_model.py): values as columns, dates and times as epoch
+# seconds, with builtins that loop in C per line and Python per distinct value
+
+
+def single_lines(messages: Sequence[str]) -> bool:
+    """Whether each message is one data line as IIS writes it: not empty, not a directive, no CR,
+    LF or BOM (a message that is anything else needs a decision of its own)."""
+    if not all(messages):
+        return False
+    text = "".join(messages)  # one-character searches (memchr) are fast; two-character ones are not
+    return "\n" not in text and "\r" not in text and "\ufeff" not in text and ("#" not in text or "#" not in set(map(_FIRST, messages)))
+
+
+def columns(lines: Sequence[str], count: int, positions: Sequence[int]) -> tuple[list[list[str]], list[int] | None]:
+    """The values at `positions` (position `count`: an absent field, '-') of each line, a column
+    each; and None when every line has `count` values, else each line's number of values (split at
+    spaces): the lines without `count` values, even read quoted, are left out of the columns.
+
+    All lines are split in one call: joined by " \\n ", the values of line i start at i * (count + 1)
+    of the split, and a field's column is a slice of it. The "\\n" between the lines (lines have
+    none) all fall where they should exactly when each line has `count` values."""
+    size = len(lines)
+    values = " \n ".join(lines).split(" ")
+    if len(values) == size * (count + 1) - 1 and "".join(values[count::count + 1]) == "\n" * (size - 1):
+        return [values[p::count + 1] if p < count else [EMPTY] * size for p in positions], None
+    pick = itemgetter(*positions)
+    picked: list[tuple[str, ...]] = []
+    counts: list[int] = []
+    for line in lines:  # line by line: `count` values, else quoted ones
+        row = line.split(" ")
+        counts.append(len(row))
+        if len(row) != count:
+            quoted = split_values(line, count)
+            if quoted is None:
+                continue
+            row, counts[-1] = quoted, count
+        row.append(EMPTY)
+        picked.append(pick(row) if len(positions) > 1 else (pick(row),))
+    return [list(column) for column in zip(*picked)] if picked else [[] for _ in positions], counts
+
+
+_DAY_CLOCKS: dict[str, int] = {}  # the 86,400 'hh:mm:ss' of a day as IIS writes them -> seconds from midnight
+
+
+def day_clocks() -> dict[str, int]:
+    """_DAY_CLOCKS, made on first use (about 15 ms and 9 MiB): a week of logs has every second of
+    the day, and checking each on its first sight cost more."""
+    if not _DAY_CLOCKS:
+        hours, sixty = [f"{n:02d}" for n in range(24)], [f"{n:02d}" for n in range(60)]
+        _DAY_CLOCKS.update(zip(map(":".join, product(hours, sixty, sixty)), range(86_400)))  # in order: 00:00:00 is 0, 00:00:01 is 1...
+    return _DAY_CLOCKS
+
+
+class Times:
+    """The date and time fields of lines as epoch seconds (UTC), each distinct value checked once:
+    a date as datetime.strptime('%Y-%m-%d') reads it, a time as hh:mm:ss with hh at most 23 and mm
+    at most 59 (ss is not checked, and isdigit() admits digits of other scripts: as before)."""
+
+    CACHED = 100_000  # values kept at most (then forgotten): memory flat in the number of lines
+
+    def __init__(self) -> None:
+        self._days: dict[str, int] = {}
+        self._clocks: dict[str, int] = {}  # other valid times than day_clocks()' (e.g. 10:00:60)
+
+    def day(self, text: str) -> int | None:
+        """Epoch seconds of 'yyyy-mm-dd' at midnight; None when it is not a date."""
+        day = self._days.get(text)
+        if day is None:
+            try:
+                moment = dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+            except ValueError:
+                return None
+            if len(self._days) >= self.CACHED:
+                self._days.clear()
+            day = self._days[text] = int(moment.timestamp())
+        return day
+
+    def clock(self, text: str) -> int:
+        """Seconds from midnight to 'hh:mm:ss'; -1 when it is not a time."""
+        found = day_clocks().get(text)
+        if found is None:
+            found = self._clocks.get(text)
+        if found is not None:
+            return found
+        if (len(text) != 8 or text[2] != ":" or text[5] != ":" or not text[:2].isdigit() or not text[3:5].isdigit() or not text[6:].isdigit()
+                or text[:2] > "23" or text[3:5] > "59"):
+            return -1
+        try:
+            found = int(text[:2]) * 3600 + int(text[3:5]) * 60 + int(text[6:])
+        except ValueError:  # a digit int() does not read (e.g. a superscript)
+            return -1
+        if len(self._clocks) >= self.CACHED:
+            self._clocks.clear()
+        self._clocks[text] = found
+        return found
+
+    def shifted(self, days: list[str], clocks: list[str], shift: int) -> Iterator[int] | None:
+        """(epoch seconds << shift) of each line, as they are taken; None when a date or time is not
+        valid (then ask day() and clock() line by line)."""
+        one_day = days.count(days[0]) == len(days)
+        if one_day:  # the usual batch: a lookup per line in day_clocks()
+            day = self.day(days[0])
+            if day is None:
+                return None
+            seconds = list(map(day_clocks().get, clocks, repeat(-1)))
+            if min(seconds) >= 0:
+                return map(lshift, map(add, seconds, repeat(day)), repeat(shift))
+        distinct = set(clocks)  # over midnight, or times not as IIS writes them: each distinct value once
+        second_of = dict(zip(distinct, map(self.clock, distinct)))
+        found = {text: self.day(text) for text in set(days)}
+        day_of = {text: day for text, day in found.items() if day is not None}
+        if min(second_of.values()) < 0 or len(day_of) < len(found):
+            return None
+        return map(lshift, map(add, map(second_of.__getitem__, clocks), map(day_of.__getitem__, days)), repeat(shift))
 
 
 # ---------------------------------------------------------------------------------------------
