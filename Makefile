@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK ?= dev
 
-.PHONY: plan plan-all test lint bench doctor clean docs
+.PHONY: plan plan-all test lint bench doctor clean docs mutants
 
 $(VENV)/.installed-runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ docs: $(VENV)/.installed-runtime
 ## doctor: what a real deployment needs (Pulumi CLI, AWS credentials, region, backend) and what is missing; never fails
 doctor: $(VENV)/.installed-runtime
 	-$(PY) -m scripts.doctor $(DOCTOR_ARGS)
+
+## mutants: mutation testing (mutmut) of the modules that decide who gets in, each against its own tests, one
+## module at a time with one worker (MUTANTS="dns_rules egress" for some); not part of make test; docs/testing.md
+mutants: $(VENV)/.installed-dev
+	$(PY) -m scripts.mutants $(MUTANTS)
 
 bench: $(VENV)/.installed-dev
 	$(PY) -m bench.plan --write BENCHMARKS.md
