@@ -466,7 +466,9 @@ def project_copy(root: Path, dest: Path) -> Path:
 
 
 def base_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PKI_", "PULUMI_", "PYTEST_", "FLEXNET_"))}
+    # A reader's shell is not inside make: under `make test` MAKELEVEL/MAKEFLAGS would make a page's
+    # `make plan` print "Entering directory" lines the page does not show.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PKI_", "PULUMI_", "PYTEST_", "FLEXNET_", "MAKE", "MFLAGS"))}
     env.update({
         "HOME": str(home),
         "PATH": f".venv/bin{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",

