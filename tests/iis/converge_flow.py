@@ -210,8 +210,8 @@ def reboot_problems(text: str) -> list[str]:
     for command in ps_lint.commands(tree):
         name = (command.name or "").lower()
         node = command.node
-        if node is None:
-            continue
+        if node is None or name not in ("new-itemproperty", "set-itemproperty", "install-windowsfeature", "uninstall-windowsfeature", "start-process"):
+            continue  # only these change something that needs a restart: skip the block walk for the rest
         block = _enclosing_statement_list(node)
         assert block is not None
         statements = [c for c in block.children if c.type != "comment"]
