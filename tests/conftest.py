@@ -82,3 +82,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if problem:
         report.outcome = "failed"
         report.longrepr = f"{item.nodeid}: {problem}"
+
+
+@pytest.fixture
+def tokyo(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A local time zone nine hours from UTC, so naive and local readings of a moment differ."""
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

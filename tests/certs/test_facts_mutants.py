@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from cryptography import x509
@@ -147,14 +145,6 @@ def test_crl_summary() -> None:
     bare = x509.CertificateRevocationListBuilder().issuer_name(CA_NAME).last_update(NOW).next_update(NOW).sign(CA_KEY, hashes.SHA256())
     assert facts.crl_number(bare) is None and facts.crl_summary(bare)["authorityKeyId"] is None
 
-
-@pytest.fixture
-def tokyo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TZ", "Asia/Tokyo")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def test_iso_reads_a_naive_moment_as_utc_whatever_the_local_zone(tokyo: None) -> None:

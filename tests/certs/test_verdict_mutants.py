@@ -8,8 +8,7 @@ details IIS's refusals are explained with.
 from __future__ import annotations
 
 import datetime as dt
-import time
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -241,15 +240,6 @@ def test_a_ca_of_the_same_name_with_another_key_is_explained() -> None:
 
 
 # --- the moment: naive is UTC, another zone is converted -------------------------------------------------
-
-@pytest.fixture
-def tokyo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A local time zone nine hours from UTC, so naive and local readings of a moment differ."""
-    monkeypatch.setenv("TZ", "Asia/Tokyo")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def test_a_naive_moment_is_utc_and_an_aware_one_is_converted(tokyo: None) -> None:
