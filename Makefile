@@ -26,6 +26,9 @@ plan-all: $(VENV)/.installed-runtime
 ## test: every test (unit, mocks, plan determinism, TLS on loopback); worksteal keeps the long type check from ending up last on one worker
 test: $(VENV)/.installed-dev
 	./.ci/install-debian-packages
+	@# Byte-compiled once here (as pip does for installed packages), not again in each of the
+	@# suite's ~150 `python -m scripts...` runs when PYTHONDONTWRITEBYTECODE is set.
+	$(PY) -m compileall -q -j 0 __main__.py components scripts policy bench tests >/dev/null
 	$(PY) -m pytest -q -n auto --dist worksteal
 
 ## lint: static type gate (basedpyright over the program, components, scripts, policy)

@@ -94,3 +94,24 @@ def tokyo(monkeypatch: pytest.MonkeyPatch) -> Any:
     yield
     monkeypatch.undo()
     time.tzset()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """An xdist worker leaves without tearing down its interpreter. Its heap (pulumi, moto, botocore:
+    some 2,400 modules) took two seconds to dismantle after every result had been sent, and the
+    controller waits for that. Registered first, so it runs after every other exit handler (tmp_path's
+    lock removal, weakref finalizers such as TemporaryDirectory's); logging is flushed here."""
+    import os
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    import atexit
+    import logging
+
+    def leave() -> None:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    atexit.register(leave)

@@ -32,6 +32,7 @@ Self-tests at the end prove each check reports what it should (so the page tests
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import os
 import re
@@ -460,6 +461,12 @@ def project_copy(root: Path, dest: Path) -> Path:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / name, target)
+        # Its bytecode too (still valid: copy2 keeps the source's time), so the page's many
+        # `python -m scripts...` runs do not each compile the project again.
+        compiled = Path(importlib.util.cache_from_source(str(root / name))) if name.endswith(".py") else None
+        if compiled is not None and compiled.is_file():
+            (target.parent / "__pycache__").mkdir(exist_ok=True)
+            shutil.copy2(compiled, target.parent / "__pycache__" / compiled.name)
     if (root / ".venv").exists():
         (dest / ".venv").symlink_to(root / ".venv")
     return dest

@@ -1,7 +1,9 @@
 """Static type gate: basedpyright over the program, components, scripts and policy pack.
 
 Pulumi mocks pass a misspelt key inside a nested args dict straight through to the engine; the
-type checker, reading pulumi_aws's TypedDicts, does not. Proven here on a broken copy.
+type checker, reading pulumi_aws's TypedDicts, does not. Proven here on broken copies, checked in
+the same run as the project (each run loads pulumi_aws's stubs, some four seconds: one run keeps
+the suite's slowest test short).
 """
 
 from __future__ import annotations
@@ -18,19 +20,6 @@ from conftest import ROOT
 BASEDPYRIGHT = Path(sys.executable).with_name("basedpyright")
 pytestmark = pytest.mark.skipif(not BASEDPYRIGHT.exists(), reason="basedpyright is in requirements-dev.txt")
 
-
-def run_checker(cwd: Path, *paths: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BASEDPYRIGHT), "--pythonpath", sys.executable, *paths], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
-
-
-def test_project_is_clean() -> None:
-    result = run_checker(ROOT)
-    assert result.returncode == 0, result.stdout[-4000:]
-    assert "0 errors" in result.stdout
-
-
 NESTED = """import pulumi_aws as aws
 
 aws.ec2.Instance(
@@ -40,42 +29,45 @@ aws.ec2.Instance(
     metadata_options={"KEY": "required", "http_put_response_hop_limit": 1},
 )
 """
+SELF_TESTS = {
+    "misspelt.py": NESTED.replace("KEY", "http_tokenz"),
+    "correct.py": NESTED.replace("KEY", "http_tokens"),
+    "typed_args.py": "import pulumi_aws as aws\n"
+                     "aws.ec2.InstanceArgs(ami='ami-1', instance_type='t3.large', metadata_options={'http_tokens': 'required'})\n",
+}
 
 
-@pytest.fixture(scope="module")
-def self_test_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
-    """One checker run over the three self-test programs (each run loads pulumi_aws's stubs: one run
-    instead of three keeps the suite's slowest worker short): file name -> its error messages."""
-    folder = tmp_path_factory.mktemp("typecheck")
-    config = json.loads((ROOT / "pyrightconfig.json").read_text())
-    for key in ("venvPath", "venv", "include"):  # the copy finds packages through --pythonpath
-        config.pop(key, None)
-    (folder / "pyrightconfig.json").write_text(json.dumps(config))
-    programs = {
-        "misspelt.py": NESTED.replace("KEY", "http_tokenz"),
-        "correct.py": NESTED.replace("KEY", "http_tokens"),
-        "typed_args.py": "import pulumi_aws as aws\n"
-                         "aws.ec2.InstanceArgs(ami='ami-1', instance_type='t3.large', metadata_options={'http_tokens': 'required'})\n",
-    }
-    for name, text in programs.items():
-        (folder / name).write_text(text)
-    result = subprocess.run([str(BASEDPYRIGHT), "--pythonpath", sys.executable, "--outputjson", *programs], cwd=folder,
+def project_paths() -> list[str]:
+    """What pyrightconfig.json's include names (paths on the command line replace it)."""
+    return json.loads((ROOT / "pyrightconfig.json").read_text())["include"]
+
+
+def check(paths: list[str]) -> tuple[dict[str, list[str]], dict]:
+    """One checker run from the project root (its pyrightconfig.json): file -> its error messages."""
+    result = subprocess.run([str(BASEDPYRIGHT), "--pythonpath", sys.executable, "--outputjson", *paths], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     report = json.loads(result.stdout)
-    errors: dict[str, list[str]] = {name: [] for name in programs}
+    errors: dict[str, list[str]] = {}
     for item in report["generalDiagnostics"]:
         if item["severity"] == "error":
-            errors[Path(item["file"]).name].append(f"{item['range']['start']['line'] + 1}: {item['message']}")
-    return errors
+            errors.setdefault(item["file"], []).append(f"{item['range']['start']['line'] + 1}: {item['message']}")
+    return errors, report["summary"]
 
 
-def test_checker_catches_a_misspelt_key_in_a_nested_args_dict(self_test_run: dict[str, list[str]]) -> None:
-    misspelt = self_test_run["misspelt.py"]
+def test_project_is_clean_and_the_checker_catches_what_mocks_pass(tmp_path: Path) -> None:
+    for name, text in SELF_TESTS.items():
+        (tmp_path / name).write_text(text)
+    errors, summary = check([*project_paths(), *(str(tmp_path / name) for name in SELF_TESTS)])
+    self_test = {Path(file).name: found for file, found in errors.items() if Path(file).parent == tmp_path}
+    project = {file: found for file, found in errors.items() if Path(file).parent != tmp_path}
+
+    assert project == {}, json.dumps(project, indent=1)[-4000:]
+    # Every project file was read: the paths on the command line did not narrow the check.
+    assert summary["filesAnalyzed"] >= len(list(ROOT.glob("components/**/*.py"))) + len(list(ROOT.glob("scripts/**/*.py")))
+
+    misspelt = self_test.get("misspelt.py", [])
     assert len(misspelt) == 1 and misspelt[0].startswith("7: ") and "InstanceMetadataOptionsArgsDict" in misspelt[0], misspelt
     # The same program with the right key is clean: the failure above is the typo, nothing else.
-    assert self_test_run["correct.py"] == []
-
-
-def test_typed_args_classes_refuse_even_a_correct_dict(self_test_run: dict[str, list[str]]) -> None:
-    """The components use ...Args classes, which are stricter still: a dict is not accepted at all."""
-    assert any("InstanceMetadataOptionsArgs" in e for e in self_test_run["typed_args.py"]), self_test_run["typed_args.py"]
+    assert "correct.py" not in self_test, self_test
+    # The components use ...Args classes, which are stricter still: a dict is not accepted at all.
+    assert any("InstanceMetadataOptionsArgs" in e for e in self_test.get("typed_args.py", [])), self_test

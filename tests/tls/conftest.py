@@ -242,6 +242,9 @@ class BeaconServer:
 
     def close(self) -> None:
         self._stop.set()
+        # shutdown wakes the thread's accept() now; close alone would wait out its 0.2 s timeout.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         self._thread.join(timeout=2)
 
