@@ -15,6 +15,8 @@ from typing import Any
 import boto3
 import boto3.session
 import botocore.exceptions as bce
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
 
 from .common import InputError, OpsError, note
@@ -28,9 +30,25 @@ CREDENTIAL_HELP = (
 )
 
 
+_LOADERS: dict[tuple[str, ...], botocore.loaders.Loader] = {}
+
+
 def new_session(profile: str | None, region: str | None) -> boto3.session.Session:
-    """A boto3 session (tests wrap this to register botocore event handlers)."""
-    return boto3.session.Session(profile_name=profile, region_name=region)
+    """A boto3 session (tests wrap this to register botocore event handlers).
+
+    Every session of this process with the same data path shares one botocore data loader: the
+    loader keeps the JSON it has read (endpoints, service models: tens of milliseconds each to
+    parse), and a fresh session would read them all again (a command that switches to the stack's
+    region makes two sessions)."""
+    core = botocore.session.get_session()
+    if profile is not None:
+        core.set_config_variable("profile", profile)
+    loader = core.get_component("data_loader")  # its search paths follow the profile's data_path (ProfileNotFound here)
+    shared = _LOADERS.setdefault(tuple(loader.search_paths), loader)
+    core.register_component("data_loader", shared)
+    session = boto3.session.Session(botocore_session=core, region_name=region)
+    shared.search_paths[:] = dict.fromkeys(shared.search_paths)  # boto3 appends its own data path once per session
+    return session
 
 
 _known_regions: set[str] = set()
