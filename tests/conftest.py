@@ -103,8 +103,8 @@ def pytest_configure(config: pytest.Config) -> None:
     lock removal, weakref finalizers such as TemporaryDirectory's); logging is flushed here."""
     import os
 
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return
+    if not os.environ.get("PYTEST_XDIST_WORKER") or "coverage" in sys.modules:
+        return  # (coverage writes its data at exit: a measured run leaves the usual way)
     import atexit
     import logging
 
