@@ -113,7 +113,7 @@ KEYS: tuple[Key, ...] = (
     Key("complianceSeverity", "string", "HIGH", "Compliance severity of the association: CRITICAL, HIGH, MEDIUM, LOW or UNSPECIFIED."),
     Key("beaconInstallerS3Uri", "string", "", "Optional s3://bucket/key of the FlexNet beacon installer (.msi or .exe); installed unattended when set."),
     Key("beaconInstallerSha256", "string", "", "SHA-256 of the installer (required with beaconInstallerS3Uri)."),
-    Key("beaconInstallerArguments", "array", [], "Installer arguments, passed as data (PROPERTY=value). An .msi always gets /qn /norestart; an .exe needs its own unattended-install switches here (Flexera's BeaconInstaller .exe: /s and /v followed by its msiexec arguments, e.g. /v/qn FNMPWEBUIURL=https://fnms.example.com/Suite; see docs/operations.md).", items="string"),
+    Key("beaconInstallerArguments", "array", [], "Installer arguments, passed as data (PROPERTY=value). An .msi always gets /qn /norestart; an .exe needs its own unattended-install switches here (Flexera's BeaconInstaller .exe: /s and /v followed by its msiexec arguments, e.g. `/v/qn FNMPWEBUIURL=https://fnms.example.com/Suite`; see docs/operations.md).", items="string"),
     Key("beaconRegistration", "boolean", False, "Stage each beacon's own Flexera beacon configuration file from Secrets Manager (secret flexnet-beacon/<stack>/beacon-registration/<instance id>) in its private state folder for the one manual import Flexera documents (docs/operations.md)."),
     Key("owner", "string", "unassigned", "Owner tag value on every resource."),
     Key("costCentre", "string", "unassigned", "Cost centre tag value on every resource."),

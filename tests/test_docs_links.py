@@ -9,6 +9,10 @@
    `docs/...`, `stacks/...`, `policy/...`, `bench/...`) exists. `<placeholder>` and `*` match
    any name. Build output (build/plan/...) is not a repository path and is not checked.
 
+3. No link leaves the repository: the pages stand on their own. A source is cited in a code span
+   (GitHub renders it as text, not as a link), often as a footnote (`[^id]` with `[^id]: ...`),
+   and every footnote used is defined on its page.
+
 Links and paths inside fenced code blocks are examples, not references, and are skipped.
 Both checkers are plain functions, and each has a self-test on a temporary tree that proves
 it reports what it should (so the tests can fail).
@@ -36,7 +40,7 @@ _INLINE_LINK = re.compile(
     r"(?:\s+(?:\"[^\"]*\"|'[^']*'|\([^)]*\)))?\s*\)"  # optional "title")
 )
 # [id]: target  /  [id]: <target with spaces>  (reference definitions, at most 3 spaces indented)
-_REFERENCE = re.compile(r"^ {0,3}\[[^\]\n]+\]:[ \t]*(?:<(?P<angle>[^>\n]*)>|(?P<bare>\S+))", re.M)
+_REFERENCE = re.compile(r"^ {0,3}\[(?!\^)[^\]\n]+\]:[ \t]*(?:<(?P<angle>[^>\n]*)>|(?P<bare>\S+))", re.M)
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
@@ -209,3 +213,66 @@ def test_path_checker_reports_missing_paths_and_skips_build_output(tmp_path: Pat
     assert len(problems) == 2, problems
     assert any("`components/iis_state.py`" in p for p in problems)
     assert any("`scripts/gone.py`" in p for p in problems)
+
+
+# --- no link leaves the repository ---------------------------------------------------------------
+
+_AUTOLINK = re.compile(r"<(?P<target>[A-Za-z][A-Za-z0-9+.-]*:[^<>\s]*)>")
+_BARE_URL = re.compile(r"(?<![\w/])(?P<target>(?:https?|ftp)://[^\s<>()\[\]`]+|www\.[A-Za-z0-9-]+\.[^\s<>()\[\]`]+)", re.I)
+
+
+def external_links(text: str) -> list[tuple[int, str]]:
+    """(line, target) of every link that would leave the repository when the page is rendered:
+    a Markdown link or reference with a URL scheme, an <autolink>, or a bare URL in prose (which
+    GitHub renders as a link). Fenced blocks and code spans are examples and citations, not links."""
+    prose = _without_fences(text)
+    prose = _CODE_SPAN.sub(lambda m: "`" + " " * (len(m.group(0)) - 2) + "`", prose)
+    found = [(line, target) for line, target in link_targets(text) if _SCHEME.match(target) or target.startswith("//")]
+    for pattern in (_AUTOLINK, _BARE_URL):
+        for match in pattern.finditer(prose):
+            found.append((_line_of(prose, match.start()), match.group("target").rstrip(".,:;!?'\"")))  # as GitHub ends a bare URL
+    return sorted(set(found))
+
+
+def test_the_external_link_finder_finds_every_kind(tmp_path: Path) -> None:
+    page = (
+        "A [doc](https://example.org/a) and ![img](http://example.org/i.png) and <https://example.org/auto>.\n"
+        "Bare: see https://example.org/bare, or www.example.org/page.\n"
+        "[ref]: https://example.org/ref\n"
+        "Cited, not linked: `https://example.org/cited` and [local](docs/x.md) and [anchor](#top).\n"
+        "```sh\ncurl https://example.org/in-a-block\n```\n"
+    )
+    assert sorted(target for _, target in external_links(page)) == sorted([
+        "https://example.org/a", "http://example.org/i.png", "https://example.org/auto", "https://example.org/bare",
+        "www.example.org/page", "https://example.org/ref"])
+
+
+@pytest.mark.parametrize("markdown", DOCS, ids=_ids(DOCS))
+def test_no_link_leaves_the_repository(markdown: Path) -> None:
+    """The repository stands on its own: sources are cited in code spans (`docs.flexera.com/...`),
+    which read the same but are not links."""
+    found = external_links(markdown.read_text(encoding="utf-8"))
+    assert not found, "links that leave the repository (cite them in a code span instead):\n  " + "\n  ".join(
+        f"{markdown.relative_to(ROOT)}:{line}: {target}" for line, target in found)
+
+
+_FOOTNOTE_USE = re.compile(r"\[\^([^\]\s]+)\](?!:)")
+_FOOTNOTE_DEFINITION = re.compile(r"^ {0,3}\[\^([^\]\s]+)\]:", re.M)
+
+
+def footnote_problems(text: str) -> list[str]:
+    prose = _CODE_SPAN.sub(lambda m: "`" + " " * (len(m.group(0)) - 2) + "`", _without_fences(text))
+    used, defined = set(_FOOTNOTE_USE.findall(prose)), set(_FOOTNOTE_DEFINITION.findall(prose))
+    return [f"[^{name}] is used but not defined" for name in sorted(used - defined)] + \
+           [f"[^{name}] is defined but never used" for name in sorted(defined - used)]
+
+
+def test_the_footnote_check_finds_both_mistakes() -> None:
+    assert footnote_problems("A[^a] and B[^b].\n\n[^a]: `https://example.org/a`\n[^c]: `x`\n") == [
+        "[^b] is used but not defined", "[^c] is defined but never used"]
+
+
+@pytest.mark.parametrize("markdown", DOCS, ids=_ids(DOCS))
+def test_every_footnote_is_defined_and_used(markdown: Path) -> None:
+    problems = footnote_problems(markdown.read_text(encoding="utf-8"))
+    assert not problems, f"{markdown.relative_to(ROOT)}: " + "; ".join(problems)
