@@ -70,7 +70,8 @@ TARGETS: dict[str, Target] = {
     "readiness_outcome": Target("scripts/ops/readiness_outcome.py", (
         "tests/ops/test_readiness_outcome_mutants.py", "tests/ops/test_readiness_model.py", "tests/ops/test_ops_readiness.py")),
     "readiness_model": Target("scripts/ops/readiness_model.py", (
-        "tests/ops/test_readiness_model.py", "tests/ops/test_ops_readiness.py")),
+        "tests/ops/test_readiness_model_mutants.py", "tests/ops/test_readiness_model.py", "tests/ops/test_readiness_speed.py",
+        "tests/ops/test_ops_readiness.py")),
     "require_guard": Target("scripts/require_guard.py", (
         "tests/test_require_guard_mutants.py", "tests/test_require_guard.py")),
 }

@@ -1,0 +1,74 @@
+"""The readiness model's reading of unusual #Fields: lines and of unreadable lines: the cases the
+mutation run of scripts/ops/readiness_model.py found untested (docs/testing.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterator
+
+import pytest
+
+from scripts.ops.readiness_model import AGENT_PATHS, BATCH, EXAMPLES, Aggregator
+
+STREAM = "u_ex-i-0abc"
+SUBJECT, ISSUER = "C=US,+O=Example+Corp,+CN=laptop-0001", "C=US,+O=Example+Corp,+CN=Example+Devices+CA"
+JUNE = int(dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.timezone.utc).timestamp())
+
+
+def read(*lines: str, event_ms: int = 0) -> Aggregator:
+    agg = Aggregator(AGENT_PATHS)
+    for text in lines:
+        agg.add(STREAM, text, event_ms)
+    return agg
+
+
+def test_a_fields_line_without_the_sub_status_counts_every_request() -> None:
+    agg = read("#Fields: date time c-ip cs-uri-stem sc-status cs(User-Agent) crt-subject crt-issuer crt-serial crt-flags",
+               f"2026-06-01 12:00:00 198.51.100.7 /ManageSoftDL/ 200 FlexNet+Agent {SUBJECT} {ISSUER} 0a-1b 1",
+               f"2026-06-01 12:05:00 198.51.100.7 /ManageSoftRL/inventory.ndi 403 FlexNet+Agent {SUBJECT} {ISSUER} 0a-1b 1")
+    (presentation,) = agg.presentations.values()
+    assert agg.malformed == 0 and agg.requests == 2
+    assert presentation.requests == 2 and presentation.statuses == {"200": 1, "403": 1} and presentation.ips == {"198.51.100.7"}
+    assert (presentation.first, presentation.last) == (JUNE, JUNE + 300)
+
+
+def test_a_fields_line_with_a_date_but_no_time_reads_the_event_time() -> None:
+    event = (JUNE + 3600) * 1000
+    agg = read("#Fields: date c-ip cs-uri-stem sc-status sc-substatus cs(User-Agent) crt-subject crt-issuer crt-serial crt-flags",
+               f"2026-06-01 198.51.100.7 /ManageSoftDL/ 200 0 FlexNet+Agent {SUBJECT} {ISSUER} 0a-1b 1", event_ms=event)
+    (presentation,) = agg.presentations.values()
+    assert agg.malformed == 0 and presentation.requests == 1
+    assert presentation.first == presentation.last == JUNE + 3600  # the event's time: the line holds no time of day
+
+
+def test_the_line_s_date_and_time_win_over_the_event_time() -> None:
+    agg = read("#Fields: date time c-ip cs-uri-stem sc-status sc-substatus cs(User-Agent) crt-subject crt-issuer crt-serial crt-flags",
+               f"2026-06-01 12:00:00 198.51.100.7 /ManageSoftDL/ 200 0 FlexNet+Agent {SUBJECT} {ISSUER} 0a-1b 1", event_ms=0)
+    (presentation,) = agg.presentations.values()
+    assert presentation.first == presentation.last == JUNE
+
+
+def test_unreadable_lines_are_all_counted_and_the_first_few_shown_cut_at_300_characters() -> None:
+    header = "#Fields: date time c-ip cs-uri-stem sc-status sc-substatus cs(User-Agent) crt-subject crt-issuer crt-serial crt-flags"
+    exact, longer = "x" * 300, "y" * 301
+    agg = read(header, exact, longer, *(f"junk-{n}" for n in range(EXAMPLES)))
+    assert agg.malformed == EXAMPLES + 2
+    shown = agg.malformed_examples
+    assert len(shown) == EXAMPLES
+    assert shown[0]["line"] == exact and shown[1]["line"] == "y" * 300 + "..."
+    assert shown[0]["reason"] == "1 values for the 11 fields of the #Fields: line in force" and shown[0]["stream"] == STREAM
+
+
+def test_feed_reads_its_events_a_batch_at_a_time() -> None:
+    """The events are taken BATCH at a time (memory bounded by a batch, whatever the stream): a
+    source that fails after the first batch has had that batch counted."""
+    def events() -> Iterator[tuple[str, int, str]]:
+        yield STREAM, 0, "#Fields: date time c-ip cs-uri-stem sc-status sc-substatus cs(User-Agent) crt-subject crt-issuer crt-serial crt-flags"
+        for n in range(BATCH + 100):
+            yield STREAM, 0, f"2026-06-01 12:00:00 198.51.100.{n % 250} /ManageSoftDL/ 200 0 FlexNet+Agent - - - 0"
+        raise ConnectionError("the source broke")
+
+    agg = Aggregator(AGENT_PATHS)
+    with pytest.raises(ConnectionError):
+        agg.feed(events())
+    assert agg.lines == BATCH
