@@ -72,3 +72,29 @@ def test_feed_reads_its_events_a_batch_at_a_time() -> None:
     with pytest.raises(ConnectionError):
         agg.feed(events())
     assert agg.lines == BATCH
+
+
+FIELDS = ["date", "time", "c-ip", "cs-uri-stem", "sc-status", "sc-substatus", "cs(User-Agent)", "crt-subject", "crt-issuer", "crt-serial", "crt-flags"]
+VALUES = {"date": "2026-06-01", "time": "12:00:00", "c-ip": "198.51.100.7", "cs-uri-stem": "/ManageSoftDL/", "sc-status": "200",
+          "sc-substatus": "0", "cs(User-Agent)": "FlexNet+Agent", "crt-subject": SUBJECT, "crt-issuer": ISSUER, "crt-serial": "0a-1b",
+          "crt-flags": "1"}
+
+
+@pytest.mark.parametrize("first", ["time", "crt-subject", "crt-flags", "crt-issuer", "c-ip"])
+def test_any_field_may_come_first(first: str) -> None:
+    """W3C logs name their fields in any order: a field at position 0 is a field like any other."""
+    order = [first, *(f for f in FIELDS if f != first)]
+    agg = read("#Fields: " + " ".join(order), " ".join(VALUES[f] for f in order))
+    (presentation,) = agg.presentations.values()
+    assert agg.malformed == 0 and agg.without_cert_fields == 0
+    assert (presentation.subject, presentation.issuer, presentation.serial, presentation.flags) == (SUBJECT, ISSUER, "0a-1b", "1")
+    assert presentation.first == JUNE and presentation.ips == {"198.51.100.7"}
+
+
+def test_without_crt_flags_the_certificate_fields_are_not_read() -> None:
+    """The certificate fields are read only when the #Fields: line has crt-subject and crt-flags
+    (IIS logs the four together): with one missing, the requests count as without a certificate."""
+    order = [f for f in FIELDS if f != "crt-flags"]
+    agg = read("#Fields: " + " ".join(order), " ".join(VALUES[f] for f in order))
+    assert agg.presentations == {} and agg.without_cert_fields == 1 and agg.requests == 1
+    assert list(agg.addresses) == ["198.51.100.7"]
