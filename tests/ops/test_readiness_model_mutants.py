@@ -30,6 +30,7 @@ def test_a_fields_line_without_the_sub_status_counts_every_request() -> None:
     assert agg.malformed == 0 and agg.requests == 2
     assert presentation.requests == 2 and presentation.statuses == {"200": 1, "403": 1} and presentation.ips == {"198.51.100.7"}
     assert (presentation.first, presentation.last) == (JUNE, JUNE + 300)
+    assert presentation.last_request == ("403", "198.51.100.7", "FlexNet+Agent", STREAM)  # the stream it came from
 
 
 def test_a_fields_line_with_a_date_but_no_time_reads_the_event_time() -> None:
@@ -80,13 +81,15 @@ VALUES = {"date": "2026-06-01", "time": "12:00:00", "c-ip": "198.51.100.7", "cs-
           "crt-flags": "1"}
 
 
-@pytest.mark.parametrize("first", ["time", "crt-subject", "crt-flags", "crt-issuer", "c-ip"])
+@pytest.mark.parametrize("first", ["time", "crt-subject", "crt-flags", "crt-issuer", "c-ip", "cs-uri-stem"])
 def test_any_field_may_come_first(first: str) -> None:
     """W3C logs name their fields in any order: a field at position 0 is a field like any other."""
     order = [first, *(f for f in FIELDS if f != first)]
-    agg = read("#Fields: " + " ".join(order), " ".join(VALUES[f] for f in order))
+    scanner = {**VALUES, "cs-uri-stem": "/.env", "sc-status": "404"}
+    agg = read("#Fields: " + " ".join(order), " ".join(VALUES[f] for f in order), " ".join(scanner[f] for f in order))
     (presentation,) = agg.presentations.values()
     assert agg.malformed == 0 and agg.without_cert_fields == 0
+    assert agg.requests == 1 and agg.ignored_paths == 1  # not an agent path: not a request of the device
     assert (presentation.subject, presentation.issuer, presentation.serial, presentation.flags) == (SUBJECT, ISSUER, "0a-1b", "1")
     assert presentation.first == JUNE and presentation.ips == {"198.51.100.7"}
 
@@ -98,3 +101,21 @@ def test_without_crt_flags_the_certificate_fields_are_not_read() -> None:
     agg = read("#Fields: " + " ".join(order), " ".join(VALUES[f] for f in order))
     assert agg.presentations == {} and agg.without_cert_fields == 1 and agg.requests == 1
     assert list(agg.addresses) == ["198.51.100.7"]
+
+
+def test_a_page_interleaving_two_beacons_keeps_each_request_with_its_own_stream() -> None:
+    """FilterLogEvents pages interleave the beacons' streams: each line is read as part of its own
+    stream (its beacon, its order), whatever its neighbours."""
+    header = "#Fields: " + " ".join(FIELDS)
+
+    def request(device: str, minute: int) -> str:
+        values = {**VALUES, "crt-subject": f"C=US,+O=Example+Corp,+CN={device}", "time": f"12:{minute:02d}:00"}
+        return " ".join(values[f] for f in FIELDS)
+
+    agg = Aggregator(AGENT_PATHS)
+    streams = ["beacon-a", "beacon-b", "beacon-a", "beacon-b", "beacon-a", "beacon-b"]
+    messages = [header, header, request("laptop-a", 1), request("laptop-b", 2), request("laptop-a", 3), request("laptop-b", 4)]
+    agg.feed_columns(streams, [0] * 6, messages)
+    seen = {p.subject.rsplit("=", 1)[1]: (p.requests, p.last_request[3], p.last - JUNE) for p in agg.presentations.values()}
+    assert seen == {"laptop-a": (2, "beacon-a", 180), "laptop-b": (2, "beacon-b", 240)}
+    assert agg.malformed == 0 and agg.headerless == {}
