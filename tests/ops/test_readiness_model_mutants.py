@@ -119,3 +119,13 @@ def test_a_page_interleaving_two_beacons_keeps_each_request_with_its_own_stream(
     seen = {p.subject.rsplit("=", 1)[1]: (p.requests, p.last_request[3], p.last - JUNE) for p in agg.presentations.values()}
     assert seen == {"laptop-a": (2, "beacon-a", 180), "laptop-b": (2, "beacon-b", 240)}
     assert agg.malformed == 0 and agg.headerless == {}
+
+
+def test_ignored_paths_and_bad_times_are_counted_across_batches_with_their_stream() -> None:
+    header = "#Fields: " + " ".join(FIELDS)
+    scanner = " ".join({**VALUES, "cs-uri-stem": "/.env", "sc-status": "404"}[f] for f in FIELDS)
+    bad_time = " ".join({**VALUES, "time": "25:00:00"}[f] for f in FIELDS)
+    agg = read(header, scanner, scanner, bad_time)  # each add() is a batch of its own
+    assert agg.ignored_paths == 2 and agg.requests == 0
+    assert agg.malformed == 1
+    assert agg.malformed_examples == [{"stream": STREAM, "reason": "date/time 2026-06-01 25:00:00 is not yyyy-mm-dd hh:mm:ss", "line": bad_time}]
