@@ -129,3 +129,19 @@ def test_ignored_paths_and_bad_times_are_counted_across_batches_with_their_strea
     assert agg.ignored_paths == 2 and agg.requests == 0
     assert agg.malformed == 1
     assert agg.malformed_examples == [{"stream": STREAM, "reason": "date/time 2026-06-01 25:00:00 is not yyyy-mm-dd hh:mm:ss", "line": bad_time}]
+
+
+def test_a_batch_with_a_bad_time_still_reads_its_good_lines_midnight_included() -> None:
+    """One unreadable time sends its batch through the line-by-line path: the others, a request
+    at 00:00:00 among them, keep their times; a bad time on a line that is not an agent request
+    (a scanner's) is not an unreadable agent line."""
+    header = "#Fields: " + " ".join(FIELDS)
+    midnight = " ".join({**VALUES, "time": "00:00:00"}[f] for f in FIELDS)
+    bad_time = " ".join({**VALUES, "time": "25:00:00", "c-ip": "198.51.100.9"}[f] for f in FIELDS)
+    scanner_bad_time = " ".join({**VALUES, "time": "99:99:99", "cs-uri-stem": "/.env"}[f] for f in FIELDS)
+    agg = Aggregator(AGENT_PATHS)
+    agg.feed_columns([STREAM] * 4, [0] * 4, [header, midnight, bad_time, scanner_bad_time])
+    (presentation,) = agg.presentations.values()
+    assert presentation.first == presentation.last == JUNE - 12 * 3600 and presentation.ips == {"198.51.100.7"}
+    assert agg.malformed == 1 and agg.malformed_examples[0]["line"] == bad_time
+    assert agg.requests == 1 and agg.ignored_paths == 1
