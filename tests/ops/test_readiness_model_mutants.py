@@ -103,9 +103,11 @@ def test_without_crt_flags_the_certificate_fields_are_not_read() -> None:
     assert list(agg.addresses) == ["198.51.100.7"]
 
 
-def test_a_page_interleaving_two_beacons_keeps_each_request_with_its_own_stream() -> None:
+@pytest.mark.parametrize("headers_before", [False, True], ids=["headers in the same page", "headers in an earlier page"])
+def test_a_page_interleaving_two_beacons_keeps_each_request_with_its_own_stream(headers_before: bool) -> None:
     """FilterLogEvents pages interleave the beacons' streams: each line is read as part of its own
-    stream (its beacon, its order), whatever its neighbours."""
+    stream (its beacon, its order), whatever its neighbours; on the line-by-line path (a page
+    with #Fields: lines) and on the batch path (a page of data lines only) alike."""
     header = "#Fields: " + " ".join(FIELDS)
 
     def request(device: str, minute: int) -> str:
@@ -115,7 +117,11 @@ def test_a_page_interleaving_two_beacons_keeps_each_request_with_its_own_stream(
     agg = Aggregator(AGENT_PATHS)
     streams = ["beacon-a", "beacon-b", "beacon-a", "beacon-b", "beacon-a", "beacon-b"]
     messages = [header, header, request("laptop-a", 1), request("laptop-b", 2), request("laptop-a", 3), request("laptop-b", 4)]
-    agg.feed_columns(streams, [0] * 6, messages)
+    if headers_before:
+        agg.feed_columns(streams[:2], [0] * 2, messages[:2])
+        agg.feed_columns(streams[2:], [0] * 4, messages[2:])
+    else:
+        agg.feed_columns(streams, [0] * 6, messages)
     seen = {p.subject.rsplit("=", 1)[1]: (p.requests, p.last_request[3], p.last - JUNE) for p in agg.presentations.values()}
     assert seen == {"laptop-a": (2, "beacon-a", 180), "laptop-b": (2, "beacon-b", 240)}
     assert agg.malformed == 0 and agg.headerless == {}
