@@ -124,7 +124,26 @@ def test_a_page_interleaving_two_beacons_keeps_each_request_with_its_own_stream(
         agg.feed_columns(streams, [0] * 6, messages)
     seen = {p.subject.rsplit("=", 1)[1]: (p.requests, p.last_request[3], p.last - JUNE) for p in agg.presentations.values()}
     assert seen == {"laptop-a": (2, "beacon-a", 180), "laptop-b": (2, "beacon-b", 240)}
-    assert agg.malformed == 0 and agg.headerless == {}
+    assert agg.malformed == 0 and agg.headerless == {} and agg.lines == 6
+
+
+def test_line_numbers_run_on_from_page_to_page() -> None:
+    """A device named by two spellings keeps the first one read: the line numbers that order the
+    tallies continue across pages (each page a batch of data lines only)."""
+    header = "#Fields: " + " ".join(FIELDS)
+
+    def policy(name: str, minute: int) -> str:
+        values = {**VALUES, "cs-uri-stem": f"/ManageSoftDL/Policies/Merged/{name}-c0a80a01.npl", "time": f"12:{minute:02d}:00",
+                  "crt-subject": "-", "crt-issuer": "-", "crt-serial": "-", "crt-flags": "0"}
+        return " ".join(values[f] for f in FIELDS)
+
+    agg = Aggregator(AGENT_PATHS)
+    agg.feed_columns([STREAM], [0], [header])
+    agg.feed_columns([STREAM] * 3, [0] * 3, [policy("laptop-0007", 1), policy("laptop-0008", 2), policy("DESK-0004", 3)])
+    agg.feed_columns([STREAM] * 2, [0] * 2, [policy("desk-0004", 4), policy("laptop-0009", 5)])
+    assert agg.lines == 6
+    assert [(entry.key, entry.requests) for entry in agg.named.values()] == [
+        ("laptop-0007", 1), ("laptop-0008", 1), ("DESK-0004", 2), ("laptop-0009", 1)]
 
 
 def test_ignored_paths_and_bad_times_are_counted_across_batches_with_their_stream() -> None:
