@@ -170,3 +170,15 @@ def test_a_batch_with_a_bad_time_still_reads_its_good_lines_midnight_included() 
     assert presentation.first == presentation.last == JUNE - 12 * 3600 and presentation.ips == {"198.51.100.7"}
     assert agg.malformed == 1 and agg.malformed_examples[0]["line"] == bad_time
     assert agg.requests == 1 and agg.ignored_paths == 1
+
+
+def test_a_carriage_return_ends_a_line_and_nothing_else_is_stripped() -> None:
+    """CRLF logs: the CR goes, the rest of the line stays as it is: a value ending in 'X' keeps it,
+    and a space before the CR is an empty value too many (unreadable, as without the CR)."""
+    order = [f for f in FIELDS if f != "cs(User-Agent)"] + ["cs(User-Agent)"]
+    good = " ".join({**VALUES, "cs(User-Agent)": "AgentX"}[f] for f in order)
+    agg = Aggregator(AGENT_PATHS)
+    agg.feed_columns([STREAM] * 3, [0] * 3, ["#Fields: " + " ".join(order) + "\r", good + "\r", good + " \r"])
+    (presentation,) = agg.presentations.values()
+    assert presentation.last_request[2] == "AgentX" and presentation.requests == 1
+    assert agg.malformed == 1 and agg.malformed_examples[0]["reason"] == "12 values for the 11 fields of the #Fields: line in force"
