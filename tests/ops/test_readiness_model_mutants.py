@@ -182,3 +182,19 @@ def test_a_carriage_return_ends_a_line_and_nothing_else_is_stripped() -> None:
     (presentation,) = agg.presentations.values()
     assert presentation.last_request[2] == "AgentX" and presentation.requests == 1
     assert agg.malformed == 1 and agg.malformed_examples[0]["reason"] == "12 values for the 11 fields of the #Fields: line in force"
+
+
+def test_a_byte_order_mark_goes_and_only_it() -> None:
+    """A BOM before a line (a log file's first line, or any line a copy put one on) is dropped, and
+    nothing after it: a first value starting with 'X' keeps it."""
+    order = ["cs(User-Agent)", *(f for f in FIELDS if f != "cs(User-Agent)")]
+    line = " ".join({**VALUES, "cs(User-Agent)": "XAgent"}[f] for f in order)
+    agg = read("\ufeff#Fields: " + " ".join(order), "\ufeff" + line)
+    (presentation,) = agg.presentations.values()
+    assert agg.malformed == 0 and agg.requests == 1 and presentation.last_request[2] == "XAgent"
+
+
+def test_a_fields_line_without_names_is_unreadable_in_its_stream() -> None:
+    agg = read("#Fields:")
+    assert agg.malformed == 1
+    assert agg.malformed_examples == [{"stream": STREAM, "reason": "#Fields: directive without field names", "line": "#Fields:"}]
