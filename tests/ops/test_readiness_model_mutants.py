@@ -198,3 +198,20 @@ def test_a_fields_line_without_names_is_unreadable_in_its_stream() -> None:
     agg = read("#Fields:")
     assert agg.malformed == 1
     assert agg.malformed_examples == [{"stream": STREAM, "reason": "#Fields: directive without field names", "line": "#Fields:"}]
+
+
+def test_two_beacons_with_different_fields_lines_in_one_page_each_read_by_its_own() -> None:
+    """A page whose streams were written under different #Fields: lines (one beacon's logging
+    changed): each stream's lines are read with its own, never with the other's."""
+    order_b = list(reversed(FIELDS))
+
+    def request(order: list[str], device: str) -> str:
+        return " ".join({**VALUES, "crt-subject": f"C=US,+O=Example+Corp,+CN={device}"}[f] for f in order)
+
+    agg = Aggregator(AGENT_PATHS)
+    agg.feed_columns(["beacon-a", "beacon-b"], [0, 0], ["#Fields: " + " ".join(FIELDS), "#Fields: " + " ".join(order_b)])
+    agg.feed_columns(["beacon-a", "beacon-b", "beacon-a", "beacon-b"], [0] * 4,
+                     [request(FIELDS, "laptop-a"), request(order_b, "laptop-b"), request(FIELDS, "laptop-c"), request(order_b, "laptop-d")])
+    assert agg.malformed == 0
+    assert sorted((p.subject.rsplit("=", 1)[1], p.last_request[3], p.first) for p in agg.presentations.values()) == [
+        ("laptop-a", "beacon-a", JUNE), ("laptop-b", "beacon-b", JUNE), ("laptop-c", "beacon-a", JUNE), ("laptop-d", "beacon-b", JUNE)]
