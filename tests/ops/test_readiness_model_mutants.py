@@ -215,3 +215,16 @@ def test_two_beacons_with_different_fields_lines_in_one_page_each_read_by_its_ow
     assert agg.malformed == 0
     assert sorted((p.subject.rsplit("=", 1)[1], p.last_request[3], p.first) for p in agg.presentations.values()) == [
         ("laptop-a", "beacon-a", JUNE), ("laptop-b", "beacon-b", JUNE), ("laptop-c", "beacon-a", JUNE), ("laptop-d", "beacon-b", JUNE)]
+
+
+def test_lines_before_any_fields_line_are_unreadable_and_the_event_reads_on() -> None:
+    """A data line before its stream's #Fields: line is unreadable (named with its stream); the
+    lines after it in the same event are read, the event time standing in for a missing time."""
+    order = [f for f in FIELDS if f != "time"]
+    data = " ".join(VALUES[f] for f in order)
+    agg = Aggregator(AGENT_PATHS)
+    agg.add(STREAM, "\n".join([data, "#Fields: " + " ".join(order), data]), (JUNE + 60) * 1000)
+    assert agg.malformed == 1 and agg.headerless == {STREAM: 1}
+    assert agg.malformed_examples == [{"stream": STREAM, "reason": "no #Fields: line before it in its log stream", "line": data}]
+    (presentation,) = agg.presentations.values()
+    assert presentation.requests == 1 and presentation.first == JUNE + 60
