@@ -228,3 +228,41 @@ def test_lines_before_any_fields_line_are_unreadable_and_the_event_reads_on() ->
     assert agg.malformed_examples == [{"stream": STREAM, "reason": "no #Fields: line before it in its log stream", "line": data}]
     (presentation,) = agg.presentations.values()
     assert presentation.requests == 1 and presentation.first == JUNE + 60
+
+
+def _line(values: dict[str, str]) -> str:
+    return " ".join({**VALUES, **values}[f] for f in FIELDS)
+
+
+NO_CERT = {"crt-subject": "-", "crt-issuer": "-", "crt-serial": "-", "crt-flags": "0"}
+
+
+def test_refusals_and_uploads_are_summed_over_every_request_of_a_tally() -> None:
+    agg = read("#Fields: " + " ".join(FIELDS),
+               _line({"sc-status": "403", "sc-substatus": "13"}), _line({"sc-status": "403", "sc-substatus": "13", "c-ip": "198.51.100.8"}),
+               _line({**NO_CERT, "cs-uri-stem": "/ManageSoftRL/inventory.ndi"}),
+               _line({**NO_CERT, "cs-uri-stem": "/ManageSoftRL/inventory.ndi", "sc-status": "403", "sc-substatus": "7"}))
+    (presentation,) = agg.presentations.values()
+    assert presentation.recent_refused == {"403.13": 2} and presentation.statuses == {"403.13": 2}
+    address = agg.addresses["198.51.100.7"]
+    assert (address.requests, address.uploads, address.recent_uploads) == (2, 2, 2)
+
+
+def test_a_policy_download_is_not_an_upload() -> None:
+    agg = read("#Fields: " + " ".join(FIELDS), _line({**NO_CERT, "cs-uri-stem": "/ManageSoftDL/Policies/Merged/desk-0004-c0a80a01.npl"}))
+    (named,) = agg.named.values()
+    assert (named.key, named.requests, named.uploads) == ("desk-0004", 1, 0)
+
+
+@pytest.mark.parametrize("cn,named", [("LAPTOP-0001", "laptop-0001"), ("laptop-0002.corp.example.com", "LAPTOP-0002"),
+                                      ("laptop-0003.corp.example.com", "LAPTOP-0003.CORP.EXAMPLE.COM")])
+def test_a_policy_naming_a_certificate_device_is_that_device_s(cn: str, named: str) -> None:
+    """The name in a policy URL is matched to the certificate devices case-blind, by the whole CN
+    or by its first label (a CN that is the device's FQDN)."""
+    agg = read("#Fields: " + " ".join(FIELDS), _line({"crt-subject": f"C=US,+O=Example+Corp,+CN={cn}"}),
+               _line({**NO_CERT, "cs-uri-stem": f"/ManageSoftDL/Policies/Merged/{named}-c0a80a01.npl"}))
+    outcome = agg.finish(["Example Devices CA"])
+    assert outcome.rules.source == "the issuing CAs' Issuer rules"
+    (device,) = [d for d in outcome.devices if d.kind != "address"]
+    assert (device.identity, device.state) == (cn, "no-certificate")
+    assert device.why == f"1 request(s) in the recent window naming it in the URL ({named}-*.npl) came without a certificate"
