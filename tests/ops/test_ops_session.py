@@ -23,6 +23,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def test_sessions_share_one_loader_and_read_each_model_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ops_aws, "_LOADERS", {})  # as in a fresh process: no model read yet
     first, second = ops_aws.new_session(None, "us-east-1"), ops_aws.new_session(None, "eu-west-1")
     assert loader_of(first) is loader_of(second)
     read: list[str] = []
