@@ -266,3 +266,31 @@ def test_a_policy_naming_a_certificate_device_is_that_device_s(cn: str, named: s
     (device,) = [d for d in outcome.devices if d.kind != "address"]
     assert (device.identity, device.state) == (cn, "no-certificate")
     assert device.why == f"1 request(s) in the recent window naming it in the URL ({named}-*.npl) came without a certificate"
+
+
+def test_blank_and_bom_only_lines_inside_an_event_are_skipped_not_the_rest() -> None:
+    header = "#Fields: " + " ".join(FIELDS)
+    agg = Aggregator(AGENT_PATHS)
+    agg.add(STREAM, "\n".join([header, "", _line({}), "\ufeff", _line({"c-ip": "198.51.100.8"})]), 0)
+    (presentation,) = agg.presentations.values()
+    assert presentation.requests == 2 and presentation.ips == {"198.51.100.7", "198.51.100.8"} and agg.malformed == 0
+
+
+def test_an_address_counts_as_enrolled_from_its_earliest_certificate() -> None:
+    """Requests without a certificate from an address after the first certificate any device
+    presented from it block, however old: the earliest of the devices there counts."""
+    agg = Aggregator(AGENT_PATHS, recent_from=JUNE + 7200)
+    agg.add(STREAM, "#Fields: " + " ".join(FIELDS), 0)
+    agg.add(STREAM, _line({"time": "12:00:00", "crt-subject": "C=US,+CN=laptop-0001"}), 0)
+    agg.add(STREAM, _line({"time": "12:10:00", **NO_CERT}), 0)
+    agg.add(STREAM, _line({"time": "12:30:00", "crt-subject": "C=US,+CN=laptop-0002"}), 0)
+    outcome = agg.finish(["Example Devices CA"])
+    (address,) = [d for d in outcome.devices if d.kind == "address"]
+    assert address.state == "no-certificate"
+    assert "; after a certificate had come from this address (2026-06-01T12:00:00Z)" in address.why
+
+
+def test_an_expected_device_seen_only_by_its_policy_url_is_not_unseen() -> None:
+    agg = read("#Fields: " + " ".join(FIELDS), _line({**NO_CERT, "cs-uri-stem": "/ManageSoftDL/Policies/Merged/desk-0004-c0a80a01.npl"}))
+    outcome = agg.finish(["Example Devices CA"], expected={"desk-0004": "DESK-0004", "laptop-0009": "laptop-0009"})
+    assert [d.identity for d in outcome.devices if d.state == "unseen"] == ["laptop-0009"]
