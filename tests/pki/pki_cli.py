@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -47,3 +48,14 @@ def fails(directory: Path, *args: str, expect: str, **kw: Any) -> str:
     assert len(lines) == 1 and lines[0].startswith("pki: error: "), err
     assert expect in lines[0], lines[0]
     return lines[0]
+
+
+def init_ca(directory: Path, cn: str, crl_url: str, *extra: str) -> Path:
+    """`init-ca --cn CN --o "Example Corp" --crl-url URL EXTRA...` in `directory`, which it returns."""
+    ok(directory, "init-ca", "--cn", cn, "--o", "Example Corp", "--crl-url", crl_url, *extra)
+    return directory
+
+
+def read_index(directory: Path) -> dict[str, Any]:
+    """The PKI's index.json, parsed."""
+    return json.loads((directory / "index.json").read_text())

@@ -32,7 +32,7 @@ from components.certs import verdict as cert_verdict
 
 from components.iis import mapping_rules
 from conftest import ROOT
-from pki_cli import fails, ok, pki
+from pki_cli import fails, init_ca, ok, pki, read_index
 from scripts.pki import cli
 from scripts.pki import inputs as pki_inputs
 
@@ -57,12 +57,10 @@ def mode(path: Path) -> int:
 
 
 def init(directory: Path, *extra: str) -> Path:
-    ok(directory, "init-ca", "--cn", CA_CN, "--o", "Example Corp", "--crl-url", CRL_URL, *extra)
-    return directory
+    return init_ca(directory, CA_CN, CRL_URL, *extra)
 
 
-def index(directory: Path) -> dict[str, Any]:
-    return json.loads((directory / "index.json").read_text())
+index = read_index
 
 
 def make_csr(cn: str | None, key: Any = None, o: str | None = None) -> tuple[x509.CertificateSigningRequest, Any]:

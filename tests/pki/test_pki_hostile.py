@@ -36,19 +36,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import ROOT
-from pki_cli import fails, ok, pki
+from pki_cli import fails, init_ca, ok, pki, read_index
 from scripts.pki.inputs import MIN_PFX_PASSWORD, PASSWORD_ENV
 
 CRL_URL = "http://crl.example.com/devices-ca.crl"
 
 
 def init(directory: Path, *extra: str) -> Path:
-    ok(directory, "init-ca", "--cn", "Hostile Devices CA", "--o", "Example Corp", "--crl-url", CRL_URL, *extra)
-    return directory
+    return init_ca(directory, "Hostile Devices CA", CRL_URL, *extra)
 
 
-def index(directory: Path) -> dict[str, Any]:
-    return json.loads((directory / "index.json").read_text())
+index = read_index
 
 
 def serial_of(path: Path) -> int:

@@ -43,7 +43,7 @@ from cryptography.x509.oid import NameOID
 from components.certs import facts as cert_facts
 from conftest import ROOT
 from kit_lab import make_lab
-from pki_cli import fails, ok, pki
+from pki_cli import fails, init_ca, ok, pki, read_index
 from scripts.pki import bundle as bundle_module
 from scripts.pki import bundle_files as kit
 from scripts.pki import entries, parallel
@@ -54,12 +54,10 @@ CRL_URL = "http://crl.example.com/round2-ca.crl"
 
 
 def init(directory: Path, *extra: str) -> Path:
-    ok(directory, "init-ca", "--cn", "Round Two Devices CA", "--o", "Example Corp", "--crl-url", CRL_URL, *extra)
-    return directory
+    return init_ca(directory, "Round Two Devices CA", CRL_URL, *extra)
 
 
-def index(directory: Path) -> dict[str, Any]:
-    return json.loads((directory / "index.json").read_text())
+index = read_index
 
 
 def secret(length: int = 16, alphabet: str = string.ascii_letters) -> str:

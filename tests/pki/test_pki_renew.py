@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from pki_cli import fails, ok, pki
+from pki_cli import fails, ok, pki, read_index
 from scripts.ops import expiry as expiry_mod
 from scripts.ops.expected import expected_devices
 from scripts.ops.readiness_model import Aggregator
@@ -43,8 +43,7 @@ def public(key_or_cert: Any) -> bytes:
     return key_or_cert.public_key().public_bytes(*SPKI)
 
 
-def index(d: Path) -> dict[str, Any]:
-    return json.loads((d / "index.json").read_text())
+index = read_index
 
 
 def mode(path: Path) -> int:
